@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make demo` (install everything, build the demo dataset) and
+# `make test`. Everything lives in .venv; stage commands find it through PATH.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/g4g fetch-weights
+	touch $@
+
+demo: install
+	dvc repro
+	dvc metrics show
+
+test: install
+	pytest -q
+
+bench: install
+	python bench/compose_throughput.py
+
+clean:
+	rm -rf build dataset .g4g

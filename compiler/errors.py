@@ -1,0 +1,16 @@
+"""Errors a user can act on: each names the file, key or item and what would be valid."""
+
+
+class RecipeError(Exception):
+    """The recipe (or a file it references) is invalid; nothing was built.
+
+    `key` is the recipe key path when the message does not yet say which file it is in.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class ItemError(Exception):
+    """One work item cannot be built; the stage reports it with this reason and goes on."""

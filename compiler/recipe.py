@@ -1,0 +1,177 @@
+"""Compose a recipe with Hydra, check it against the schema and the backend registry.
+
+Every error names the recipe file the offending key comes from, the key path and what
+would be valid; nothing is built from an invalid recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from compiler.errors import RecipeError
+from compiler import schema
+from compiler.schema import (
+    MAX_CONCEPTS_PER_IMAGE,
+    MIN_CONCEPTS_PER_IMAGE,
+    STAGE_KINDS,
+    TOKEN_STYLES,
+    Recipe,
+)
+from stages import backends
+
+SCHEMA_NAME = "schema"
+SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
+                                                schema.Composition, schema.Strategy, schema.Backends,
+                                                schema.Output)}
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Recipe)
+
+
+def describe_error(error: Exception, recipes_dir: Path, recipe_file: Path) -> str:
+    """One line: the file the bad key comes from, the key path, the problem, the valid keys."""
+    message = str(error)
+    source = re.search(r"In '([^']+)'", message)
+    full_key = getattr(error, "full_key", None) or _search(r"full_key: (\S+)", message)
+    if source and (recipes_dir / f"{source.group(1)}.yaml").is_file():
+        origin = recipes_dir / f"{source.group(1)}.yaml"
+    else:
+        origin = locate_key(recipes_dir, recipe_file, full_key) if full_key else recipe_file
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    problem = next((line for line in lines if not line.startswith(("In ", "full_key", "reference_type",
+                                                                    "object_type", "Error merging"))), lines[0])
+    schema = _search(r"not in '(\w+)'", problem)
+    if schema in SCHEMA_CLASSES:
+        problem += f"; valid keys: {', '.join(f.name for f in dataclasses.fields(SCHEMA_CLASSES[schema]))}"
+    return f"{origin}: {full_key + ': ' if full_key else ''}{problem}"
+
+
+def _search(pattern: str, text: str) -> str | None:
+    found = re.search(pattern, text)
+    return found.group(1) if found else None
+
+
+def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = None) -> Recipe:
+    """Hydra-compose `recipes_dir/name.yaml` with `overrides` into a typed `Recipe`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    recipes_dir = Path(recipes_dir).resolve()
+    recipe_file = recipes_dir / f"{name}.yaml"
+    if not recipe_file.is_file():
+        available = sorted(p.stem for p in recipes_dir.glob("*.yaml"))
+        raise RecipeError(f"recipe '{name}' not found at {recipe_file}; available: {', '.join(available)}")
+    _register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(recipes_dir), version_base=None):
+            cfg = compose(config_name=name, overrides=list(overrides or []))
+        typed = OmegaConf.merge(OmegaConf.structured(Recipe), cfg)
+        return OmegaConf.to_object(typed)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise RecipeError(describe_error(error, recipes_dir, recipe_file)) from None
+
+
+def locate_key(recipes_dir: Path, recipe_file: Path, key_path: str) -> Path:
+    """The recipe file that defines `key_path` (the recipe itself or one of its group files)."""
+    candidates = [(recipe_file, "")] + [
+        (path, path.parent.relative_to(recipes_dir).as_posix().replace("/", "."))
+        for path in sorted(recipes_dir.glob("*/**/*.yaml"))
+    ]
+    for path, package in candidates:
+        prefix = f"{package}." if package else ""
+        if package and not key_path.startswith(prefix):
+            continue
+        try:
+            node = OmegaConf.load(path)
+        except OmegaConfBaseException:
+            continue
+        if OmegaConf.select(node, key_path[len(prefix):], default=None) is not None:
+            return path
+    return recipe_file
+
+
+def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str, dict[str, Any]]:
+    """Cross-reference checks the schema cannot express; returns validated backend configs."""
+
+    def fail(key: str, problem: str) -> None:
+        origin = locate_key(recipe_file.parent, recipe_file, key)
+        raise RecipeError(f"{origin}: {key}: {problem}")
+
+    if not IDENTIFIER.match(recipe.name):
+        fail("name", f"'{recipe.name}' is not a valid name; use letters, digits, '_', '-', '+'")
+    for section in ("concepts", "backgrounds", "compositions"):
+        for ident in getattr(recipe, section):
+            if not IDENTIFIER.match(ident):
+                fail(f"{section}.{ident}", "ids use letters, digits, '_', '-', '+' (no dots or slashes)")
+    if not recipe.compositions:
+        fail("compositions", "the recipe declares no composition")
+    tokens: dict[str, str] = {}
+    for cid, concept in recipe.concepts.items():
+        if not concept.images:
+            fail(f"concepts.{cid}.images", "at least one image path, glob or pkg: reference")
+        if concept.size <= 0:
+            fail(f"concepts.{cid}.size", f"{concept.size} must be > 0 (the largest object is 1.0)")
+        if concept.token in tokens:
+            fail(f"concepts.{cid}.token", f"'{concept.token}' is also the token of '{tokens[concept.token]}'")
+        tokens[concept.token] = cid
+    for bid, background in recipe.backgrounds.items():
+        if not background.images:
+            fail(f"backgrounds.{bid}.images", "at least one image path, glob or pkg: reference")
+    for comp_id, comp in recipe.compositions.items():
+        where = f"compositions.{comp_id}"
+        count = len(comp.concepts)
+        if not MIN_CONCEPTS_PER_IMAGE <= count <= MAX_CONCEPTS_PER_IMAGE:
+            fail(f"{where}.concepts", f"{count} concepts; a composition has "
+                 f"{MIN_CONCEPTS_PER_IMAGE}-{MAX_CONCEPTS_PER_IMAGE}")
+        for index, cid in enumerate(comp.concepts):
+            if cid not in recipe.concepts:
+                fail(f"{where}.concepts[{index}]", f"unknown concept '{cid}'; valid: {', '.join(sorted(recipe.concepts))}")
+        if len(set(comp.concepts)) != count:
+            fail(f"{where}.concepts", "a concept is listed twice")
+        if not comp.backgrounds:
+            fail(f"{where}.backgrounds", f"at least one of: {', '.join(sorted(recipe.backgrounds))}")
+        for index, bid in enumerate(comp.backgrounds):
+            if bid not in recipe.backgrounds:
+                fail(f"{where}.backgrounds[{index}]", f"unknown background '{bid}'; valid: {', '.join(sorted(recipe.backgrounds))}")
+        if comp.num_images < 1:
+            fail(f"{where}.num_images", f"{comp.num_images} must be >= 1")
+    if recipe.strategy.token_style not in TOKEN_STYLES:
+        fail("strategy.token_style", f"'{recipe.strategy.token_style}'; valid: {', '.join(TOKEN_STYLES)}")
+    for role in ("short_caption", "detailed_caption"):
+        template = getattr(recipe.strategy, role)
+        if not (templates_dir / template).is_file():
+            fail(f"strategy.{role}", f"template '{template}' not found in {templates_dir}")
+    output = recipe.output
+    if output.resolution < 64 or output.resolution % 8:
+        fail("output.resolution", f"{output.resolution}; use a multiple of 8, at least 64")
+    if not 1 <= output.jpeg_quality <= 100:
+        fail("output.jpeg_quality", f"{output.jpeg_quality}; valid: 1-100")
+    if output.shard_size < 1:
+        fail("output.shard_size", f"{output.shard_size} must be >= 1")
+    return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail) for kind in STAGE_KINDS}
+
+
+def _validate_backend(kind: str, config: dict[str, Any], fail) -> dict[str, Any]:
+    """Check the backend key and its options against the backend's own `Params` dataclass."""
+    name = config.pop("name", None)
+    if name not in backends.names(kind):
+        fail(f"backends.{kind}.name", f"'{name}'; valid: {', '.join(backends.names(kind))}")
+    params_class = backends.module(kind, name).Params
+    try:
+        params = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(params_class), config))
+        params_class(**params)  # runs the backend's own range checks, if it has any
+    except (OmegaConfBaseException, ValueError) as error:
+        key = getattr(error, "full_key", "") or ""
+        valid = ", ".join(backends.option_names(kind, name))
+        fail(f"backends.{kind}.{key}".rstrip("."), f"{str(error).splitlines()[0]} (options of {kind} backend '{name}': {valid})")
+    return backends.describe(kind, name, params)

