@@ -47,11 +47,12 @@ def _extract(args: argparse.Namespace) -> int:
     params = extract_module.Params(threshold=args.threshold, max_side=args.max_side)
     extractor = backends.create("extract", backends.describe("extract", args.backend, vars(params)))
     image = load_image(args.photo, str(args.photo))
-    mask = extractor.soft_mask(image)
-    if args.mask_only:
-        Image.fromarray(mask).save(args.output)
-    else:
-        cut_out(image, mask, params.threshold, params.max_side)[0].save(args.output)
+    try:
+        mask = extractor.soft_mask(image)
+        output = Image.fromarray(mask) if args.mask_only else cut_out(image, mask, params.threshold, params.max_side)[0]
+    except ItemError as error:
+        raise ItemError(f"{args.photo}: {error}") from None
+    output.save(args.output)
     print(f"wrote {args.output}")
     return 0
 

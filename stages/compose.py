@@ -22,7 +22,7 @@ from compiler import sources
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.files import read_json
-from stages.runtime.images import encode_jpeg, encode_png, load_image
+from stages.runtime.images import encode_jpeg, encode_mask, load_image
 from stages.runtime.runner import ItemOutput, attach, each_item, finish, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
@@ -49,11 +49,11 @@ def compose_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     result = composer.compose([o["box"] for o in layout["objects"]], cutouts, background)
     item_id = item["id"]
     files = {f"{item_id}.jpg": encode_jpeg(result["image"], context["jpeg_quality"]),
-             f"{item_id}.mask.png": encode_png(result["mask"])}
+             f"{item_id}.mask.png": encode_mask(result["mask"])}
     concepts = []
     for obj, mask, stat in zip(layout["objects"], result["masks"], result["stats"]):
         name = f"{item_id}.mask.{obj['concept']}.png"
-        files[name] = encode_png(mask)
+        files[name] = encode_mask(mask)
         concepts.append({"concept": obj["concept"], "mask": name, **stat})
     record = {"image": f"{item_id}.jpg", "mask": f"{item_id}.mask.png", "concepts": concepts,
               "background": {**layout["background"], **photo}}

