@@ -99,6 +99,7 @@ def build(
         allowed = [{"id": bid, "photos": len(background_photos[bid])} for bid in comp.backgrounds]
         photo_hashes = {bid: [p["sha256"] for p in background_photos[bid]] for bid in comp.backgrounds}
         words = {cid: [recipe.concepts[cid].token, recipe.concepts[cid].class_noun] for cid in comp.concepts}
+        references = {cid: [v["key"] for v in cutouts_of[cid]] for cid in comp.concepts}
         phrases = {bid: recipe.backgrounds[bid].phrase for bid in comp.backgrounds}
         for index in range(comp.num_images):
             item_id = f"{comp_id}-{index:05d}"
@@ -110,7 +111,8 @@ def build(
             # image will have to add `image_key` here.
             caption_key = content_key("caption", plan_key, words, phrases, templates,
                                       recipe.strategy.token_style, backends["caption"])
-            score_key = content_key("score", plan_key, image_key, backends["score"], canvas)
+            score_key = content_key("score", plan_key, image_key, backends["score"], canvas, words, phrases,
+                                    references)
             plan_items.append({
                 "id": item_id, "key": plan_key, "composition": comp_id, "index": index, "seed": seed,
                 "concepts": [{"id": c["id"], "size": c["size"], "cutouts": [v["id"] for v in c["cutouts"]]}
@@ -142,7 +144,14 @@ def build(
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
             "items": caption_items,
         },
-        "score": {"backend": backends["score"], "canvas": canvas, "items": score_items},
+        "score": {
+            "backend": backends["score"], "canvas": canvas,
+            "concepts": {cid: {"class_noun": recipe.concepts[cid].class_noun,
+                               "references": [item["source"] for item in extract_items if item["concept"] == cid]}
+                         for cid in sorted(recipe.concepts)},
+            "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
+            "items": score_items,
+        },
         "pack": {
             "name": recipe.name, "recipe": recipe_dict, "recipe_key": content_key(recipe_dict),
             "shard_size": recipe.output.shard_size, "backends": backends,

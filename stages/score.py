@@ -1,9 +1,10 @@
 """Stage `score`: the automatic quality filter that replaces the paper's manual 1-5 rating.
 
-Reads  build/compiled/score.json, build/layouts.json, build/images.json.
+Reads  build/compiled/score.json, build/layouts.json, build/images.json (+ build/images/,
+       build/cutouts/ and the concepts' reference photos for model-based scorers).
 Writes build/scores.json: per image `keep`, `reasons` (each failed check: check, concept,
-       message) and per-concept measurements. The report gives keep rates per number of
-       concepts beside the paper's manual keep rates.
+       message) and per-concept measurements (and image metrics for model-based scorers).
+       The report gives keep rates per number of concepts beside the paper's manual rates.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from compiler import sources
+from compiler.errors import ItemError
 from stages import backends
 from stages.runtime.files import read_json
-from stages.runtime.runner import ItemOutput, attach, each_item, finish, run_cli, run_items
+from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 PAPER_KEEP_RATES = {"<=3": 0.53, "4": 0.32, "5": 0.22}  # Gen4Gen's manual rating, 4-5 of 5 kept
@@ -25,11 +28,25 @@ def concept_bin(count: int) -> str:
     return "<=3" if count <= 3 else str(count)
 
 
-@each_item
-def score_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
-    scorer = backends.create("score", context["backend"])
-    sample = {"canvas": context["canvas"], "concepts": item["image"]["concepts"], "layout": item["layout"]}
-    return scorer.score(sample), {}
+def sample_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Everything a scorer may look at for one image, with file paths resolved."""
+    root, layout = Path(context["root"]), item["layout"]
+    cutouts = {o["concept"]: o["cutout"] for o in layout["objects"]}
+    concepts = []
+    for stat in item["image"]["concepts"]:
+        info = context["concepts"][stat["concept"]]
+        concepts.append({
+            **stat, "class_noun": info["class_noun"],
+            "references": [str(sources.resolve(ref, root)) for ref in info["references"]],
+            "cutout": str(Path(context["cutouts_dir"]) / f"{cutouts[stat['concept']]}.png"),
+        })
+    return {"image": str(Path(context["images_dir"]) / item["image"]["image"]), "canvas": context["canvas"],
+            "background": context["backgrounds"][layout["background"]["id"]], "concepts": concepts}
+
+
+def score_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
+    scorer = backends.create("score", context["backend"], device=context["device"])
+    return [(result, {}) for result in scorer.score_batch([sample_for(item, context) for item in items])]
 
 
 def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
@@ -48,12 +65,16 @@ def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path) -> None:
+def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
+        images_dir: Path = Path("build/images"), cutouts_dir: Path = Path("build/cutouts")) -> None:
     document = read_json(items_file)
+    settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
-    context = {"backend": document["backend"], "canvas": document["canvas"]}
-    result, _ = run_items("score", items, score_item, context, load_settings(), {**skipped, **skipped_images})
+    context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": document["concepts"],
+               "backgrounds": document["backgrounds"], "root": str(Path.cwd()), "device": settings.device,
+               "images_dir": str(images_dir), "cutouts_dir": str(cutouts_dir)}
+    result, _ = run_items("score", items, score_batch, context, settings, {**skipped, **skipped_images})
     scores = result.entries()
     finish("score", result, document["backend"]["name"], out_file, {"scores": scores}, **keep_rates(scores))
 
@@ -63,9 +84,11 @@ def main() -> None:
     parser.add_argument("--items", type=Path, default=Path("build/compiled/score.json"))
     parser.add_argument("--layouts", type=Path, default=Path("build/layouts.json"))
     parser.add_argument("--images", type=Path, default=Path("build/images.json"))
+    parser.add_argument("--images-dir", type=Path, default=Path("build/images"))
+    parser.add_argument("--cutouts", type=Path, default=Path("build/cutouts"))
     parser.add_argument("--out", type=Path, default=Path("build/scores.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.layouts, args.images, args.out))
+    run_cli(lambda: run(args.items, args.layouts, args.images, args.out, args.images_dir, args.cutouts))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Tests never reach a model hub: fail fast instead of retrying (the hub libraries read this at import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "gen4gen"
 PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "dvc.yaml", "params.yaml", ".dvcignore")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 from types import ModuleType
 from typing import Any
@@ -23,7 +24,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "plan": {"solver": "stages.backends.plan.solver"},
     "compose": {"paste": "stages.backends.compose.paste"},
     "caption": {"template": "stages.backends.caption.template"},
-    "score": {"geometric": "stages.backends.score.geometric"},
+    "score": {"geometric": "stages.backends.score.geometric", "clip": "stages.backends.score.clip"},
 }
 
 
@@ -46,10 +47,16 @@ _LOADED: dict[str, Any] = {}
 
 
 def create(kind: str, description: dict[str, Any], **runtime: Any) -> Any:
-    """The backend a build document describes, built once per process (models load once)."""
+    """The backend a build document describes, built once per process (models load once).
+
+    `runtime` offers throughput settings (device, threads, ...); each backend receives only
+    those its constructor names.
+    """
+    backend_module = module(kind, description["name"])
+    accepted = inspect.signature(backend_module.Backend).parameters
+    runtime = {k: v for k, v in runtime.items() if k in accepted}
     memo = json.dumps([kind, description, runtime], sort_keys=True, default=str)
     if memo not in _LOADED:
-        backend_module = module(kind, description["name"])
         _LOADED[memo] = backend_module.Backend(backend_module.Params(**description["params"]), **runtime)
     return _LOADED[memo]
 

@@ -8,24 +8,18 @@ import numpy as np
 from PIL import Image
 
 from compiler.errors import ItemError
+from stages.backends.extract import CutoutParams
 
 VERSION = "1"
 
 
 @dataclass
-class Params:
-    threshold: int = 70  # tight box on the alpha channel, as for a predicted mask
-    max_side: int = 1024
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.threshold < 255:
-            raise ValueError(f"threshold {self.threshold}: valid 0-254")
-        if self.max_side < 16:
-            raise ValueError(f"max_side {self.max_side}: must be >= 16")
+class Params(CutoutParams):
+    pass
 
 
 class Backend:
-    def __init__(self, params: Params, threads: int = 1):
+    def __init__(self, params: Params):
         self.params = params
 
     def soft_mask(self, image: Image.Image) -> np.ndarray:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from compiler.errors import ItemError
 from stages.backends import BackendUnavailable
+from stages.backends.extract import CutoutParams
 
 VERSION = "1"
 MODEL_NAME = "u2netp"
@@ -32,16 +33,11 @@ MEAN, STD, INPUT_SIZE = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (320, 320)
 
 
 @dataclass
-class Params:
-    threshold: int = 70  # the paper's tight-box threshold on the 0-255 soft mask
-    max_side: int = 1024  # cut-outs are stored at most this large (the canvas side)
+class Params(CutoutParams):
     min_confidence: float = 0.5  # peak raw saliency below this means "no object in the photo"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threshold < 255:
-            raise ValueError(f"threshold {self.threshold}: valid 0-254")
-        if self.max_side < 16:
-            raise ValueError(f"max_side {self.max_side}: must be >= 16")
+        super().__post_init__()
         if not 0 <= self.min_confidence < 1:
             raise ValueError(f"min_confidence {self.min_confidence}: valid 0-1")
 

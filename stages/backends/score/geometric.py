@@ -38,6 +38,9 @@ class Backend:
     def __init__(self, params: Params):
         self.params = params
 
+    def score_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.score(sample) for sample in samples]
+
     def score(self, sample: dict[str, Any]) -> dict[str, Any]:
         """`sample` holds `canvas` and `concepts` (each: concept id, full/inside/visible areas)."""
         width, height = sample["canvas"]

@@ -1,0 +1,103 @@
+"""Model-based filter: are all concepts detected, do they still look like themselves, does
+the image match its background text? Plus the geometric checks.
+
+Per concept: detected by OWL-ViT (queried with its class noun), identity = mean CLIP
+similarity of its assigned crop to the concept's reference photos (and to the cut-out pasted
+in this image); per image: CP-CLIP, CP-CLIP-assigned, identity mixing and TI-CLIP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from stages.backends.score import geometric
+from stages.metrics.evaluate import ConceptReference, ImageToScore, evaluate
+from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
+from stages.runtime.images import load_image
+
+VERSION = "1"
+
+
+@dataclass
+class Params(geometric.Params):
+    detector: str = "google/owlvit-base-patch32"  # hub id or local directory
+    embedder: str = "ViT-B-32"  # open_clip model name
+    embedder_weights: str = "openai"  # open_clip pretrained tag, hub id or local checkpoint file
+    embedder_config: str = ""  # JSON config of a custom open_clip architecture, if any
+    detection_threshold: float = 0.1
+    min_identity: float = 0.5  # assigned crop vs the concept's reference photos (cosine)
+    min_text: float = 0.0  # TI-CLIP floor; 0 keeps it an indicator only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.detection_threshold <= 1:
+            raise ValueError(f"detection_threshold {self.detection_threshold}: valid 0-1")
+        if not -1 <= self.min_identity <= 1 or not -1 <= self.min_text <= 1:
+            raise ValueError("min_identity and min_text are cosines in [-1, 1]")
+
+
+def _on_grey(cutout: Image.Image) -> Image.Image:
+    """A cut-out flattened on neutral grey, so its transparent part carries no background."""
+    canvas = Image.new("RGBA", cutout.size, (128, 128, 128, 255))
+    return Image.alpha_composite(canvas, cutout.convert("RGBA")).convert("RGB")
+
+
+class Backend:
+    def __init__(self, params: Params, device: str = "cpu"):
+        self.params = params
+        geometric_fields = {f.name for f in dataclasses.fields(geometric.Params)}
+        self.geometric = geometric.Backend(geometric.Params(
+            **{k: v for k, v in dataclasses.asdict(params).items() if k in geometric_fields}))
+        self.detector = OwlVitDetector(params.detector, device, params.detection_threshold)
+        self.embedder = OpenClipEmbedder(params.embedder, params.embedder_weights, device,
+                                         params.embedder_config or None)
+        self._embeddings: dict[tuple[str, ...], np.ndarray] = {}
+
+    def _embed_files(self, paths: list[str], flatten: bool = False) -> np.ndarray:
+        """Embeddings of reference photos or cut-outs, computed once per worker."""
+        key = (str(flatten), *paths)
+        if key not in self._embeddings:
+            images = [load_image(Path(p), p) for p in paths]
+            self._embeddings[key] = self.embedder.embed_images([_on_grey(i) if flatten else i for i in images])
+        return self._embeddings[key]
+
+    def score_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        batch = [
+            ImageToScore(
+                image=load_image(Path(sample["image"]), sample["image"]),
+                concepts=[ConceptReference(c["concept"], c["class_noun"], self._embed_files(c["references"]),
+                                           self._embed_files([c["cutout"]], flatten=True)[0])
+                          for c in sample["concepts"]],
+                text=sample["background"],
+            )
+            for sample in samples
+        ]
+        return [self._decide(sample, metrics) for sample, metrics in zip(samples, evaluate(batch, self.detector, self.embedder))]
+
+    def _decide(self, sample: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        result = self.geometric.score(sample)
+        p = self.params
+        for cid, found in metrics.pop("concepts").items():
+            result["concepts"][cid].update(found)
+            if not found["detected"]:
+                result["reasons"].append({"check": "detected", "concept": cid, "message": (
+                    f"{cid}: not detected as '{_noun(sample, cid)}' (detection_threshold {p.detection_threshold})")})
+            elif found["identity"] < p.min_identity:
+                result["reasons"].append({"check": "identity", "concept": cid, "message": (
+                    f"{cid}: identity {found['identity']:.2f} below min_identity {p.min_identity:.2f}")})
+        if metrics["ti_clip"] < p.min_text:
+            result["reasons"].append({"check": "text", "concept": None, "message": (
+                f"TI-CLIP {metrics['ti_clip']:.2f} below min_text {p.min_text:.2f}")})
+        result["keep"] = not result["reasons"]
+        result["metrics"] = metrics
+        return result
+
+
+def _noun(sample: dict[str, Any], concept_id: str) -> str:
+    return next(c["class_noun"] for c in sample["concepts"] if c["concept"] == concept_id)
