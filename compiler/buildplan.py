@@ -93,10 +93,12 @@ def build(
     for comp_id in sorted(recipe.compositions):
         comp = recipe.compositions[comp_id]
         concepts = [
-            {"id": cid, "size": recipe.concepts[cid].size, "cutouts": cutouts_of[cid]}
+            {"id": cid, "class_noun": recipe.concepts[cid].class_noun, "size": recipe.concepts[cid].size,
+             "cutouts": cutouts_of[cid]}
             for cid in comp.concepts
         ]
-        allowed = [{"id": bid, "photos": len(background_photos[bid])} for bid in comp.backgrounds]
+        allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid])}
+                   for bid in comp.backgrounds]
         photo_hashes = {bid: [p["sha256"] for p in background_photos[bid]] for bid in comp.backgrounds}
         words = {cid: [recipe.concepts[cid].token, recipe.concepts[cid].class_noun] for cid in comp.concepts}
         references = {cid: [v["key"] for v in cutouts_of[cid]] for cid in comp.concepts}
@@ -115,8 +117,8 @@ def build(
                                     references)
             plan_items.append({
                 "id": item_id, "key": plan_key, "composition": comp_id, "index": index, "seed": seed,
-                "concepts": [{"id": c["id"], "size": c["size"], "cutouts": [v["id"] for v in c["cutouts"]]}
-                             for c in concepts],
+                "concepts": [{"id": c["id"], "class_noun": c["class_noun"], "size": c["size"],
+                              "cutouts": [v["id"] for v in c["cutouts"]]} for c in concepts],
                 "backgrounds": allowed,
             })
             compose_items.append({"id": item_id, "key": image_key, "seed": seed})

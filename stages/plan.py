@@ -2,28 +2,37 @@
 
 Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape).
 Writes build/layouts.json: per image `background` {id, photo index} and `objects` in paste
-       order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels}.
+       order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels};
+       LLM planners add `llm.attempts` (each request's key, raw reply and verdict).
+       This file is also what the `replay` planner reads back.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import ItemError
 from stages import backends
 from stages.runtime.files import read_json
-from stages.runtime.runner import ItemOutput, each_item, finish, run_cli, run_items
+from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 
-@each_item
-def plan_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
-    planner = backends.create("plan", context["backend"])
-    layout = planner.plan(item["request"])
-    record = {"composition": item["composition"], "index": item["index"], "seed": item["seed"],
-              "canvas": item["request"]["canvas"], **layout}
-    return record, {}
+def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
+    planner = backends.create("plan", context["backend"], templates_dir=context["templates_dir"],
+                              cache_dir=context["cache_dir"], root=context["root"], device=context["device"])
+    outputs: list[ItemOutput | ItemError] = []
+    for item, layout in zip(items, planner.plan_batch([item["request"] for item in items])):
+        if isinstance(layout, ItemError):
+            outputs.append(layout)
+            continue
+        outputs.append(({"composition": item["composition"], "index": item["index"], "seed": item["seed"],
+                         "canvas": item["request"]["canvas"], **layout}, {}))
+    return outputs
 
 
 def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[list[dict], dict[str, str]]:
@@ -38,30 +47,44 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
         if missing:
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
-        concepts = [{"id": c["id"], "size": c["size"],
+        concepts = [{"id": c["id"], "class_noun": c["class_noun"], "size": c["size"],
                      "views": [v for v in views[c["id"]] if v["id"] in c["cutouts"]]} for c in item["concepts"]]
-        request = {"seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
+        request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"]}
         items.append({"id": item["id"], "key": item["key"], "composition": item["composition"],
                       "index": item["index"], "seed": item["seed"], "request": request})
     return items, skipped
 
 
-def run(items_file: Path, cutouts_index: Path, out_file: Path) -> None:
+def rejections(layouts: list[dict[str, Any]], failures: dict[str, str]) -> dict[str, int]:
+    """Rejected LLM replies by reason: retried ones of planned items and those that failed items."""
+    kinds = Counter(a["rejected"] for layout in layouts for a in layout.get("llm", {}).get("attempts", [])
+                    if a["rejected"])
+    for reason in failures.values():
+        kinds.update(re.findall(r"\[(\w+)\]", reason))
+    return dict(sorted(kinds.items()))
+
+
+def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Path = Path("templates")) -> None:
     document = read_json(items_file)
+    settings = load_settings()
     items, skipped = requests(document, read_json(cutouts_index)["cutouts"])
-    result, _ = run_items("plan", items, plan_item, {"backend": document["backend"]}, load_settings(), skipped)
+    context = {"backend": document["backend"], "templates_dir": str(templates_dir), "cache_dir": settings.cache_dir,
+               "root": str(Path.cwd()), "device": settings.device}
+    result, _ = run_items("plan", items, plan_batch, context, settings, skipped)
     layouts = result.entries()
-    finish("plan", result, document["backend"]["name"], out_file, {"canvas": document["canvas"], "layouts": layouts})
+    finish("plan", result, document["backend"]["name"], out_file, {"canvas": document["canvas"], "layouts": layouts},
+           rejections_by_reason=rejections(layouts, result.failures))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=Path, default=Path("build/compiled/plan.json"))
     parser.add_argument("--cutouts", type=Path, default=Path("build/cutouts.json"))
+    parser.add_argument("--templates", type=Path, default=Path("templates"))
     parser.add_argument("--out", type=Path, default=Path("build/layouts.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.cutouts, args.out))
+    run_cli(lambda: run(args.items, args.cutouts, args.out, args.templates))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.backends.caption.template import Backend, Params, TemplateInvalid
+from stages.backends.caption.template import Backend, Params
+from stages.templating import TemplateInvalid
 from stages.caption import describe_scene
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import webdataset as wds
 
-from stages.backends.caption.template import TemplateInvalid
+from stages.templating import TemplateInvalid
 from tests.conftest import TINY_RECIPE, build_in_process, dataset_bytes, write_recipe
 
 

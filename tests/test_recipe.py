@@ -67,7 +67,7 @@ def test_wrong_type_is_reported_with_its_key(project):
         (lambda r: r["concepts"]["mug"].update(token="<cat1>"),
          r"concepts\.mug\.token: '<cat1>' is also the token of 'cat'"),
         (lambda r: r.update(backends={"plan": {"name": "gpt"}}),
-         r"backends\.plan\.name: 'gpt'; valid: solver"),
+         r"backends\.plan\.name: 'gpt'; valid: hf, openai, replay, solver"),
         (lambda r: r.update(backends={"plan": {"name": "solver", "max_overlpa": 0.2}}),
          r"backends\.plan\.max_overlpa.*options of plan backend 'solver': coverage, max_overlap"),
         (lambda r: r.update(backends={"score": {"name": "geometric", "min_visible": 3}}),

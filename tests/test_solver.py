@@ -7,8 +7,8 @@ import math
 import pytest
 
 from compiler.errors import ItemError
-from stages.backends.plan.solver import Backend, Params, box_sizes, minimum_side
-from stages.layout import iou, overlap, paste_order_by_overlap
+from stages.backends.plan.solver import Backend, Params, box_sizes
+from stages.layout import iou, minimum_side, overlap, paste_order_by_overlap
 
 
 def request(seed: int, count: int = 3, canvas: int = 1024, aspects=None) -> dict:

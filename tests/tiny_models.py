@@ -67,3 +67,22 @@ def save_tiny_open_clip(directory: Path) -> tuple[Path, Path]:
     checkpoint = directory / "tiny-clip.pt"
     torch.save(model.state_dict(), checkpoint)
     return config, checkpoint
+
+
+def save_tiny_causal_lm(directory: Path) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer trained here on a few sentences."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(["A realistic photo of a cat and a mug in the garden.",
+                                 '{"objects": [{"name": "cat", "box": [10, 20, 30, 40]}]}'],
+                                vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=trainer, eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=4096, n_embd=32, n_layer=2, n_head=2,
+                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id))
+    model.eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

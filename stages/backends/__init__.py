@@ -21,7 +21,12 @@ REGISTRY: dict[str, dict[str, str]] = {
         "u2netp": "stages.backends.extract.u2netp",
         "alpha": "stages.backends.extract.alpha",
     },
-    "plan": {"solver": "stages.backends.plan.solver"},
+    "plan": {
+        "solver": "stages.backends.plan.solver",
+        "openai": "stages.backends.plan.openai",
+        "hf": "stages.backends.plan.hf",
+        "replay": "stages.backends.plan.replay",
+    },
     "compose": {"paste": "stages.backends.compose.paste"},
     "caption": {"template": "stages.backends.caption.template"},
     "score": {"geometric": "stages.backends.score.geometric", "clip": "stages.backends.score.clip"},
@@ -61,9 +66,18 @@ def create(kind: str, description: dict[str, Any], **runtime: Any) -> Any:
     return _LOADED[memo]
 
 
-def describe(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a backend's behaviour in keys and provenance."""
-    return {"name": name, "version": module(kind, name).VERSION, "params": params}
+def describe(kind: str, name: str, params: dict[str, Any], files: dict[str, str] | None = None) -> dict[str, Any]:
+    """What identifies a backend's behaviour in keys and provenance: name, version, options
+    and the sha256 of every file an option names (templates, examples, plans)."""
+    description = {"name": name, "version": module(kind, name).VERSION, "params": params}
+    if files:
+        description["files"] = files
+    return description
+
+
+def file_options(kind: str, name: str) -> dict[str, str]:
+    """Options of a backend that name files, with the folder each is relative to."""
+    return dict(getattr(module(kind, name).Params, "FILES", {}))
 
 
 def option_names(kind: str, name: str) -> list[str]:

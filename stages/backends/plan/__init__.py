@@ -1,5 +1,19 @@
-"""Planners: a layout request (concepts, their cut-out shapes, allowed backgrounds, seed) ->
-one box per concept, a paste order and a background.
+"""Planners: a layout request -> one box per concept, a paste order and a background.
 
-Interface: `Backend(params)` with `plan(request: stages.layout.LayoutRequest) -> stages.layout.Layout`.
+Interface: `Backend(params[, templates_dir, cache_dir, root, device])` with
+`plan_batch(requests) -> list[layout | ItemError]`. A request holds the item `id`, `seed`,
+`canvas`, `concepts` (id, class noun, size, views with id and aspect) and `backgrounds` (id,
+phrase, number of photos); a layout holds `background` {id, photo} and `objects` in paste
+order (first = bottom), each {concept, cutout, box: [x, y, w, h]}.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """One view (cut-out) per concept, drawn with the item's generator."""
+    return [c["views"][int(rng.integers(len(c["views"])))] for c in request["concepts"]]

@@ -14,16 +14,11 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import ItemError
-from stages.layout import overlap, paste_order_by_depth, paste_order_by_overlap
+from stages.backends.plan import choose_views
+from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 
 VERSION = "1"
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
-
-
-def minimum_side(canvas_height: int, count: int) -> float:
-    """Gen4Gen's minimum box area is (H/5)^2 for <=3 objects, (H/6)^2 for 4, (H/8)^2 for 5+;
-    this is the side of that square."""
-    return canvas_height / (5 if count <= 3 else 6 if count == 4 else 8)
 
 
 @dataclass
@@ -71,14 +66,22 @@ class Backend:
     def __init__(self, params: Params):
         self.params = params
 
+    def plan_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
+        outputs: list[dict[str, Any] | ItemError] = []
+        for request in requests:
+            try:
+                outputs.append(self.plan(request))
+            except ItemError as error:
+                outputs.append(error)
+        return outputs
+
     def plan(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Lay out one image. `request` holds `seed`, `canvas`, `concepts` (id, size, views with
-        id and aspect) and `backgrounds` (id, number of photos)."""
+        """Lay out one image (see the request format in `stages.backends.plan`)."""
         p = self.params
         rng = np.random.default_rng(request["seed"])
         width, height = request["canvas"]
         concepts = request["concepts"]
-        views = [c["views"][int(rng.integers(len(c["views"])))] for c in concepts]
+        views = choose_views(request, rng)
         background = request["backgrounds"][int(rng.integers(len(request["backgrounds"])))]
         photo = int(rng.integers(background["photos"]))
         aspects = [v["aspect"] for v in views]

@@ -1,0 +1,190 @@
+"""What every LLM planner shares: prompts rendered from templates, a reply cache, retries of
+rejected replies, and the paper's post-processing. Subclasses only say how to ask a model.
+
+Each request is keyed by (rendered prompt, model, sampling parameters, seed); its raw reply
+is stored in the item cache's `llm/` folder and in the layout record, so a rerun, an
+unrelated edit or a colleague with the same cache never pays for the same call twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from compiler.errors import ItemError
+from compiler.keys import content_key
+from stages.backends.plan import choose_views
+from stages.backends.plan.examples import load_examples, sample_examples
+from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
+from stages.runtime.files import read_json, write_json
+from stages.templating import Templates
+
+SIZE_SOURCES = ("none", "recipe", "llm")
+
+
+@dataclass
+class LlmParams:
+    examples: str = ""  # JSON Lines of caption -> boxes examples (see `g4g import-coco`)
+    num_examples: int = 8  # sampled per request, seeded
+    prompt_canvas: int = 512  # the square canvas the prompt asks boxes on
+    sizes: str = "none"  # real-world size ratios: none, recipe (concept sizes) or llm
+    max_attempts: int = 3  # a rejected reply is retried (new seed) up to this many times
+    temperature: float = 0.7
+    max_tokens: int = 400
+    layout_template: str = "prompts/layout.j2"
+    background_template: str = "prompts/background.j2"
+    sizes_template: str = "prompts/sizes.j2"
+    FILES: ClassVar[dict[str, str]] = {  # options naming files, and the folder they are relative to
+        "examples": ".", "layout_template": "templates", "background_template": "templates",
+        "sizes_template": "templates"}
+
+    def __post_init__(self) -> None:
+        if self.sizes not in SIZE_SOURCES:
+            raise ValueError(f"sizes '{self.sizes}': valid {', '.join(SIZE_SOURCES)}")
+        if self.max_attempts < 1 or self.num_examples < 0 or self.prompt_canvas < 64 or self.max_tokens < 1:
+            raise ValueError("max_attempts >= 1, num_examples >= 0, prompt_canvas >= 64, max_tokens >= 1")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature {self.temperature}: valid 0-2")
+
+
+class RequestFailed(Exception):
+    """The model could not be asked: server errors after retries, a timeout, no connection."""
+
+
+def object_names(class_nouns: list[str]) -> list[str]:
+    """Names the model sees: class nouns, numbered when a noun repeats ("cat", "cat 2")."""
+    seen: dict[str, int] = {}
+    names = []
+    for noun in class_nouns:
+        seen[noun] = seen.get(noun, 0) + 1
+        names.append(noun if seen[noun] == 1 else f"{noun} {seen[noun]}")
+    return names
+
+
+class ReplyCache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        path = self._path(key)
+        return read_json(path)["reply"] if path.exists() else None
+
+    def put(self, key: str, request: dict[str, Any], reply: str) -> None:
+        write_json(self._path(key), {"request": request, "reply": reply})
+
+
+@dataclass
+class _Job:
+    request: dict[str, Any]
+    names: list[str]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
+
+
+class LlmPlanner:
+    """Subclasses set `self.identity` (model and sampling parameters: part of every request
+    key) and implement `complete(prompts)`: one reply text or RequestFailed per (text, seed)."""
+
+    identity: dict[str, Any]
+
+    def __init__(self, params: LlmParams, templates_dir: str, cache_dir: str, root: str = "."):
+        self.params = params
+        self.templates = Templates(templates_dir)
+        self.examples = load_examples(Path(root) / params.examples) if params.examples else []
+        self.replies = ReplyCache(Path(cache_dir) / "llm")
+        self.requests_sent = 0
+
+    def complete(self, prompts: list[tuple[str, int]]) -> list[str | RequestFailed]:
+        raise NotImplementedError
+
+    def _ask(self, prompts: list[tuple[str, int]]) -> list[tuple[str, str | RequestFailed]]:
+        """Replies for (text, seed) prompts, from the cache where possible."""
+        keys = [content_key("llm", self.identity, text, seed) for text, seed in prompts]
+        answers: list[str | RequestFailed | None] = [self.replies.get(key) for key in keys]
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        if missing:
+            self.requests_sent += len(missing)
+            for i, reply in zip(missing, self.complete([prompts[i] for i in missing])):
+                answers[i] = reply
+                if isinstance(reply, str):
+                    text, seed = prompts[i]
+                    self.replies.put(keys[i], {"prompt": text, "seed": seed, **self.identity}, reply)
+        return list(zip(keys, answers))
+
+    def plan_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
+        jobs = [_Job(r, object_names([c["class_noun"] for c in r["concepts"]])) for r in requests]
+        p = self.params
+        self._step(jobs, "background", lambda job: len(job.request["backgrounds"]) > 1, self._background_prompt,
+                   lambda job, reply: parse_background(reply, [b["phrase"] for b in job.request["backgrounds"]]))
+        if p.sizes == "llm":
+            self._step(jobs, "sizes", lambda job: True,
+                       lambda job, attempt: self.templates.render(p.sizes_template, objects=job.names),
+                       lambda job, reply: parse_sizes(reply, job.names))
+        self._step(jobs, "layout", lambda job: True, self._layout_prompt,
+                   lambda job, reply: parse_layout(reply, job.names, p.prompt_canvas))
+        return [ItemError(job.failure) if job.failure else self._layout(job) for job in jobs]
+
+    def _step(self, jobs: list[_Job], step: str, needed: Callable[[_Job], bool],
+              render: Callable[[_Job, int], str], parse: Callable[[_Job, str], Any]) -> None:
+        """Ask every job that needs this step; retry rejected replies with a new seed."""
+        pending = [job for job in jobs if job.failure is None and needed(job)]
+        for attempt in range(self.params.max_attempts):
+            if not pending:
+                return
+            answers = self._ask([(render(job, attempt), job.request["seed"] + attempt) for job in pending])
+            retry = []
+            for job, (key, reply) in zip(pending, answers):
+                if isinstance(reply, RequestFailed):
+                    job.attempts.append({"step": step, "request": key, "rejected": "request_failed"})
+                    job.failure = f"[request_failed] {step}: {reply}"
+                    continue
+                try:
+                    job.outputs[step] = parse(job, reply)
+                    job.attempts.append({"step": step, "request": key, "reply": reply, "rejected": None})
+                except ReplyRejected as rejection:
+                    job.attempts.append({"step": step, "request": key, "reply": reply, "rejected": rejection.kind,
+                                         "reason": str(rejection)})
+                    retry.append(job)
+            pending = retry
+        for job in pending:
+            reasons = [a["reason"] for a in job.attempts if a["step"] == step and a["rejected"]]
+            job.failure = f"{reasons[-1]} ({step}: {len(reasons)} replies rejected: {'; '.join(reasons[:-1]) or '-'})"
+
+    def _background_prompt(self, job: _Job, attempt: int) -> str:
+        phrases = [b["phrase"] for b in job.request["backgrounds"]]
+        return self.templates.render(self.params.background_template, objects=job.names, backgrounds=phrases)
+
+    def _layout_prompt(self, job: _Job, attempt: int) -> str:
+        examples = sample_examples(self.examples, self.params.num_examples, job.request["seed"] + attempt)
+        return self.templates.render(self.params.layout_template, objects=job.names,
+                                     canvas=self.params.prompt_canvas, examples=examples)
+
+    def _layout(self, job: _Job) -> dict[str, Any]:
+        request = job.request
+        rng = np.random.default_rng(request["seed"])
+        views = choose_views(request, rng)
+        backgrounds = request["backgrounds"]
+        phrase = job.outputs.get("background", backgrounds[0]["phrase"])
+        background = next(b for b in backgrounds if b["phrase"] == phrase)
+        photo = int(rng.integers(background["photos"]))
+        ratios = None
+        if self.params.sizes == "llm":
+            ratios = [job.outputs["sizes"][name] for name in job.names]
+        elif self.params.sizes == "recipe":
+            largest = max(c["size"] for c in request["concepts"])
+            ratios = [c["size"] / largest for c in request["concepts"]]
+        boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
+                                   [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
+        return {
+            "background": {"id": background["id"], "photo": photo},
+            "objects": [{"concept": request["concepts"][i]["id"], "cutout": views[i]["id"], "box": boxes[i]}
+                        for i in order],
+            "llm": {"attempts": job.attempts},
+        }

@@ -1,0 +1,76 @@
+"""A real HTTP server on 127.0.0.1 speaking the chat-completions protocol, replying from a
+script, counting requests. Used by the planner tests in place of a hosted LLM."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+Script = Callable[[str, int], "tuple[int, str] | tuple[int, str, float]"]
+
+
+def object_names(prompt: str) -> list[str]:
+    found = re.findall(r"Caption: A realistic photo of (.*)\.", prompt)
+    return found[-1].split(", ") if found else re.findall(r"^- (.+)$", prompt, re.MULTILINE)
+
+
+def good_reply(prompt: str, reorder: bool = False) -> str:
+    """A valid answer to any of the three prompts."""
+    if "Which of these settings" in prompt:
+        return json.dumps({"background": re.findall(r"^- (.+)$", prompt, re.MULTILINE)[-1]})
+    names = object_names(prompt)
+    if "real-world size" in prompt:
+        return json.dumps({"sizes": {name: 1.0 - 0.2 * i for i, name in enumerate(names)}})
+    objects = [{"name": name, "box": [40 + 150 * i, 250, 140, 180]} for i, name in enumerate(names)]
+    return "Sure! Here is the layout:\n```json\n" + json.dumps({"objects": objects[::-1] if reorder else objects}) + "\n```"
+
+
+class ChatServer:
+    def __init__(self, script: Script):
+        self.script, self.requests, self.prompts, self.lock = script, 0, [], threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests += 1
+                    count = server.requests
+                prompt = body["messages"][-1]["content"]
+                server.prompts.append(prompt)
+                status, text, *delay = server.script(prompt, count)
+                if delay:
+                    time.sleep(delay[0])
+                payload = ({"id": f"r{count}", "object": "chat.completion", "created": 0, "model": body["model"],
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+                           if status == 200 else {"error": {"message": text, "type": "server_error"}})
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "ChatServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
