@@ -107,7 +107,7 @@ def build(
             item_id = f"{comp_id}-{index:05d}"
             seed = item_seed(recipe.seed, comp_id, comp.seed, index)
             plan_key = content_key("plan", item_id, seed, concepts, allowed, backends["plan"], canvas)
-            image_key = content_key("compose", plan_key, photo_hashes, backends["compose"], canvas,
+            image_key = content_key("compose", plan_key, photo_hashes, phrases, backends["compose"], canvas,
                                     recipe.output.jpeg_quality)
             # Template captions read the layout, not the pixels; a captioner that looks at the
             # image will have to add `image_key` here.

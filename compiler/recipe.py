@@ -27,6 +27,7 @@ from compiler.schema import (
 from stages import backends
 
 SCHEMA_NAME = "schema"
+GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase
 SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
                                                 schema.Composition, schema.Strategy, schema.Backends,
                                                 schema.Output)}
@@ -125,9 +126,11 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         if concept.token in tokens:
             fail(f"concepts.{cid}.token", f"'{concept.token}' is also the token of '{tokens[concept.token]}'")
         tokens[concept.token] = cid
+    generates_backgrounds = recipe.backends.compose.get("name") in GENERATING_COMPOSERS
     for bid, background in recipe.backgrounds.items():
-        if not background.images:
-            fail(f"backgrounds.{bid}.images", "at least one image path, glob or pkg: reference")
+        if not background.images and not generates_backgrounds:
+            fail(f"backgrounds.{bid}.images", "at least one image path, glob or pkg: reference (or use a compose "
+                 f"backend that generates backgrounds: {', '.join(GENERATING_COMPOSERS)})")
     for comp_id, comp in recipe.compositions.items():
         where = f"compositions.{comp_id}"
         count = len(comp.concepts)

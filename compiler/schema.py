@@ -31,7 +31,7 @@ class Background:
     """A scene: the phrase captions use and real photos to paint it with."""
 
     phrase: str = MISSING  # "in the garden"
-    images: List[str] = MISSING
+    images: List[str] = field(default_factory=list)  # none: painted from the phrase (compose: sdxl-inpaint)
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """Stage `compose`: render every planned image with the compose backend.
 
 Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ (+ build/cutouts.json),
-       the background photos.
-Writes build/images/<id>.jpg            the composed image
-       build/images/<id>.mask.png       union of the concepts' soft masks
+       the background photos, templates/ (prompts of diffusion composers).
+Writes build/images/<id>.jpg                 the composed image
+       build/images/<id>.mask.png            union of the concepts' soft masks
        build/images/<id>.mask.<concept>.png  each concept's visible soft mask (after occlusion)
-       build/images.json                per image: files and, per concept, alpha area in
-                                        pixels: full (at box size), inside the canvas, visible
+       build/images/<id>.unpasted.jpg        the repainted image before paste-back, if kept
+       build/images.json                     per image: files, background and, per concept,
+                                             alpha area in pixels: full (at box size),
+                                             inside the canvas, visible
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 from PIL import Image
 
 from compiler import sources
+from compiler.errors import ItemError
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.files import read_json
 from stages.runtime.images import encode_jpeg, encode_mask, load_image
-from stages.runtime.runner import ItemOutput, attach, each_item, finish, materialize, run_cli, run_items
+from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 
@@ -37,17 +40,23 @@ def _background(path: str, reference: str, width: int, height: int) -> Image.Ima
     return fit_background(load_image(Path(path), reference), width, height)
 
 
-@each_item
-def compose_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """What the composer needs for one image: boxes, cut-outs, background photo (or None)."""
     layout = item["layout"]
     width, height = context["canvas"]
-    composer = backends.create("compose", context["backend"])
-    photo = context["backgrounds"][layout["background"]["id"]]["photos"][layout["background"]["photo"]]
-    background = _background(str(sources.resolve(photo["source"], Path(context["root"]))),
-                             photo["source"], width, height)
-    cutouts = [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png")) for o in layout["objects"]]
-    result = composer.compose([o["box"] for o in layout["objects"]], cutouts, background)
-    item_id = item["id"]
+    background = context["backgrounds"][layout["background"]["id"]]
+    photo = None
+    if layout["background"]["photo"] is not None:
+        reference = background["photos"][layout["background"]["photo"]]["source"]
+        photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height)
+    return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
+            "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png")) for o in layout["objects"]],
+            "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
+
+
+def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+    """The image, its masks and the record describing them."""
+    layout, item_id = item["layout"], item["id"]
     files = {f"{item_id}.jpg": encode_jpeg(result["image"], context["jpeg_quality"]),
              f"{item_id}.mask.png": encode_mask(result["mask"])}
     concepts = []
@@ -55,22 +64,46 @@ def compose_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
         name = f"{item_id}.mask.{obj['concept']}.png"
         files[name] = encode_mask(mask)
         concepts.append({"concept": obj["concept"], "mask": name, **stat})
+    background = context["backgrounds"][layout["background"]["id"]]
+    photo = layout["background"]["photo"]
     record = {"image": f"{item_id}.jpg", "mask": f"{item_id}.mask.png", "concepts": concepts,
-              "background": {**layout["background"], **photo}}
+              "background": {**layout["background"], "phrase": background["phrase"],
+                             **(background["photos"][photo] if photo is not None else {"generated": True})}}
+    if "unpasted" in result:
+        record["unpasted"] = f"{item_id}.unpasted.jpg"
+        files[record["unpasted"]] = encode_jpeg(result["unpasted"], context["jpeg_quality"])
     return record, files
 
 
-def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, index_file: Path) -> None:
+def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
+    composer = backends.create("compose", context["backend"], templates_dir=context["templates_dir"],
+                               **context["runtime"])
+    outputs: list[ItemOutput | ItemError | None] = [None] * len(items)
+    ready = []
+    for index, item in enumerate(items):
+        try:
+            ready.append((index, job_for(item, context)))
+        except ItemError as error:
+            outputs[index] = error
+    results = composer.compose_batch([job for _, job in ready]) if ready else []
+    for (index, _), result in zip(ready, results):
+        outputs[index] = result if isinstance(result, ItemError) else encode(items[index], result, context)
+    return outputs
+
+
+def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, index_file: Path,
+        templates_dir: Path = Path("templates")) -> None:
     document = read_json(items_file)
-    layouts = read_json(layouts_file)
-    items, skipped = attach(document["items"], layouts, "layouts", "layout", "plan")
+    settings = load_settings()
+    items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     context = {"backend": document["backend"], "canvas": document["canvas"], "root": str(Path.cwd()),
                "jpeg_quality": document["jpeg_quality"], "backgrounds": document["backgrounds"],
-               "cutouts_dir": str(cutouts_dir)}
-    result, cache = run_items("compose", items, compose_item, context, load_settings(), skipped)
+               "cutouts_dir": str(cutouts_dir), "templates_dir": str(templates_dir),
+               "runtime": {"device": settings.device, "precision": settings.precision,
+                           "torch_compile": settings.torch_compile, "cpu_offload": settings.cpu_offload}}
+    result, cache = run_items("compose", items, compose_batch, context, settings, skipped)
     materialize(result, cache, out_dir)
-    images = result.entries()
-    finish("compose", result, document["backend"]["name"], index_file, {"images": images})
+    finish("compose", result, document["backend"]["name"], index_file, {"images": result.entries()})
 
 
 def main() -> None:
@@ -78,10 +111,11 @@ def main() -> None:
     parser.add_argument("--items", type=Path, default=Path("build/compiled/compose.json"))
     parser.add_argument("--layouts", type=Path, default=Path("build/layouts.json"))
     parser.add_argument("--cutouts", type=Path, default=Path("build/cutouts"))
+    parser.add_argument("--templates", type=Path, default=Path("templates"))
     parser.add_argument("--out", type=Path, default=Path("build/images"))
     parser.add_argument("--index", type=Path, default=Path("build/images.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.layouts, args.cutouts, args.out, args.index))
+    run_cli(lambda: run(args.items, args.layouts, args.cutouts, args.out, args.index, args.templates))
 
 
 if __name__ == "__main__":

@@ -86,3 +86,65 @@ def save_tiny_causal_lm(directory: Path) -> Path:
     model.eval().save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def _tiny_text_encoders(tokenizer_dir: Path):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    config = CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32,
+                            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
+                            projection_dim=32, max_position_embeddings=77)
+    tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77)
+    return config, tokenizer, CLIPTextModel(config).eval(), CLIPTextModelWithProjection(config).eval()
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                         norm_num_groups=8, sample_size=64)
+
+
+def _tiny_unet(in_channels: int, cross_attention_dim: int, time_ids: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=in_channels, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), norm_num_groups=8,
+        projection_class_embeddings_input_dim=time_ids * 8 + 32, cross_attention_dim=cross_attention_dim)
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                  beta_schedule="scaled_linear", timestep_spacing="leading")
+
+
+def save_tiny_sdxl(directory: Path) -> dict[str, Path]:
+    """SDXL-architecture inpainting (9-channel UNet, `text_time` conditioning, two text
+    encoders), refiner and text-to-image pipelines, tiny and random, saved as diffusers
+    folders."""
+    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
+
+    tokenizer_dir = clip_tokenizer_files(directory / "clip-tokenizer")
+    torch.manual_seed(0)
+    _, tokenizer, text_encoder, text_encoder_2 = _tiny_text_encoders(tokenizer_dir)
+    vae = _tiny_vae()
+    paths = {name: directory / name for name in ("inpaint", "refiner", "base")}
+    StableDiffusionXLInpaintPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=_tiny_unet(9, 64, 6), scheduler=_scheduler(),
+    ).save_pretrained(paths["inpaint"])
+    StableDiffusionXLInpaintPipeline(
+        vae=vae, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=tokenizer,
+        unet=_tiny_unet(4, 32, 5), scheduler=_scheduler(), requires_aesthetics_score=True,
+    ).save_pretrained(paths["refiner"])
+    StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=_tiny_unet(4, 64, 6), scheduler=_scheduler(),
+    ).save_pretrained(paths["base"])
+    return paths

@@ -27,7 +27,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "hf": "stages.backends.plan.hf",
         "replay": "stages.backends.plan.replay",
     },
-    "compose": {"paste": "stages.backends.compose.paste"},
+    "compose": {"paste": "stages.backends.compose.paste", "sdxl-inpaint": "stages.backends.compose.sdxl_inpaint"},
     "caption": {"template": "stages.backends.caption.template"},
     "score": {"geometric": "stages.backends.score.geometric", "clip": "stages.backends.score.clip"},
 }

@@ -14,11 +14,17 @@ from pathlib import Path
 import yaml
 
 
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class Settings:
     workers: int = max(1, os.cpu_count() or 1)  # processes for item work
     batch_size: int = 8  # items per task sent to a worker
-    device: str = "cpu"  # for model backends: cpu, cuda, cuda:1, ...
+    device: str = "auto"  # for model backends: auto (cuda when present), cpu, cuda, cuda:1, ...
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16
+    torch_compile: bool = False  # compile diffusion UNets (slow start, faster steps)
+    cpu_offload: bool = False  # keep diffusion models in CPU memory between uses (small GPUs)
     cache_dir: str = ".g4g/cache"  # the item cache, shared by all recipes of this project
 
 
@@ -34,9 +40,36 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     if unknown:
         raise ValueError(f"{params_file}: runtime: unknown setting(s) {unknown}; valid: "
                          f"{', '.join(f.name for f in fields(Settings))}")
-    typed = {f.name: int(values[f.name]) if f.type == "int" else str(values[f.name])
-             for f in fields(Settings) if f.name in values}
+    typed = {f.name: _coerce(f.type, values[f.name]) for f in fields(Settings) if f.name in values}
     settings = Settings(**typed)
     if settings.workers < 1 or settings.batch_size < 1:
         raise ValueError(f"runtime: workers and batch_size must be >= 1, got {settings}")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"runtime: precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
     return settings
+
+
+def _coerce(kind: str, value: object) -> object:
+    if kind == "int":
+        return int(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    return str(value)
+
+
+def torch_device(setting: str) -> str:
+    """`auto` -> cuda when a GPU is visible, else cpu; anything else as given."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_dtype(precision: str, device: str):
+    """fp16 on CUDA and fp32 on CPU for `auto`; the named dtype otherwise."""
+    import torch
+
+    if precision == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

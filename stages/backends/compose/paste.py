@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
+from compiler.errors import ItemError
+
 VERSION = "1"
 PREPARED_CACHE = 64  # cut-outs whose size levels and mean colour a worker keeps
 
@@ -43,6 +45,12 @@ class Backend:
     def __init__(self, params: Params):
         self.params = params
         self._prepared: dict[int, tuple[Image.Image, list[Image.Image], np.ndarray]] = {}
+
+    def compose_batch(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
+        """Each job: `boxes`, `cutouts`, `background` (canvas-sized RGB, or None), `phrase`, `seed`."""
+        return [ItemError(f"background '{job['phrase']}' has no photo; the paste composer needs one "
+                          f"(or use compose: sdxl-inpaint, which generates it)") if job["background"] is None
+                else self.compose(job["boxes"], job["cutouts"], job["background"]) for job in jobs]
 
     def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image) -> dict[str, Any]:
         """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB).

@@ -17,3 +17,8 @@ import numpy as np
 def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     """One view (cut-out) per concept, drawn with the item's generator."""
     return [c["views"][int(rng.integers(len(c["views"])))] for c in request["concepts"]]
+
+
+def choose_photo(background: dict[str, Any], rng: np.random.Generator) -> int | None:
+    """A photo index for the chosen background; None when it has no photo (to be generated)."""
+    return int(rng.integers(background["photos"])) if background["photos"] else None

@@ -13,6 +13,7 @@ from typing import Any
 
 from stages.backends.plan.llm import LlmParams, LlmPlanner, RequestFailed
 from stages.metrics.models import ModelMissing, hub_offline
+from stages.runtime.settings import torch_device
 
 VERSION = "1"
 
@@ -26,7 +27,7 @@ class Backend(LlmPlanner):
     def __init__(self, params: Params, templates_dir: str, cache_dir: str, root: str = ".", device: str = "cpu"):
         super().__init__(params, templates_dir, cache_dir, root)
         self.identity = {"model": params.model, "temperature": params.temperature, "max_tokens": params.max_tokens}
-        self.device = device
+        self.device = torch_device(device)
         self._loaded: tuple[Any, Any] | None = None
 
     def _load(self) -> tuple[Any, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from compiler.errors import ItemError
 from compiler.keys import content_key
-from stages.backends.plan import choose_views
+from stages.backends.plan import choose_photo, choose_views
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.runtime.files import read_json, write_json
@@ -173,7 +173,7 @@ class LlmPlanner:
         backgrounds = request["backgrounds"]
         phrase = job.outputs.get("background", backgrounds[0]["phrase"])
         background = next(b for b in backgrounds if b["phrase"] == phrase)
-        photo = int(rng.integers(background["photos"]))
+        photo = choose_photo(background, rng)
         ratios = None
         if self.params.sizes == "llm":
             ratios = [job.outputs["sizes"][name] for name in job.names]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import ItemError
-from stages.backends.plan import choose_views
+from stages.backends.plan import choose_photo, choose_views
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 
 VERSION = "1"
@@ -83,7 +83,7 @@ class Backend:
         concepts = request["concepts"]
         views = choose_views(request, rng)
         background = request["backgrounds"][int(rng.integers(len(request["backgrounds"])))]
-        photo = int(rng.integers(background["photos"]))
+        photo = choose_photo(background, rng)
         aspects = [v["aspect"] for v in views]
         sizes = [c["size"] / max(c2["size"] for c2 in concepts) for c in concepts]
         for _ in range(p.attempts):

@@ -20,6 +20,7 @@ from stages.backends.score import geometric
 from stages.metrics.evaluate import ConceptReference, ImageToScore, evaluate
 from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
 from stages.runtime.images import load_image
+from stages.runtime.settings import torch_device
 
 VERSION = "1"
 
@@ -51,6 +52,7 @@ def _on_grey(cutout: Image.Image) -> Image.Image:
 class Backend:
     def __init__(self, params: Params, device: str = "cpu"):
         self.params = params
+        device = torch_device(device)
         geometric_fields = {f.name for f in dataclasses.fields(geometric.Params)}
         self.geometric = geometric.Backend(geometric.Params(
             **{k: v for k, v in dataclasses.asdict(params).items() if k in geometric_fields}))
