@@ -1,128 +1,179 @@
 """Stage `pack`: write the kept samples as byte-deterministic WebDataset shards.
 
-Reads  build/compiled/pack.json and every upstream index (cut-outs, layouts, images, captions, scores).
-Writes dataset/<name>-NNNNNN.tar  samples in key order; per sample: jpg, mask.png,
-                                   mask.<concept>.png, txt (short caption), detailed.txt,
-                                   json (full provenance)
-       dataset/sizes.json         samples per shard (open_clip reads it)
-       dataset/manifest.jsonl     one row per packed sample
-       dataset/rejected.jsonl     one row per image not packed, with its stage and reasons
+Reads  build/compiled/pack.json and every upstream index (cut-outs, layouts, images, captions,
+       scores) plus the files in build/images.
+Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order
+                                         (Gen4Gen trains one model per composition); per
+                                         sample: jpg, mask.png, mask.<concept>.png, txt
+                                         (short caption), detailed.txt, json (provenance)
+       dataset/sizes.json                samples per shard (open_clip reads it)
+       dataset/manifest.jsonl            one row per packed sample
+       dataset/rejected.jsonl            one row per image not packed, with stage and reasons
+       dataset/recipe.json               the resolved recipe, its key, backends, software
+
+Shards are items too: a shard's key covers its samples' content keys, so editing one
+composition rewrites only that composition's shards; the others are reused byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import io
 import sys
+import tarfile
 import time
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from compiler.keys import canonical_json
-from stages.runtime.files import dumps_json, read_json, replace_dir, write_json
+from compiler.keys import canonical_json, content_key
+from stages.runtime.files import dumps_json, read_json, write_json
+from stages.runtime.runner import ItemOutput, each_item, materialize, run_items
+from stages.runtime.settings import load_settings
 
+VERSION = "1"
 TAR_MTIME = 946684800  # 2000-01-01: fixed, so the same samples give the same bytes
-STAGES = ("plan", "compose", "caption", "score")
+UPSTREAM = {"plan": "layouts", "compose": "images", "caption": "captions", "score": "scores"}
 
 
-def _jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(canonical_json(row) + "\n" for row in rows)
+def shard_bytes(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
+    """A WebDataset shard: an uncompressed tar of `<key>.<extension>` members, each sample's
+    members adjacent and sorted, every header fixed (mtime, owner, mode).
+
+    Written with `tarfile` rather than webdataset's TarWriter: importing webdataset imports
+    torch, which costs 1.6 s on every run of this stage, and the format is this simple.
+    The shards are read with webdataset (see the tests).
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for key, sample in samples:
+            for extension in sorted(sample):
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size, info.mtime, info.mode = len(sample[extension]), TAR_MTIME, 0o444
+                info.uname = info.gname = "g4g"
+                tar.addfile(info, io.BytesIO(sample[extension]))
+    return buffer.getvalue()
 
 
-def provenance(item: dict[str, Any], document: dict[str, Any], layout: dict[str, Any], image: dict[str, Any],
-               captions: dict[str, Any], score: dict[str, Any], cutouts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to know where a sample came from and to rebuild it."""
+    layout, image, captions, score = (sample[name] for name in ("layout", "image", "captions", "score"))
     stats = {c["concept"]: c for c in image["concepts"]}
     concepts = []
     for obj in layout["objects"]:
-        cutout = cutouts[obj["cutout"]]
+        cutout = sample["cutouts"][obj["cutout"]]
         concepts.append({
-            "id": obj["concept"], **document["concepts"][obj["concept"]], "box": obj["box"],
+            "id": obj["concept"], **context["concepts"][obj["concept"]], "box": obj["box"],
             "cutout": {"id": cutout["id"], "source": cutout["source"], "sha256": cutout["sha256"],
                        "box_in_source": cutout["box"], "key": cutout["key"]},
             "visible": score["concepts"][obj["concept"]]["visible"], "mask": stats[obj["concept"]]["mask"],
         })
     return {
-        "key": item["id"],
-        "recipe": {"name": document["name"], "key": document["recipe_key"]},
+        "key": sample["id"],
+        "recipe": context["recipe"],
         "composition": layout["composition"], "index": layout["index"], "seed": layout["seed"],
         "canvas": layout["canvas"],
         "concepts": concepts,  # paste order: first is bottom-most
         "background": image["background"],
         "captions": {"short": captions["short"], "detailed": captions["detailed"]},
-        "score": {"keep": score["keep"], "reasons": score["reasons"], "concepts": score["concepts"]},
-        "backends": {kind: {"name": b["name"], "version": b["version"], "params": b["params"]}
-                     for kind, b in document["backends"].items()},
-        "software": document["software"],
-        "item_keys": item["keys"],
+        "score": {k: v for k, v in score.items() if k not in ("id", "key")},
+        "backends": context["backends"],
+        "software": context["software"],
+        "item_keys": sample["keys"],
     }
 
 
-def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Path("reports")) -> None:
-    from webdataset import TarWriter
-
-    start = time.perf_counter()
-    document = read_json(items_file)
-    indexes = {name: read_json(build_dir / f"{name}.json")
-               for name in ("cutouts", "layouts", "images", "captions", "scores")}
-    by_id = {name: {r["id"]: r for r in indexes[name][name]} for name in ("layouts", "images", "captions", "scores")}
-    cutouts = {c["id"]: c for c in indexes["cutouts"]["cutouts"]}
-    problems = {}
-    for stage, name in zip(STAGES, ("layouts", "images", "captions", "scores")):
-        for entry in indexes[name]["failed"] + indexes[name]["skipped"]:
-            problems.setdefault(entry["id"], {"stage": stage, "reasons": [entry["reason"]]})
-
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    manifest, rejected, sizes = [], [], {}
-    writer, shard_name = None, None
-    for item in document["items"]:
-        item_id = item["id"]
-        parts = [by_id[name].get(item_id) for name in ("layouts", "images", "captions", "scores")]
-        if any(part is None for part in parts):
-            rejected.append({"key": item_id, **problems.get(item_id, {"stage": "unknown", "reasons": []})})
-            continue
-        layout, image, captions, score = parts
-        if not score["keep"]:
-            rejected.append({"key": item_id, "stage": "score", "reasons": [r["message"] for r in score["reasons"]]})
-            continue
-        if len(manifest) % document["shard_size"] == 0:
-            if writer is not None:
-                writer.close()
-            shard_name = f"{document['name']}-{len(sizes):06d}.tar"
-            writer = TarWriter(open(staging / shard_name, "wb"), user="g4g", group="g4g", mode=0o444,
-                               mtime=TAR_MTIME, encoder=False)
-            sizes[shard_name] = 0
-        images_dir = build_dir / "images"
-        sample = {
-            "__key__": item_id,
+@each_item
+def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+    images_dir = Path(context["images_dir"])
+    samples = []
+    for sample in shard["samples"]:
+        image = sample["image"]
+        files = {
             "jpg": (images_dir / image["image"]).read_bytes(),
             "mask.png": (images_dir / image["mask"]).read_bytes(),
-            "txt": captions["short"].encode("utf-8"),
-            "detailed.txt": captions["detailed"].encode("utf-8"),
-            "json": dumps_json(provenance(item, document, layout, image, captions, score, cutouts)).encode("utf-8"),
+            "txt": sample["captions"]["short"].encode("utf-8"),
+            "detailed.txt": sample["captions"]["detailed"].encode("utf-8"),
+            "json": dumps_json(provenance(sample, context)).encode("utf-8"),
         }
         for concept in image["concepts"]:
-            sample[f"mask.{concept['concept']}.png"] = (images_dir / concept["mask"]).read_bytes()
-        writer.write(sample)
-        sizes[shard_name] += 1
-        manifest.append({"key": item_id, "shard": shard_name, "composition": layout["composition"],
-                         "concepts": [o["concept"] for o in layout["objects"]], "caption": captions["short"]})
-    if writer is not None:
-        writer.close()
-    (staging / "sizes.json").write_text(dumps_json(sizes), encoding="utf-8")
-    (staging / "manifest.jsonl").write_text(_jsonl(manifest), encoding="utf-8")
-    (staging / "rejected.jsonl").write_text(_jsonl(rejected), encoding="utf-8")
-    replace_dir(staging, out_dir)
+            files[f"mask.{concept['concept']}.png"] = (images_dir / concept["mask"]).read_bytes()
+        samples.append((sample["id"], files))
+    return {"samples": len(samples)}, {shard["id"]: shard_bytes(samples)}
+
+
+def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept samples with all their records, rejected rows with stage and reasons), in key order."""
+    indexes = {stage: read_json(build_dir / f"{name}.json") for stage, name in UPSTREAM.items()}
+    by_id = {stage: {r["id"]: r for r in indexes[stage][name]} for stage, name in UPSTREAM.items()}
+    problems: dict[str, dict[str, Any]] = {}
+    for stage in UPSTREAM:  # the first stage that lost an item says why
+        for entry in indexes[stage]["failed"] + indexes[stage]["skipped"]:
+            problems.setdefault(entry["id"], {"stage": stage, "reasons": [entry["reason"]]})
+    cutouts = {c["id"]: c for c in read_json(build_dir / "cutouts.json")["cutouts"]}
+    kept, rejected = [], []
+    for item in document["items"]:
+        parts = {stage: by_id[stage].get(item["id"]) for stage in UPSTREAM}
+        if any(part is None for part in parts.values()):
+            rejected.append({"key": item["id"], **problems.get(item["id"], {"stage": "unknown", "reasons": []})})
+        elif not parts["score"]["keep"]:
+            rejected.append({"key": item["id"], "stage": "score",
+                             "reasons": [r["message"] for r in parts["score"]["reasons"]]})
+        else:
+            layout = parts["plan"]
+            kept.append({"id": item["id"], "keys": item["keys"], "layout": layout, "image": parts["compose"],
+                         "captions": parts["caption"], "score": parts["score"],
+                         "cutouts": {o["cutout"]: cutouts[o["cutout"]] for o in layout["objects"]}})
+    return kept, rejected
+
+
+def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each composition's samples in chunks of `shard_size`, keyed by their content."""
+    out = []
+    by_composition = groupby(sorted(kept, key=lambda s: (s["layout"]["composition"], s["id"])),
+                             key=lambda s: s["layout"]["composition"])
+    for composition, samples in by_composition:
+        samples = list(samples)
+        for start in range(0, len(samples), document["shard_size"]):
+            chunk = samples[start:start + document["shard_size"]]
+            name = f"{composition}-{start // document['shard_size']:06d}.tar"
+            key = content_key("pack", VERSION, name, [(s["id"], s["keys"]) for s in chunk],
+                              {k: v for k, v in context.items() if k != "images_dir"})
+            out.append({"id": name, "key": key, "samples": chunk})
+    return out
+
+
+def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Path("reports")) -> None:
+    start = time.perf_counter()
+    document = read_json(items_file)
+    context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"],
+               "recipe": {"name": document["name"]}, "software": document["software"],
+               "backends": {kind: {k: b[k] for k in ("name", "version", "params")}
+                            for kind, b in document["backends"].items()}}
+    kept, rejected = gather(document, build_dir)
+    planned = shards(kept, document, context)
+    result, cache = run_items("pack", planned, write_shard, context, load_settings())
+    sizes = {shard["id"]: len(shard["samples"]) for shard in planned}
+    manifest = [{"key": s["id"], "shard": shard["id"], "composition": s["layout"]["composition"],
+                 "concepts": [o["concept"] for o in s["layout"]["objects"]], "caption": s["captions"]["short"]}
+                for shard in planned for s in shard["samples"]]
+    materialize(result, cache, out_dir, extra={
+        "sizes.json": dumps_json(sizes).encode("utf-8"),
+        "manifest.jsonl": "".join(canonical_json(row) + "\n" for row in manifest).encode("utf-8"),
+        "rejected.jsonl": "".join(canonical_json(row) + "\n" for row in rejected).encode("utf-8"),
+        "recipe.json": dumps_json({"name": document["name"], "key": document["recipe_key"],
+                                   "recipe": document["recipe"], "backends": document["backends"],
+                                   "software": document["software"]}).encode("utf-8"),
+    })
     seconds = time.perf_counter() - start
     write_json(reports_dir / "pack.json", {
         "stage": "pack", "items": len(document["items"]), "packed": len(manifest), "rejected": len(rejected),
-        "shards": len(sizes), "bytes": sum((out_dir / s).stat().st_size for s in sizes),
-        "computed": len(manifest), "reused": 0, "failed": 0, "seconds": round(seconds, 3),
+        "shards": len(sizes), "bytes": sum((out_dir / name).stat().st_size for name in sizes),
+        "computed": result.computed, "reused": result.reused,  # shards written / reused
+        "failed": 0, "seconds": round(seconds, 3),
     })
-    print(f"pack: {len(manifest)} samples in {len(sizes)} shards, {len(rejected)} not packed "
-          f"(see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)
+    print(f"pack: {len(manifest)} samples in {len(sizes)} shards ({result.computed} written, {result.reused} "
+          f"reused), {len(rejected)} not packed (see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)
 
 
 def main() -> None:

@@ -25,6 +25,9 @@ def test_repro_then_edit_one_composition_recomputes_only_its_items(dvc_project):
     assert first["compose"]["computed"] == 10 and first["pack"]["packed"] > 0
     assert run_tool(dvc_project, "dvc", "status").stdout.split() == ["compile:", "always", "changed"]
 
+    untouched = {name: data for name, data in dataset_bytes(dvc_project).items() if name.startswith("cat_mug_plant-")}
+    assert untouched
+
     recipe_file = dvc_project / "recipes/tiny.yaml"
     recipe = yaml.safe_load(recipe_file.read_text())
     recipe["compositions"]["cat_mug"]["num_images"] = 8
@@ -35,6 +38,9 @@ def test_repro_then_edit_one_composition_recomputes_only_its_items(dvc_project):
     assert second["compose"]["computed"] == 2 and second["compose"]["reused"] == 10
     assert second["plan"]["computed"] == 2 and second["caption"]["computed"] == 2
     assert second["pack"]["items"] == 12
+    assert second["pack"]["reused"] == 2  # cat_mug_plant's shard, and cat_mug's first shard (same 4 samples)
+    after = dataset_bytes(dvc_project)
+    assert all(after[name] == data for name, data in untouched.items())  # other compositions' shards: same bytes
 
 
 def test_recipe_typo_fails_naming_file_and_key_and_keeps_outputs(dvc_project):

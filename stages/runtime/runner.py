@@ -121,14 +121,17 @@ def run_items(
     return result, cache
 
 
-def materialize(result: StageResult, cache: ItemCache, out_dir: Path) -> None:
-    """Rebuild `out_dir` from cached files of the current items only (no stale leftovers)."""
+def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dict[str, bytes] | None = None) -> None:
+    """Rebuild `out_dir` from cached files of the current items only (no stale leftovers),
+    plus `extra` files, and swap it in whole."""
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for record in result.records.values():
         for name in record["files"]:
             link_or_copy(cache.file(record["key"], name), staging / name)
+    for name, data in (extra or {}).items():
+        (staging / name).write_bytes(data)
     replace_dir(staging, out_dir)
 
 
