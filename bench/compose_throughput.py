@@ -10,7 +10,7 @@ images, then times, on one core each and in the same run:
 Prints images/s for both and stage/floor (target >= 0.5), then the compose stage's peak RSS
 for a small and a 4x larger build (it should not grow with the number of images).
 
-    python bench/compose_throughput.py [--images 60]
+    python bench/compose_throughput.py [--images 100]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def floor_seconds(root: Path) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = {}

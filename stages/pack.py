@@ -28,7 +28,7 @@ from typing import Any
 
 from compiler.keys import canonical_json, content_key
 from stages.runtime.files import dumps_json, read_json, write_json
-from stages.runtime.runner import ItemOutput, each_item, materialize, run_items
+from stages.runtime.runner import ItemOutput, each_item, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 VERSION = "1"
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--build", type=Path, default=Path("build"))
     parser.add_argument("--out", type=Path, default=Path("dataset"))
     args = parser.parse_args()
-    run(args.items, args.build, args.out)
+    run_cli(lambda: run(args.items, args.build, args.out))
 
 
 if __name__ == "__main__":

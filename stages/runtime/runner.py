@@ -150,12 +150,14 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
 
 
 def run_cli(run_stage: Callable[[], None]) -> None:
-    """Run a stage; a backend that cannot start ends it with its own message, not a traceback."""
+    """Run a stage; a backend that cannot start or a bad runtime setting ends it with its own
+    message, not a traceback."""
     from stages.backends import BackendUnavailable
+    from stages.runtime.settings import SettingsError
 
     try:
         run_stage()
-    except BackendUnavailable as error:
+    except (BackendUnavailable, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

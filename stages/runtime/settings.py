@@ -17,6 +17,10 @@ import yaml
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+class SettingsError(ValueError):
+    """A runtime setting (params.yaml `runtime:` or a G4G_* variable) is invalid."""
+
+
 @dataclass(frozen=True)
 class Settings:
     workers: int = max(1, os.cpu_count() or 1)  # processes for item work
@@ -38,14 +42,17 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
             values[field.name] = env
     unknown = sorted(set(values) - {f.name for f in fields(Settings)})
     if unknown:
-        raise ValueError(f"{params_file}: runtime: unknown setting(s) {unknown}; valid: "
+        raise SettingsError(f"{params_file}: runtime: unknown setting(s) {unknown}; valid: "
                          f"{', '.join(f.name for f in fields(Settings))}")
-    typed = {f.name: _coerce(f.type, values[f.name]) for f in fields(Settings) if f.name in values}
+    try:
+        typed = {f.name: _coerce(f.type, values[f.name]) for f in fields(Settings) if f.name in values}
+    except ValueError as error:
+        raise SettingsError(f"runtime: {error}; workers and batch_size are whole numbers") from None
     settings = Settings(**typed)
     if settings.workers < 1 or settings.batch_size < 1:
-        raise ValueError(f"runtime: workers and batch_size must be >= 1, got {settings}")
+        raise SettingsError(f"runtime: workers and batch_size must be >= 1, got {settings}")
     if settings.precision not in PRECISIONS:
-        raise ValueError(f"runtime: precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
+        raise SettingsError(f"runtime: precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
     return settings
 
 
