@@ -1,4 +1,5 @@
-"""Captioners: a composed sample's description -> {"short": ..., "detailed": ...}.
+"""Captioners: a composed sample's scene description -> {"short": ..., "detailed": ...}.
 
-Interface: `Backend(params, templates=..., token_style=...)` with `caption(scene) -> dict[str, str]`.
+Interface: `Backend(params, templates_dir=..., templates={role: template})` with
+`caption(scene) -> dict[str, str]`; the scene is `stages.caption.describe_scene`'s output.
 """
