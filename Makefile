@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	dvc repro
-	dvc metrics show
+	@echo "dataset: $(CURDIR)/dataset (per-stage reports: reports/*.json, or dvc metrics show)"
 
 test: install
 	pytest -q
