@@ -7,6 +7,7 @@ import json
 
 import pytest
 import webdataset as wds
+import yaml
 
 from stages.templating import TemplateInvalid
 from tests.conftest import TINY_RECIPE, build_in_process, dataset_bytes, write_recipe
@@ -94,3 +95,18 @@ def test_template_with_an_undefined_variable_stops_the_caption_stage(project):
     (project / "templates/captions/short.j2").write_text("{{ concepts | length }} things {{ backdrop }}")
     with pytest.raises(TemplateInvalid, match=r"captions/short\.j2, line 1: UndefinedError: 'backdrop' is undefined"):
         build_in_process(project)
+
+
+def test_the_demo_recipe_builds(project):
+    """The shipped demo, shrunk by Hydra overrides: every concept cuts out, every composition packs."""
+    overrides = [f"compositions.{c}.num_images=2" for c in
+                 ("cat_mug", "astronaut_cat", "motorbike_cat_mug", "astronaut_rocket_cat_mug")]
+    (project / "params.yaml").write_text(yaml.safe_dump(
+        {"recipe": "demo", "overrides": overrides + ["output.resolution=256"], "runtime": {"workers": 1}}))
+    reports = build_in_process(project)
+    assert reports["extract"]["computed"] == 6 and reports["extract"]["failed"] == 0
+    assert reports["compose"]["computed"] == 8 and reports["plan"]["failed"] == 0
+    shards = json.loads((project / "dataset/sizes.json").read_text())
+    assert {name.rsplit("-", 1)[0] for name in shards} <= {"cat_mug", "astronaut_cat", "motorbike_cat_mug",
+                                                          "astronaut_rocket_cat_mug"}
+    assert reports["pack"]["packed"] >= 6
