@@ -108,7 +108,7 @@ def build(
             seed = item_seed(recipe.seed, comp_id, comp.seed, index)
             plan_key = content_key("plan", item_id, seed, concepts, allowed, backends["plan"], canvas)
             image_key = content_key("compose", plan_key, photo_hashes, phrases, backends["compose"], canvas,
-                                    recipe.output.jpeg_quality)
+                                    recipe.output.image_format, recipe.output.jpeg_quality)
             # Template captions read the layout, not the pixels; a captioner that looks at the
             # image will have to add `image_key` here.
             caption_key = content_key("caption", plan_key, words, phrases, templates,
@@ -135,7 +135,8 @@ def build(
         "extract": {"backend": backends["extract"], "items": extract_items},
         "plan": {"backend": backends["plan"], "canvas": canvas, "items": plan_items},
         "compose": {
-            "backend": backends["compose"], "canvas": canvas, "jpeg_quality": recipe.output.jpeg_quality,
+            "backend": backends["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
+            "jpeg_quality": recipe.output.jpeg_quality,
             "backgrounds": {bid: {"phrase": recipe.backgrounds[bid].phrase, "photos": photos}
                             for bid, photos in background_photos.items()},
             "items": compose_items,

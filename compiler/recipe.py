@@ -18,6 +18,7 @@ from compiler.errors import RecipeError
 from compiler.keys import file_sha256
 from compiler import schema
 from compiler.schema import (
+    IMAGE_FORMATS,
     MAX_CONCEPTS_PER_IMAGE,
     MIN_CONCEPTS_PER_IMAGE,
     STAGE_KINDS,
@@ -158,6 +159,8 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     output = recipe.output
     if output.resolution < 64 or output.resolution % 8:
         fail("output.resolution", f"{output.resolution}; use a multiple of 8, at least 64")
+    if output.image_format not in IMAGE_FORMATS:
+        fail("output.image_format", f"'{output.image_format}'; valid: {', '.join(IMAGE_FORMATS)}")
     if not 1 <= output.jpeg_quality <= 100:
         fail("output.jpeg_quality", f"{output.jpeg_quality}; valid: 1-100")
     if output.shard_size < 1:

@@ -13,6 +13,7 @@ MIN_CONCEPTS_PER_IMAGE = 2
 MAX_CONCEPTS_PER_IMAGE = 5
 STAGE_KINDS = ("extract", "plan", "compose", "caption", "score")
 TOKEN_STYLES = ("token", "token_noun")
+IMAGE_FORMATS = ("jpg", "png", "webp")
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Output:
     """Canvas and dataset format."""
 
     resolution: int = 1024  # square canvas side in pixels
-    jpeg_quality: int = 95
+    image_format: str = "jpg"  # jpg, png (lossless) or webp
+    jpeg_quality: int = 95  # also the WebP quality
     shard_size: int = 100  # samples per WebDataset shard
 
 

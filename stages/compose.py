@@ -2,7 +2,7 @@
 
 Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ (+ build/cutouts.json),
        the background photos, templates/ (prompts of diffusion composers).
-Writes build/images/<id>.jpg                 the composed image
+Writes build/images/<id>.jpg                 the composed image (.png / .webp: output.image_format)
        build/images/<id>.mask.png            union of the concepts' soft masks
        build/images/<id>.mask.<concept>.png  each concept's visible soft mask (after occlusion)
        build/images/<id>.unpasted.jpg        the repainted image before paste-back, if kept
@@ -25,7 +25,7 @@ from compiler.errors import ItemError
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.files import read_json
-from stages.runtime.images import encode_jpeg, encode_mask, load_image
+from stages.runtime.images import encode_image, encode_mask, load_image
 from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
@@ -57,7 +57,8 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
 def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     """The image, its masks and the record describing them."""
     layout, item_id = item["layout"], item["id"]
-    files = {f"{item_id}.jpg": encode_jpeg(result["image"], context["jpeg_quality"]),
+    image_format, quality = context["image_format"], context["jpeg_quality"]
+    files = {f"{item_id}.{image_format}": encode_image(result["image"], image_format, quality),
              f"{item_id}.mask.png": encode_mask(result["mask"])}
     concepts = []
     for obj, mask, stat in zip(layout["objects"], result["masks"], result["stats"]):
@@ -66,12 +67,12 @@ def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]
         concepts.append({"concept": obj["concept"], "mask": name, **stat})
     background = context["backgrounds"][layout["background"]["id"]]
     photo = layout["background"]["photo"]
-    record = {"image": f"{item_id}.jpg", "mask": f"{item_id}.mask.png", "concepts": concepts,
+    record = {"image": f"{item_id}.{image_format}", "mask": f"{item_id}.mask.png", "concepts": concepts,
               "background": {**layout["background"], "phrase": background["phrase"],
                              **(background["photos"][photo] if photo is not None else {"generated": True})}}
     if "unpasted" in result:
-        record["unpasted"] = f"{item_id}.unpasted.jpg"
-        files[record["unpasted"]] = encode_jpeg(result["unpasted"], context["jpeg_quality"])
+        record["unpasted"] = f"{item_id}.unpasted.{image_format}"
+        files[record["unpasted"]] = encode_image(result["unpasted"], image_format, quality)
     return record, files
 
 
@@ -97,7 +98,8 @@ def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, 
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     context = {"backend": document["backend"], "canvas": document["canvas"], "root": str(Path.cwd()),
-               "jpeg_quality": document["jpeg_quality"], "backgrounds": document["backgrounds"],
+               "image_format": document["image_format"], "jpeg_quality": document["jpeg_quality"],
+               "backgrounds": document["backgrounds"],
                "cutouts_dir": str(cutouts_dir), "templates_dir": str(templates_dir),
                "runtime": {"device": settings.device, "precision": settings.precision,
                            "torch_compile": settings.torch_compile, "cpu_offload": settings.cpu_offload}}

@@ -4,7 +4,7 @@ Reads  build/compiled/pack.json and every upstream index (cut-outs, layouts, ima
        scores) plus the files in build/images.
 Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order
                                          (Gen4Gen trains one model per composition); per
-                                         sample: jpg, mask.png, mask.<concept>.png, txt
+                                         sample: jpg (or png / webp), mask.png, mask.<concept>.png, txt
                                          (short caption), detailed.txt, json (provenance)
        dataset/sizes.json                samples per shard (open_clip reads it)
        dataset/manifest.jsonl            one row per packed sample
@@ -90,7 +90,7 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     for sample in shard["samples"]:
         image = sample["image"]
         files = {
-            "jpg": (images_dir / image["image"]).read_bytes(),
+            Path(image["image"]).suffix[1:]: (images_dir / image["image"]).read_bytes(),  # jpg, png or webp
             "mask.png": (images_dir / image["mask"]).read_bytes(),
             "txt": sample["captions"]["short"].encode("utf-8"),
             "detailed.txt": sample["captions"]["detailed"].encode("utf-8"),

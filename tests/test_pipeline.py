@@ -110,3 +110,15 @@ def test_the_demo_recipe_builds(project):
     assert {name.rsplit("-", 1)[0] for name in shards} <= {"cat_mug", "astronaut_cat", "motorbike_cat_mug",
                                                           "astronaut_rocket_cat_mug"}
     assert reports["pack"]["packed"] >= 6
+
+
+@pytest.mark.parametrize("image_format", ["png", "webp"])
+def test_other_image_formats_are_packed_under_their_extension(project, image_format):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["output"]["image_format"] = image_format
+    recipe["compositions"] = {"cat_mug": {**recipe["compositions"]["cat_mug"], "num_images": 2}}
+    write_recipe(project, recipe)
+    build_in_process(project)
+    shard = sorted((project / "dataset").glob("*.tar"))[0]
+    sample = next(iter(wds.WebDataset(str(shard), shardshuffle=False).decode("pil")))
+    assert image_format in sample and "jpg" not in sample and sample[image_format].size == (256, 256)

@@ -64,7 +64,12 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image
+def encode_image(image: Image.Image, image_format: str, quality: int) -> bytes:
+    """The composed image as `jpg` (quality), `png` (lossless) or `webp` (quality)."""
+    if image_format == "png":
+        return encode_png(image)
+    if image_format == "webp":
+        buffer = io.BytesIO()
+        image.save(buffer, format="WEBP", quality=quality, method=4)
+        return buffer.getvalue()
+    return encode_jpeg(image, quality)
