@@ -14,7 +14,7 @@ time at batch 8 (>= 3,000 images/h), batch 8 >= 2.2x batch 1, > 3,400 images/h c
 
 The GPU machine has torch and transformers but no diffusers and no network: prepare a folder
 on this machine and carry it (the device tool's `carry`):
-    pip install --target bench/.gpu-deps --no-deps diffusers jinja2 markupsafe
+    pip install --target bench/.gpu-deps --no-deps diffusers jinja2 markupsafe   # + pillow, if it lacks one
     python -c "from tests.tiny_models import clip_tokenizer_files as f; from pathlib import Path; \\
                f(Path('bench/.gpu-deps/clip-tokenizer'))"
 then on the GPU:   PYTHONPATH=bench/.gpu-deps:. python bench/gpu_repaint.py [--compile]
