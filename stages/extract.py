@@ -26,7 +26,6 @@ from stages.runtime.runner import ItemOutput, each_item, finish, materialize, ru
 from stages.runtime.settings import load_settings
 
 
-
 def alpha_backend(params: dict[str, Any]) -> dict[str, Any]:
     """The `alpha` backend with the options it shares with the recipe's extract backend, for
     concepts whose photos are already cut out."""

@@ -137,8 +137,10 @@ def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[s
         for start in range(0, len(samples), document["shard_size"]):
             chunk = samples[start:start + document["shard_size"]]
             name = f"{composition}-{start // document['shard_size']:06d}.tar"
+            # Sample keys cover each sample's tokens and class nouns (through its caption key),
+            # so an edit to another concept leaves this shard alone.
             key = content_key("pack", VERSION, name, [(s["id"], s["keys"]) for s in chunk],
-                              {k: v for k, v in context.items() if k != "images_dir"})
+                              {k: v for k, v in context.items() if k not in ("images_dir", "concepts")})
             out.append({"id": name, "key": key, "samples": chunk})
     return out
 

@@ -30,14 +30,13 @@ def concept_bin(count: int) -> str:
 
 def sample_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Everything a scorer may look at for one image, with file paths resolved."""
-    root, layout = Path(context["root"]), item["layout"]
+    layout = item["layout"]
     cutouts = {o["concept"]: o["cutout"] for o in layout["objects"]}
     concepts = []
     for stat in item["image"]["concepts"]:
         info = context["concepts"][stat["concept"]]
         concepts.append({
-            **stat, "class_noun": info["class_noun"],
-            "references": [str(sources.resolve(ref, root)) for ref in info["references"]],
+            **stat, "class_noun": info["class_noun"], "references": info["references"],
             "cutout": str(Path(context["cutouts_dir"]) / f"{cutouts[stat['concept']]}.png"),
         })
     return {"image": str(Path(context["images_dir"]) / item["image"]["image"]), "canvas": context["canvas"],
@@ -71,8 +70,10 @@ def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
-    context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": document["concepts"],
-               "backgrounds": document["backgrounds"], "root": str(Path.cwd()), "device": settings.device,
+    concepts = {cid: {**info, "references": [str(sources.resolve(ref, Path.cwd())) for ref in info["references"]]}
+                for cid, info in document["concepts"].items()}  # resolved once, not per image
+    context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": concepts,
+               "backgrounds": document["backgrounds"], "device": settings.device,
                "images_dir": str(images_dir), "cutouts_dir": str(cutouts_dir)}
     result, _ = run_items("score", items, score_batch, context, settings, {**skipped, **skipped_images})
     scores = result.entries()

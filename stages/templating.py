@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from stages.backends import BackendUnavailable
 
@@ -41,7 +41,7 @@ class Templates:
         template = self.load(name)
         try:
             return template.render(**context)
-        except (jinja2.UndefinedError, SecurityError, jinja2.TemplateError) as error:
+        except jinja2.TemplateError as error:  # undefined variables and sandbox refusals included
             line = _template_line(error, template.filename)
             raise TemplateInvalid(f"{template.filename}{line}: {type(error).__name__}: {error}") from None
 

@@ -122,3 +122,16 @@ def test_other_image_formats_are_packed_under_their_extension(project, image_for
     shard = sorted((project / "dataset").glob("*.tar"))[0]
     sample = next(iter(wds.WebDataset(str(shard), shardshuffle=False).decode("pil")))
     assert image_format in sample and "jpg" not in sample and sample[image_format].size == (256, 256)
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("G4G_WORKERS", "two", r"runtime\.workers \(or G4G_WORKERS\): 'two' is not a whole number"),
+    ("G4G_CPU_OFFLOAD", "maybe", r"runtime\.cpu_offload .*'maybe' is not a boolean"),
+    ("G4G_PRECISION", "fp8", r"runtime\.precision 'fp8'; valid: auto, fp32, fp16, bf16"),
+])
+def test_bad_runtime_settings_name_the_setting_and_valid_values(project, monkeypatch, variable, value, message):
+    from stages.runtime.settings import SettingsError, load_settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(project / "params.yaml")

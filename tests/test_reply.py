@@ -92,11 +92,17 @@ def test_coco_import_rescales_boxes_and_keeps_3_to_25_percent(tmp_path):
     examples = import_coco(tmp_path / "i.json", tmp_path / "c.json", canvas=512)
     assert examples == [{"caption": "Two pets on a sofa.", "objects": [
         {"name": "cat", "box": [51, 51, 128, 128]}, {"name": "dog", "box": [256, 256, 154, 205]}]}]
+
+
+def test_examples_are_sampled_without_replacement_by_a_seeded_sampler(tmp_path):
     path = tmp_path / "examples.jsonl"
-    path.write_text("\n".join(json.dumps(e) for e in examples * 5))
+    path.write_text("\n".join(json.dumps({"caption": f"photo {i}", "objects": []}) for i in range(20)))
     loaded = load_examples(path)
-    assert sample_examples(loaded, 3, seed=1) == sample_examples(loaded, 3, seed=1)
-    assert len(sample_examples(loaded, 3, seed=1)) == 3 and sample_examples(loaded, 3, seed=0) is not None
+    draws = {seed: [e["caption"] for e in sample_examples(loaded, 5, seed)] for seed in range(4)}
+    assert draws[1] == [e["caption"] for e in sample_examples(loaded, 5, 1)]  # same seed, same draw
+    assert all(len(set(d)) == 5 for d in draws.values())  # no example twice
+    assert len({tuple(d) for d in draws.values()}) > 1  # seeds differ, draws differ
+    assert len(sample_examples(loaded, 50, 0)) == 20 and sample_examples([], 5, 0) == []
 
 
 def test_bad_examples_file_names_the_line(tmp_path):

@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 
 from compiler.errors import ItemError
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def load_image(path: Path, reference: str) -> Image.Image:
     """Decode a photo fully (EXIF orientation applied); a bad file raises ItemError naming it."""
@@ -49,9 +51,6 @@ def encode_mask(mask: Image.Image) -> bytes:
     data = deflate.compress(rows.tobytes()) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

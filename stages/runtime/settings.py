@@ -15,6 +15,7 @@ import yaml
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class SettingsError(ValueError):
@@ -43,16 +44,22 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     unknown = sorted(set(values) - {f.name for f in fields(Settings)})
     if unknown:
         raise SettingsError(f"{params_file}: runtime: unknown setting(s) {unknown}; valid: "
-                         f"{', '.join(f.name for f in fields(Settings))}")
-    try:
-        typed = {f.name: _coerce(f.type, values[f.name]) for f in fields(Settings) if f.name in values}
-    except ValueError as error:
-        raise SettingsError(f"runtime: {error}; workers and batch_size are whole numbers") from None
+                            f"{', '.join(f.name for f in fields(Settings))}")
+    typed = {}
+    for field in fields(Settings):
+        if field.name in values:
+            try:
+                typed[field.name] = _coerce(field.type, values[field.name])
+            except (ValueError, KeyError):
+                wanted = {"int": "a whole number", "bool": f"a boolean ({', '.join(BOOLEANS)})"}[field.type]
+                raise SettingsError(f"{params_file}: runtime.{field.name} (or G4G_{field.name.upper()}): "
+                                    f"{values[field.name]!r} is not {wanted}") from None
     settings = Settings(**typed)
     if settings.workers < 1 or settings.batch_size < 1:
-        raise SettingsError(f"runtime: workers and batch_size must be >= 1, got {settings}")
+        raise SettingsError(f"{params_file}: runtime: workers and batch_size must be >= 1, got "
+                            f"{settings.workers} and {settings.batch_size}")
     if settings.precision not in PRECISIONS:
-        raise SettingsError(f"runtime: precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
+        raise SettingsError(f"{params_file}: runtime.precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
     return settings
 
 
@@ -60,7 +67,9 @@ def _coerce(kind: str, value: object) -> object:
     if kind == "int":
         return int(value)
     if kind == "bool":
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+        return BOOLEANS[str(value).lower()]  # KeyError for anything else
     return str(value)
 
 

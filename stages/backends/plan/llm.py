@@ -99,7 +99,6 @@ class LlmPlanner:
         self.templates = Templates(templates_dir)
         self.examples = load_examples(Path(root) / params.examples) if params.examples else []
         self.replies = ReplyCache(Path(cache_dir) / "llm")
-        self.requests_sent = 0
 
     def complete(self, prompts: list[tuple[str, int]]) -> list[str | RequestFailed]:
         raise NotImplementedError
@@ -110,7 +109,6 @@ class LlmPlanner:
         answers: list[str | RequestFailed | None] = [self.replies.get(key) for key in keys]
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
-            self.requests_sent += len(missing)
             for i, reply in zip(missing, self.complete([prompts[i] for i in missing])):
                 answers[i] = reply
                 if isinstance(reply, str):
