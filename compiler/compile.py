@@ -15,16 +15,21 @@ import yaml
 
 from compiler.buildplan import build
 from compiler.errors import RecipeError
+from compiler.fingerprint import HashMemo
 from compiler.recipe import compose_recipe, locate_key, validate
 from stages.runtime.files import dumps_json, write_json
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack")
+HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
 
 
 def read_params(params_file: Path) -> tuple[str, list[str]]:
     """The selected recipe name and its Hydra overrides from params.yaml."""
-    params: dict[str, Any] = yaml.safe_load(params_file.read_text()) or {}
-    recipe = params.get("recipe")
+    try:
+        params: dict[str, Any] = yaml.safe_load(params_file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{params_file}: not valid YAML: {' '.join(str(error).split())}") from None
+    recipe = params.get("recipe") if isinstance(params, dict) else None
     if not isinstance(recipe, str) or not recipe:
         raise RecipeError(f"{params_file}: recipe: name a recipe in recipes/ (for example 'demo')")
     overrides = params.get("overrides") or []
@@ -39,12 +44,15 @@ def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[s
     recipe_file = recipes_dir / f"{recipe_name}.yaml"
     recipe = compose_recipe(recipes_dir, recipe_name, overrides)
     backends = validate(recipe, recipe_file, templates_dir)
+    memo = HashMemo(root / HASH_MEMO)
     try:
-        return build(recipe, backends, root, templates_dir)
+        return build(recipe, backends, root, templates_dir, memo)
     except RecipeError as error:
         if error.key is None:
             raise
         raise RecipeError(f"{locate_key(recipes_dir, recipe_file, error.key)}: {error}") from None
+    finally:
+        memo.save()
 
 
 def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None:

@@ -38,3 +38,13 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def without(value: Any, names: frozenset[str] | set[str] | list[str]) -> Any:
+    """`value` with every dict entry named in `names` removed, at any depth: key parts minus
+    what a backend does not read (its `IGNORES`)."""
+    if isinstance(value, dict):
+        return {k: without(v, names) for k, v in value.items() if k not in names}
+    if isinstance(value, list):
+        return [without(v, names) for v in value]
+    return value

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from compiler.errors import RecipeError
 from compiler.keys import file_sha256
+from compiler.sources import confined
 from compiler import schema
 from compiler.schema import (
     IMAGE_FORMATS,
@@ -26,13 +28,16 @@ from compiler.schema import (
     Recipe,
 )
 from stages import backends
+from stages.runtime.settings import SettingsError, load_settings
+from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
 SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase
 SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
                                                 schema.Composition, schema.Strategy, schema.Backends,
                                                 schema.Output)}
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
+IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
 
 
 def _register_schema() -> None:
@@ -65,23 +70,103 @@ def _search(pattern: str, text: str) -> str | None:
 
 
 def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = None) -> Recipe:
-    """Hydra-compose `recipes_dir/name.yaml` with `overrides` into a typed `Recipe`."""
+    """Hydra-compose `recipes_dir/name.yaml` with `overrides` into a typed `Recipe`.
+
+    A recipe may come from someone else: it is read only from `recipes_dir` (no `..`, no
+    `hydra.searchpath`) and may not call resolvers (`${oc.env:...}`, `${now:...}`), so it
+    cannot read files elsewhere, the environment or the clock.
+    """
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
     recipes_dir = Path(recipes_dir).resolve()
+    available = sorted(p.stem for p in recipes_dir.glob("*.yaml") if RECIPE_NAME.match(p.stem))
     recipe_file = recipes_dir / f"{name}.yaml"
-    if not recipe_file.is_file():
-        available = sorted(p.stem for p in recipes_dir.glob("*.yaml"))
-        raise RecipeError(f"recipe '{name}' not found at {recipe_file}; available: {', '.join(available)}")
+    if not RECIPE_NAME.match(name) or not recipe_file.is_file():
+        raise RecipeError(f"recipe {name!r} not found in {recipes_dir} (a recipe is named by its file there: "
+                          f"letters, digits, '_', '-', '+'); available: {', '.join(available)}")
+    overrides = list(overrides or [])
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir), version_base=None):
-            cfg = compose(config_name=name, overrides=list(overrides or []))
+            _check_defaults(GlobalHydra.instance().config_loader(), name, overrides, recipe_file)
+            cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+        if cfg.hydra.searchpath:
+            raise RecipeError(f"{recipe_file}: hydra.searchpath: recipes are read only from {recipes_dir}; "
+                              f"put shared config groups in a folder there")
+        with open_dict(cfg):
+            del cfg["hydra"]
+        _refuse_resolvers(cfg, recipes_dir, recipe_file)
         typed = OmegaConf.merge(OmegaConf.structured(Recipe), cfg)
         return OmegaConf.to_object(typed)
     except (HydraException, OmegaConfBaseException) as error:
-        raise RecipeError(describe_error(error, recipes_dir, recipe_file)) from None
+        cause = error.__cause__ if isinstance(error.__cause__, yaml.YAMLError) else None
+        message = _describe_yaml(cause) if cause else describe_error(error, recipes_dir, recipe_file)
+        raise RecipeError(escape_controls(message)) from None
+    except yaml.YAMLError as error:
+        raise RecipeError(escape_controls(_describe_yaml(error))) from None
+
+
+def _describe_yaml(error: yaml.YAMLError) -> str:
+    """`file, line N: not valid YAML: problem` from a YAML parser error."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark else "a recipe file"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{where}: not valid YAML: {problem}"
+
+
+def _check_defaults(loader, name: str, overrides: list[str], recipe_file: Path) -> None:
+    """Refuse a defaults-list entry or override that climbs out of the recipes folder."""
+    from hydra.types import RunMode
+
+    for entry in loader.compute_defaults_list(config_name=name, overrides=overrides, run_mode=RunMode.RUN).defaults:
+        if entry.config_path and (".." in entry.config_path.split("/") or entry.config_path.startswith("/")):
+            raise RecipeError(f"{recipe_file}: defaults: '{escape_controls(entry.config_path)}' leaves the recipes "
+                              f"folder; valid: config groups inside it, without '..'")
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(key path, text) of every string in a container of dicts and lists."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _resolver_calls(text: str) -> list[str]:
+    """The `${name:...}` resolver calls in an OmegaConf string (plain `${key}` references are fine)."""
+    from omegaconf import grammar_parser
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+
+    if "${" not in text:
+        return []
+    try:
+        nodes = [grammar_parser.parse(text, parser_rule="configValue")]
+    except GrammarParseError:
+        return []  # OmegaConf cannot resolve it either; composing reports it
+    calls = []
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            calls.append(node.getText())
+        nodes.extend(node.getChildren() if hasattr(node, "getChildren") else [])
+    return calls
+
+
+def _refuse_resolvers(cfg: Any, recipes_dir: Path, recipe_file: Path) -> None:
+    for key, text in _strings(OmegaConf.to_container(cfg, resolve=False)):
+        calls = _resolver_calls(text)
+        if calls:
+            origin = locate_key(recipes_dir, recipe_file, key)
+            raise RecipeError(f"{origin}: {escape_controls(key)}: '{escape_controls(calls[0])}': a recipe cannot "
+                              f"call resolvers (oc.env, oc.decode, now, ...), so it cannot read the environment or "
+                              f"the clock; write the value itself, or refer to another key as ${{key}}")
 
 
 def locate_key(recipes_dir: Path, recipe_file: Path, key_path: str) -> Path:
@@ -96,7 +181,7 @@ def locate_key(recipes_dir: Path, recipe_file: Path, key_path: str) -> Path:
             continue
         try:
             node = OmegaConf.load(path)
-        except OmegaConfBaseException:
+        except (OmegaConfBaseException, yaml.YAMLError):
             continue
         if OmegaConf.select(node, key_path[len(prefix):], default=None) is not None:
             return path
@@ -108,14 +193,17 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
 
     def fail(key: str, problem: str) -> None:
         origin = locate_key(recipe_file.parent, recipe_file, key)
-        raise RecipeError(f"{origin}: {key}: {problem}")
+        raise RecipeError(escape_controls(f"{origin}: {key}: {problem}"))
 
     if not IDENTIFIER.match(recipe.name):
-        fail("name", f"'{recipe.name}' is not a valid name; use letters, digits, '_', '-', '+'")
+        fail("name", f"'{recipe.name}' is not a valid name; use lowercase letters, digits, '_', '-', '+'")
     for section in ("concepts", "backgrounds", "compositions"):
         for ident in getattr(recipe, section):
             if not IDENTIFIER.match(ident):
-                fail(f"{section}.{ident}", "ids use letters, digits, '_', '-', '+' (no dots or slashes)")
+                fail(f"{section}.{ident}", "ids use letters a-z, digits, '_', '-', '+' (no capitals, dots or slashes)")
+    for key, text in _strings(dataclasses.asdict(recipe)):
+        if escape_controls(text, keep="\n\t") != text:
+            fail(key, f"'{escape_controls(text, limit=80)}' holds control or format characters; write plain text")
     if not recipe.compositions:
         fail("compositions", "the recipe declares no composition")
     tokens: dict[str, str] = {}
@@ -154,6 +242,9 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         fail("strategy.token_style", f"'{recipe.strategy.token_style}'; valid: {', '.join(TOKEN_STYLES)}")
     for role in ("short_caption", "detailed_caption"):
         template = getattr(recipe.strategy, role)
+        if confined(templates_dir, template) is None:
+            fail(f"strategy.{role}", f"'{template}' is outside {templates_dir}; templates are read only from there "
+                 f"(symlinks out of it are refused)")
         if not (templates_dir / template).is_file():
             fail(f"strategy.{role}", f"template '{template}' not found in {templates_dir}")
     output = recipe.output
@@ -169,6 +260,21 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 
 
+def _check_endpoint(key: str, url: str, fail, root: Path) -> None:
+    """A recipe's endpoint must be approved by the builder's runtime settings: a recipe never
+    decides where prompts, and the API key sent with them, go."""
+    problem = url_problem(url)
+    if problem:
+        fail(key, f"{redact_url(url)}: {problem}")
+    try:
+        settings = load_settings(root / "params.yaml")
+    except SettingsError as error:
+        raise RecipeError(str(error)) from None
+    if not endpoint_allowed(url, settings.llm_endpoints):
+        fail(key, f"{redact_url(url)} is not an approved LLM endpoint; the builder approves endpoints in "
+                  f"params.yaml (runtime.llm_endpoints) or G4G_LLM_ENDPOINTS, now: {', '.join(settings.llm_endpoints)}")
+
+
 def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> dict[str, Any]:
     """Check the backend key and its options against the backend's own `Params` dataclass."""
     name = config.pop("name", None)
@@ -182,10 +288,15 @@ def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> di
         key = getattr(error, "full_key", "") or ""
         valid = ", ".join(backends.option_names(kind, name))
         fail(f"backends.{kind}.{key}".rstrip("."), f"{str(error).splitlines()[0]} (options of {kind} backend '{name}': {valid})")
+    for option in getattr(params_class, "URLS", ()):
+        _check_endpoint(f"backends.{kind}.{option}", params[option], fail, root)
     files = {}
     for option, folder in backends.file_options(kind, name).items():
         if params[option]:
-            path = root / folder / params[option]
+            path = confined(root / folder, params[option])
+            if path is None:
+                fail(f"backends.{kind}.{option}", f"'{params[option]}' is outside {root / folder}; files are read "
+                     f"only from there (symlinks out of it are refused)")
             if not path.is_file():
                 fail(f"backends.{kind}.{option}", f"file {path} not found")
             files[option] = file_sha256(path)

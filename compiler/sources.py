@@ -3,31 +3,60 @@
 `pkg:skimage/data/chelsea.png` names a file shipped inside an installed package, so a recipe
 can use real photos from a registry package without copying them into the project. The
 reference (not the machine-specific path) is what the build plan records.
+
+Recipes may come from someone else, so resolving a reference runs no code: a package is
+found through the metadata of installed distributions, never imported, and globs are walked
+by this module with loop protection and a cap on what they match.
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.util
+import fnmatch
+import functools
+import os
+from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 from compiler.errors import RecipeError
 
 PACKAGE_PREFIX = "pkg:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MAX_MATCHES = 100_000  # files one pattern may match
+MAX_VISITS = 1_000_000  # directory entries one pattern may look at
 
 
+def confined(folder: Path, name: str) -> Path | None:
+    """`folder/name` if its real path (symlinks followed) lies inside `folder`'s, else None."""
+    base = Path(folder).resolve()
+    target = (base / name).resolve()
+    return target if target == base or base in target.parents else None
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_packages() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
 def _package_root(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RecipeError(f"{PACKAGE_PREFIX}{package}: package '{package}' is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
+    """The folder of an installed distribution's top-level package, found without importing it."""
+    if not package.isidentifier():
+        raise RecipeError(f"{PACKAGE_PREFIX}{package}: '{package}' is not a package name; valid: the top-level "
+                          f"import name of an installed distribution (letters, digits, '_'; no dots)")
+    for distribution in _installed_packages().get(package, []):
+        folder = Path(str(metadata.distribution(distribution).locate_file(package)))
+        if folder.is_dir():
+            return folder
+    raise RecipeError(f"{PACKAGE_PREFIX}{package}: no installed distribution provides a package '{package}'")
 
 
 def _split(reference: str) -> tuple[str | None, str]:
     """(package or None, path inside the package or the project)."""
     if reference.startswith(PACKAGE_PREFIX):
         package, _, inner = reference[len(PACKAGE_PREFIX):].partition("/")
+        if inner.startswith("/") or ".." in Path(inner).parts:
+            raise RecipeError(f"{reference}: a path inside package '{package}' cannot start with '/' or use '..'")
         return package, inner
     return None, reference
 
@@ -37,6 +66,56 @@ def resolve(reference: str, root: Path) -> Path:
     package, inner = _split(reference)
     base = _package_root(package) if package else root
     return base / inner
+
+
+def _has_magic(part: str) -> bool:
+    return any(ch in part for ch in "*?[")
+
+
+def _walk(pattern: Path, where: str) -> Iterator[Path]:
+    """Paths matching `pattern` (glob syntax, `**` for any depth), like `glob.glob(recursive=True)`
+    but visiting each real directory once per pattern position, so links to `..` end."""
+    parts = pattern.parts
+    first_magic = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
+    start = Path(*parts[:first_magic]) if first_magic else Path(".")
+    segments = parts[first_magic:]
+    stack = [(start, 0)]
+    seen: set[tuple[int, int, int]] = set()
+    visits = 0
+    while stack:
+        path, position = stack.pop()
+        if position == len(segments):
+            yield path
+            continue
+        segment = segments[position]
+        if not _has_magic(segment):
+            if os.path.lexists(path / segment):
+                stack.append((path / segment, position + 1))
+            continue
+        try:
+            info = path.stat()
+            entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        if segment == "**":
+            if (position, info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((position, info.st_dev, info.st_ino))
+            stack.append((path, position + 1))  # ** matching no folder
+        visits += len(entries)
+        if visits > MAX_VISITS:
+            raise RecipeError(f"{where}: '{pattern}' looks at more than {MAX_VISITS} files and folders; narrow it",
+                              key=where)
+        for entry in entries:
+            if entry.name.startswith(".") and not segment.startswith("."):
+                continue
+            if segment == "**":
+                if entry.is_dir():
+                    stack.append((Path(entry.path), position))
+                elif position + 1 == len(segments):
+                    yield Path(entry.path)
+            elif fnmatch.fnmatchcase(entry.name, segment):
+                stack.append((Path(entry.path), position + 1))
 
 
 def expand(pattern: str, root: Path, where: str) -> list[str]:
@@ -50,8 +129,13 @@ def expand(pattern: str, root: Path, where: str) -> list[str]:
     package, inner = _split(pattern)
     base = _package_root(package) if package else root
     full = base / inner
-    matches = sorted(glob.glob(str(full), recursive=True)) if glob.has_magic(inner) else [str(full)]
-    images = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES]
+    images = []
+    for match in _walk(full, where) if _has_magic(inner) else [full]:
+        if match.suffix.lower() in IMAGE_SUFFIXES and match.is_file():
+            images.append(match)
+            if len(images) > MAX_MATCHES:
+                raise RecipeError(f"{where}: '{pattern}' matches more than {MAX_MATCHES} images; narrow it", key=where)
+    images = sorted(set(images), key=str)
     if not images:
         raise RecipeError(
             f"{where}: '{pattern}' matches no image file (looked for {full}); valid: an existing "

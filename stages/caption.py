@@ -67,8 +67,13 @@ def run(items_file: Path, layouts_file: Path, templates_dir: Path, out_file: Pat
     document = read_json(items_file)
     layouts = read_json(layouts_file)
     items, skipped = attach(document["items"], layouts, "layouts", "layout", "plan")
+    for item in items:  # what a caption reads of the layout: who stands where, on which background
+        layout = item["layout"]
+        item["parts"] = {**item["parts"], "layout": {
+            "canvas": layout["canvas"], "background": layout["background"]["id"],
+            "objects": [{"concept": o["concept"], "box": o["box"]} for o in layout["objects"]]}}
     context = {"backend": document["backend"], "templates_dir": str(templates_dir),
-               "templates": {role: t["path"] for role, t in document["templates"].items()},
+               "templates": document["templates"],
                "concepts": document["concepts"], "backgrounds": document["backgrounds"],
                "token_style": document["token_style"]}
     result, _ = run_items("caption", items, caption_item, context, load_settings(), skipped)

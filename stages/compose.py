@@ -1,6 +1,6 @@
 """Stage `compose`: render every planned image with the compose backend.
 
-Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ (+ build/cutouts.json),
+Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ and build/cutouts.json,
        the background photos, templates/ (prompts of diffusion composers).
 Writes build/images/<id>.jpg                 the composed image (.png / .webp: output.image_format)
        build/images/<id>.mask.png            union of the concepts' soft masks
@@ -22,6 +22,7 @@ from PIL import Image
 
 from compiler import sources
 from compiler.errors import ItemError
+from compiler.keys import without
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.files import read_json
@@ -76,6 +77,22 @@ def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]
     return record, files
 
 
+def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What an image is made of, by content: the layout, each cut-out's bytes, the background
+    photo's bytes and phrase (less what the composer ignores)."""
+    layout = item["layout"]
+    background = document["backgrounds"][layout["background"]["id"]]
+    photo = layout["background"]["photo"]
+    made_of = {
+        "layout": {"background": layout["background"], "objects": layout["objects"]},
+        "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
+                    for o in layout["objects"]},
+        "background": {"phrase": background["phrase"],
+                       "photo": background["photos"][photo]["sha256"] if photo is not None else None},
+    }
+    return {**item["parts"], **without(made_of, document["ignores"])}
+
+
 def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     composer = backends.create("compose", context["backend"], templates_dir=context["templates_dir"],
                                **context["runtime"])
@@ -93,10 +110,13 @@ def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[
 
 
 def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, index_file: Path,
-        templates_dir: Path = Path("templates")) -> None:
+        templates_dir: Path = Path("templates"), cutouts_index: Path = Path("build/cutouts.json")) -> None:
     document = read_json(items_file)
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
+    cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}
+    for item in items:
+        item["parts"] = image_parts(item, document, cutouts)
     context = {"backend": document["backend"], "canvas": document["canvas"], "root": str(Path.cwd()),
                "image_format": document["image_format"], "jpeg_quality": document["jpeg_quality"],
                "backgrounds": document["backgrounds"],
@@ -113,11 +133,13 @@ def main() -> None:
     parser.add_argument("--items", type=Path, default=Path("build/compiled/compose.json"))
     parser.add_argument("--layouts", type=Path, default=Path("build/layouts.json"))
     parser.add_argument("--cutouts", type=Path, default=Path("build/cutouts"))
+    parser.add_argument("--cutouts-index", type=Path, default=Path("build/cutouts.json"))
     parser.add_argument("--templates", type=Path, default=Path("templates"))
     parser.add_argument("--out", type=Path, default=Path("build/images"))
     parser.add_argument("--index", type=Path, default=Path("build/images.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.layouts, args.cutouts, args.out, args.index, args.templates))
+    run_cli(lambda: run(args.items, args.layouts, args.cutouts, args.out, args.index, args.templates,
+                                  args.cutouts_index))
 
 
 if __name__ == "__main__":

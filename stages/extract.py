@@ -9,7 +9,6 @@ Writes build/cutouts/<concept>/<photo>.png  RGBA, cropped to the tight box, at m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,11 @@ from PIL import Image
 from compiler import sources
 from compiler.errors import ItemError
 from stages import backends
+from stages.backends.extract import alpha_description
 from stages.runtime.files import read_json
 from stages.runtime.images import encode_png, load_image
 from stages.runtime.runner import ItemOutput, each_item, finish, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
-
-
-def alpha_backend(params: dict[str, Any]) -> dict[str, Any]:
-    """The `alpha` backend with the options it shares with the recipe's extract backend, for
-    concepts whose photos are already cut out."""
-    known = {f.name for f in dataclasses.fields(backends.module("extract", "alpha").Params)}
-    return backends.describe("extract", "alpha", {k: v for k, v in params.items() if k in known})
 
 
 def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int) -> tuple[Image.Image, list[int]]:
@@ -55,9 +48,7 @@ def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int)
 
 @each_item
 def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
-    description = context["backend"]
-    if item["cutout"]:
-        description = alpha_backend(description["params"])
+    description = alpha_description(context["backend"]) if item["cutout"] else context["backend"]
     extractor = backends.create("extract", description, threads=context["threads"])
     image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"])
     params = description["params"]
@@ -67,7 +58,7 @@ def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     except ItemError as error:
         raise ItemError(f"{item['source']}: {error}") from None
     record = {
-        "concept": item["concept"], "source": item["source"], "sha256": item["sha256"],
+        "concept": item["concept"], "sha256": item["sha256"],
         "backend": description["name"], "size": list(cutout.size), "box": box,
         "foreground": round(float((mask > params["threshold"]).mean()), 4),
     }
@@ -81,9 +72,8 @@ def run(items_file: Path, out_dir: Path, index_file: Path) -> None:
     context = {"backend": document["backend"], "root": str(Path.cwd()), "threads": threads}
     result, cache = run_items("extract", document["items"], extract_item, context, settings)
     materialize(result, cache, out_dir)
-    records = [{**r, "file": f"{r['id']}.png"} for r in result.records.values()]
-    for record in records:
-        del record["files"]
+    source = {item["id"]: item["source"] for item in document["items"]}  # where it is now, not when cached
+    records = [{**r, "source": source[r["id"]], "file": f"{r['id']}.png"} for r in result.records.values()]
     finish("extract", result, document["backend"]["name"], index_file, {"cutouts": records})
 
 

@@ -43,6 +43,12 @@ def scale_about_centre(box: Box, factor: float) -> list[float]:
     return [x + w / 2 - w * factor / 2, y + h / 2 - h * factor / 2, w * factor, h * factor]
 
 
+def resize_about_centre(box: Box, width: float, height: float) -> list[float]:
+    """The box with a new size and the same centre."""
+    x, y, w, h = box
+    return [x + (w - width) / 2, y + (h - height) / 2, width, height]
+
+
 def clamp(box: Box, width: float, height: float) -> list[float]:
     """Shift (and if needed shrink) a box so it lies inside the canvas."""
     w, h = min(box[2], width), min(box[3], height)
@@ -50,10 +56,18 @@ def clamp(box: Box, width: float, height: float) -> list[float]:
 
 
 def fit_aspect(box: Box, aspect: float) -> list[float]:
-    """The paper's fit: the cut-out's longer side gets min(box w, box h), centred in the box."""
+    """The paper's fit: the cut-out's longer side gets min(box w, box h); centred in the box
+    (the paper's code leaves it at the box's top-left corner, though it meant to re-centre)."""
     side = min(box[2], box[3])
     w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
     return [box[0] + (box[2] - w) / 2, box[1] + (box[3] - h) / 2, w, h]
+
+
+def to_pixels(box: Box, width: int, height: int) -> list[int]:
+    """Whole pixels for a box inside the canvas: corner and size rounded, at least 1 pixel
+    wide and high, shifted back inside the canvas where rounding pushed it out."""
+    w, h = max(1, round(box[2])), max(1, round(box[3]))
+    return [min(max(round(box[0]), 0), width - w), min(max(round(box[1]), 0), height - h), w, h]
 
 
 def horizontal_position(box: Box, canvas_width: float) -> str:

@@ -2,10 +2,12 @@
 
 Reads  build/compiled/pack.json and every upstream index (cut-outs, layouts, images, captions,
        scores) plus the files in build/images.
-Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order
-                                         (Gen4Gen trains one model per composition); per
-                                         sample: jpg (or png / webp), mask.png, mask.<concept>.png, txt
-                                         (short caption), detailed.txt, json (provenance)
+Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order, spread
+                                         evenly over its shards (Gen4Gen trains one model per
+                                         composition); per sample: jpg (or png / webp), mask.png,
+                                         mask.<concept>.png, txt (short caption), detailed.txt,
+                                         json (provenance)
+       dataset/README.md                 the dataset card: Hugging Face loader configs, counts
        dataset/sizes.json                samples per shard (open_clip reads it)
        dataset/manifest.jsonl            one row per packed sample
        dataset/rejected.jsonl            one row per image not packed, with stage and reasons
@@ -13,6 +15,11 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
 
 Shards are items too: a shard's key covers its samples' content keys, so editing one
 composition rewrites only that composition's shards; the others are reused byte for byte.
+The whole directory is built beside the old one and swapped in, so a reader never sees a mix.
+
+The provenance JSON has the same schema in every composition (per-concept fields are lists of
+records with an `id`, backend params a JSON string) and no machine paths, so Arrow, Parquet and
+`datasets` read every composition alike.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from compiler.keys import canonical_json, content_key
+from compiler.keys import canonical_json
+from stages.dataset_card import dataset_card, read_shard
 from stages.runtime.files import dumps_json, read_json, write_json
-from stages.runtime.runner import ItemOutput, each_item, materialize, run_cli, run_items
+from stages.runtime.cache import ItemCache
+from stages.runtime.cache import verified_bytes
+from stages.runtime.runner import ItemOutput, StageFailed, StageResult, each_item, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 VERSION = "1"
@@ -55,28 +65,45 @@ def shard_bytes(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
     return buffer.getvalue()
 
 
+def portable_source(source: str | None) -> str | None:
+    """A photo's source without the builder's paths: a `pkg:` reference or a path relative to
+    the project (the working directory) as it is; a file outside the project by its name only
+    (its sha256 is recorded beside it)."""
+    if source is None or source.startswith("pkg:") or not Path(source).is_absolute():
+        return source
+    try:
+        return Path(source).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(source).name
+
+
 def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to know where a sample came from and to rebuild it."""
     layout, image, captions, score = (sample[name] for name in ("layout", "image", "captions", "score"))
     stats = {c["concept"]: c for c in image["concepts"]}
+    order = [obj["concept"] for obj in layout["objects"]]  # paste order: first is bottom-most
     concepts = []
     for obj in layout["objects"]:
         cutout = sample["cutouts"][obj["cutout"]]
         concepts.append({
             "id": obj["concept"], **context["concepts"][obj["concept"]], "box": obj["box"],
-            "cutout": {"id": cutout["id"], "source": cutout["source"], "sha256": cutout["sha256"],
+            "cutout": {"id": cutout["id"], "source": portable_source(cutout["source"]), "sha256": cutout["sha256"],
                        "box_in_source": cutout["box"], "key": cutout["key"]},
             "visible": score["concepts"][obj["concept"]]["visible"], "mask": stats[obj["concept"]]["mask"],
         })
+    background = dict(image["background"])
+    if "source" in background:
+        background["source"] = portable_source(background["source"])
     return {
         "key": sample["id"],
         "recipe": context["recipe"],
         "composition": layout["composition"], "index": layout["index"], "seed": layout["seed"],
         "canvas": layout["canvas"],
-        "concepts": concepts,  # paste order: first is bottom-most
-        "background": image["background"],
+        "concepts": concepts,
+        "background": background,
         "captions": {"short": captions["short"], "detailed": captions["detailed"]},
-        "score": {k: v for k, v in score.items() if k not in ("id", "key")},
+        "score": {**{k: v for k, v in score.items() if k in ("keep", "metrics")},  # a kept sample has no reasons
+                  "concepts": [{"id": cid, **score["concepts"][cid]} for cid in order]},
         "backends": context["backends"],
         "software": context["software"],
         "item_keys": sample["keys"],
@@ -90,14 +117,14 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     for sample in shard["samples"]:
         image = sample["image"]
         files = {
-            Path(image["image"]).suffix[1:]: (images_dir / image["image"]).read_bytes(),  # jpg, png or webp
-            "mask.png": (images_dir / image["mask"]).read_bytes(),
+            Path(image["image"]).suffix[1:]: verified_bytes(images_dir, image["image"], image["files"]),  # jpg/png/webp
+            "mask.png": verified_bytes(images_dir, image["mask"], image["files"]),
             "txt": sample["captions"]["short"].encode("utf-8"),
             "detailed.txt": sample["captions"]["detailed"].encode("utf-8"),
             "json": dumps_json(provenance(sample, context)).encode("utf-8"),
         }
         for concept in image["concepts"]:
-            files[f"mask.{concept['concept']}.png"] = (images_dir / concept["mask"]).read_bytes()
+            files[f"mask.{concept['concept']}.png"] = verified_bytes(images_dir, concept["mask"], image["files"])
         samples.append((sample["id"], files))
     return {"samples": len(samples)}, {shard["id"]: shard_bytes(samples)}
 
@@ -121,27 +148,37 @@ def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, An
                              "reasons": [r["message"] for r in parts["score"]["reasons"]]})
         else:
             layout = parts["plan"]
-            kept.append({"id": item["id"], "keys": item["keys"], "layout": layout, "image": parts["compose"],
+            kept.append({"id": item["id"], "keys": {stage: parts[stage]["key"] for stage in UPSTREAM},
+                         "layout": layout, "image": parts["compose"],
                          "captions": parts["caption"], "score": parts["score"],
                          "cutouts": {o["cutout"]: cutouts[o["cutout"]] for o in layout["objects"]}})
     return kept, rejected
 
 
+def even_chunks(samples: list[Any], most: int) -> list[list[Any]]:
+    """`samples` in order, cut into ceil(n / most) consecutive chunks whose sizes differ by at
+    most one (60 + 60, not 100 + 20): a loader's workers then get equal shares of a composition."""
+    count = -(-len(samples) // most)
+    size, larger = divmod(len(samples), count) if count else (0, 0)
+    bounds = [index * size + min(index, larger) for index in range(count + 1)]
+    return [samples[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
 def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each composition's samples in chunks of `shard_size`, keyed by their content."""
+    """Each composition's samples spread evenly over shards of at most `shard_size`, keyed by
+    their content."""
     out = []
     by_composition = groupby(sorted(kept, key=lambda s: (s["layout"]["composition"], s["id"])),
                              key=lambda s: s["layout"]["composition"])
     for composition, samples in by_composition:
-        samples = list(samples)
-        for start in range(0, len(samples), document["shard_size"]):
-            chunk = samples[start:start + document["shard_size"]]
-            name = f"{composition}-{start // document['shard_size']:06d}.tar"
+        for number, chunk in enumerate(even_chunks(list(samples), document["shard_size"])):
+            name = f"{composition}-{number:06d}.tar"
             # Sample keys cover each sample's tokens and class nouns (through its caption key),
             # so an edit to another concept leaves this shard alone.
-            key = content_key("pack", VERSION, name, [(s["id"], s["keys"]) for s in chunk],
-                              {k: v for k, v in context.items() if k not in ("images_dir", "concepts")})
-            out.append({"id": name, "key": key, "samples": chunk})
+            parts = {**document["fingerprint"], "version": VERSION, "name": name,
+                     "samples": [(s["id"], s["keys"]) for s in chunk],
+                     "context": {k: v for k, v in context.items() if k not in ("images_dir", "concepts")}}
+            out.append({"id": name, "parts": parts, "samples": chunk})
     return out
 
 
@@ -150,16 +187,19 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     document = read_json(items_file)
     context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"],
                "recipe": {"name": document["name"]}, "software": document["software"],
-               "backends": {kind: {k: b[k] for k in ("name", "version", "params")}
-                            for kind, b in document["backends"].items()}}
+               "backends": {kind: {"name": b["name"], "version": b["version"], "params": canonical_json(b["params"])}
+                            for kind, b in document["backends"].items()}}  # params as JSON: never an empty struct
     kept, rejected = gather(document, build_dir)
     planned = shards(kept, document, context)
     result, cache = run_items("pack", planned, write_shard, context, load_settings())
+    if result.failures:  # a shard missing from a dataset is never silent: dataset/ stays as it was
+        raise StageFailed("pack: " + "; ".join(f"{shard}: {reason}" for shard, reason in sorted(result.failures.items())))
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}
     manifest = [{"key": s["id"], "shard": shard["id"], "composition": s["layout"]["composition"],
                  "concepts": [o["concept"] for o in s["layout"]["objects"]], "caption": s["captions"]["short"]}
                 for shard in planned for s in shard["samples"]]
     materialize(result, cache, out_dir, extra={
+        "README.md": card(document, planned, result, cache).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
         "manifest.jsonl": "".join(canonical_json(row) + "\n" for row in manifest).encode("utf-8"),
         "rejected.jsonl": "".join(canonical_json(row) + "\n" for row in rejected).encode("utf-8"),
@@ -172,10 +212,24 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         "stage": "pack", "items": len(document["items"]), "packed": len(manifest), "rejected": len(rejected),
         "shards": len(sizes), "bytes": sum((out_dir / name).stat().st_size for name in sizes),
         "computed": result.computed, "reused": result.reused,  # shards written / reused
+        "repaired": result.repaired, "recomputed_because": result.recomputed_because,
         "failed": 0, "seconds": round(seconds, 3),
     })
     print(f"pack: {len(manifest)} samples in {len(sizes)} shards ({result.computed} written, {result.reused} "
           f"reused), {len(rejected)} not packed (see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)
+
+
+def card(document: dict[str, Any], planned: list[dict[str, Any]], result: StageResult, cache: ItemCache) -> str:
+    """The dataset card, from the shards as written (their fields and provenance)."""
+    compositions: dict[str, dict[str, Any]] = {}
+    for shard in (shard for shard in planned if shard["id"] in result.records):
+        composition = compositions.setdefault(shard["id"].rsplit("-", 1)[0],
+                                              {"shards": [], "fields": set(), "provenance": []})
+        fields, provenance_rows = read_shard(cache.file(result.records[shard["id"]]["key"], shard["id"]))
+        composition["shards"].append(shard["id"])
+        composition["fields"] |= fields
+        composition["provenance"] += provenance_rows
+    return dataset_card({"name": document["name"], "key": document["recipe_key"]}, compositions)
 
 
 def main() -> None:

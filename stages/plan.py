@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import ItemError
+from compiler.keys import without
 from stages import backends
 from stages.runtime.files import read_json
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
@@ -36,7 +37,10 @@ def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[Ite
 
 
 def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[list[dict], dict[str, str]]:
-    """Attach each item's available views; items whose concept has no cut-out are skipped."""
+    """Attach each item's available views; items whose concept has no cut-out are skipped.
+
+    The request, less what the planner does not read, joins the item's key: a re-extracted
+    cut-out of the same shape plans nothing again."""
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(
@@ -51,8 +55,9 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
                      "views": [v for v in views[c["id"]] if v["id"] in c["cutouts"]]} for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"]}
-        items.append({"id": item["id"], "key": item["key"], "composition": item["composition"],
-                      "index": item["index"], "seed": item["seed"], "request": request})
+        items.append({"id": item["id"], "composition": item["composition"], "index": item["index"],
+                      "seed": item["seed"], "request": request,
+                      "parts": {**item["parts"], "request": without(request, document["ignores"])}})
     return items, skipped
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler import sources
+from compiler.keys import without
 from compiler.errors import ItemError
 from stages import backends
 from stages.runtime.files import read_json
@@ -43,6 +44,19 @@ def sample_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
             "background": context["backgrounds"][layout["background"]["id"]], "concepts": concepts}
 
 
+def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignores: list[str]) -> dict[str, Any]:
+    """What a score reads, by content: the layout, the composed image (its files' digests and
+    measurements) and the pasted cut-outs (less what the scorer ignores)."""
+    layout = item["layout"]
+    made_of = {
+        "layout": {"background": layout["background"]["id"], "objects": layout["objects"]},
+        "image": {k: v for k, v in item["image"].items() if k not in ("id", "key")},
+        "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
+                    for o in layout["objects"]},
+    }
+    return {**item["parts"], **without(made_of, ignores)}
+
+
 def score_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     scorer = backends.create("score", context["backend"], device=context["device"])
     return [(result, {}) for result in scorer.score_batch([sample_for(item, context) for item in items])]
@@ -65,11 +79,15 @@ def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
-        images_dir: Path = Path("build/images"), cutouts_dir: Path = Path("build/cutouts")) -> None:
+        images_dir: Path = Path("build/images"), cutouts_dir: Path = Path("build/cutouts"),
+        cutouts_index: Path = Path("build/cutouts.json")) -> None:
     document = read_json(items_file)
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
+    cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}
+    for item in items:
+        item["parts"] = score_parts(item, cutouts, document["ignores"])
     concepts = {cid: {**info, "references": [str(sources.resolve(ref, Path.cwd())) for ref in info["references"]]}
                 for cid, info in document["concepts"].items()}  # resolved once, not per image
     context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": concepts,
@@ -87,9 +105,11 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=Path("build/images.json"))
     parser.add_argument("--images-dir", type=Path, default=Path("build/images"))
     parser.add_argument("--cutouts", type=Path, default=Path("build/cutouts"))
+    parser.add_argument("--cutouts-index", type=Path, default=Path("build/cutouts.json"))
     parser.add_argument("--out", type=Path, default=Path("build/scores.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.layouts, args.images, args.out, args.images_dir, args.cutouts))
+    run_cli(lambda: run(args.items, args.layouts, args.images, args.out, args.images_dir, args.cutouts,
+                                  args.cutouts_index))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Templates are user input: they render in Jinja's immutable sandbox, so they cannot reach
 Python internals, and with StrictUndefined, so a misspelled variable is an error naming the
-template and line instead of an empty string in thousands of outputs.
+template and line instead of an empty string in thousands of outputs. They are read only from
+their folder, by real path, so a symlink (or an include) cannot pull in a file from elsewhere,
+and any failure to load or render is an error naming the template, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from compiler.sources import confined
 from stages.backends import BackendUnavailable
 
 
@@ -20,11 +23,21 @@ class TemplateInvalid(BackendUnavailable):
     """A template cannot load or render; fixing the template is the only way on."""
 
 
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """Templates from one folder only: a name whose real path leaves it is not found."""
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        if confined(Path(self.searchpath[0]), template) is None:
+            raise jinja2.TemplateNotFound(template, f"'{template}' is outside {self.searchpath[0]}, where templates "
+                                                    f"are read from (symlinks out of it are refused)")
+        return super().get_source(environment, template)
+
+
 class Templates:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.environment = ImmutableSandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined, autoescape=False)
+            loader=ConfinedLoader(str(directory)), undefined=jinja2.StrictUndefined, autoescape=False)
         self._loaded: dict[str, jinja2.Template] = {}
 
     def load(self, name: str) -> jinja2.Template:
@@ -33,15 +46,19 @@ class Templates:
                 self._loaded[name] = self.environment.get_template(name)
             except jinja2.TemplateSyntaxError as error:
                 raise TemplateInvalid(f"{self.directory / name}, line {error.lineno}: {error.message}") from None
-            except jinja2.TemplateNotFound:
-                raise TemplateInvalid(f"template '{name}' not found in {self.directory}") from None
+            except jinja2.TemplateNotFound as error:
+                problem = f"not found in {self.directory}" if error.message == error.name else error.message
+                raise TemplateInvalid(f"template '{error.name}' {problem}") from None
+            except Exception as error:  # unreadable, not UTF-8, a folder, nested too deep: all the template's fault
+                problem = f"{type(error).__name__}: {error}"
+                raise TemplateInvalid(f"{self.directory / name}: cannot load: {problem}") from None
         return self._loaded[name]
 
     def render(self, name: str, **context: Any) -> str:
         template = self.load(name)
         try:
             return template.render(**context)
-        except jinja2.TemplateError as error:  # undefined variables and sandbox refusals included
+        except Exception as error:  # undefined variables, sandbox refusals, 1/0, ...: all the template's fault
             line = _template_line(error, template.filename)
             raise TemplateInvalid(f"{template.filename}{line}: {type(error).__name__}: {error}") from None
 

@@ -52,10 +52,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
-    """A copy of the project selecting the tiny recipe, as the working directory."""
-    root = tmp_path / "project"
+THROUGHPUT_VARIABLES = ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE")
+
+
+def copy_project(root: Path, **params: object) -> Path:
+    """A copy of the project at `root` selecting the tiny recipe (params.yaml updated with `params`)."""
     root.mkdir()
     for name in PROJECT_FILES:
         source = REPO / name
@@ -64,11 +65,19 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) 
         else:
             shutil.copy(source, root / name)
     write_recipe(root, TINY_RECIPE)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params.update(recipe="tiny", runtime={"workers": 1, "batch_size": 4, "cache_dir": ".g4g/cache"})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = yaml.safe_load((root / "params.yaml").read_text())
+    settings.update({"recipe": "tiny", "runtime": {"workers": 1, "batch_size": 4, "cache_dir": ".g4g/cache"},
+                     **params})
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
+    """A copy of the project selecting the tiny recipe, as the working directory."""
+    root = copy_project(tmp_path / "project")
     monkeypatch.chdir(root)
-    for variable in ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE"):
+    for variable in THROUGHPUT_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     return root
 
@@ -113,3 +122,7 @@ def build_in_process(root: Path) -> dict:
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted((root / "dataset").iterdir())}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: runs `dvc repro` several times (deselect with -m 'not slow')")

@@ -1,5 +1,6 @@
 """A real HTTP server on 127.0.0.1 speaking the chat-completions protocol, replying from a
-script, counting requests. Used by the planner tests in place of a hosted LLM."""
+script, counting requests and recording the Authorization header each one carried. Used by
+the planner tests in place of a hosted LLM."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def good_reply(prompt: str, reorder: bool = False) -> str:
 class ChatServer:
     def __init__(self, script: Script):
         self.script, self.requests, self.prompts, self.lock = script, 0, [], threading.Lock()
+        self.authorizations: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +47,7 @@ class ChatServer:
                     count = server.requests
                 prompt = body["messages"][-1]["content"]
                 server.prompts.append(prompt)
+                server.authorizations.append(self.headers.get("Authorization"))
                 status, text, *delay = server.script(prompt, count)
                 if delay:
                     time.sleep(delay[0])
@@ -56,6 +59,8 @@ class ChatServer:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    if 300 <= status < 400:  # a redirect: the text is where to
+                        self.send_header("Location", text)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

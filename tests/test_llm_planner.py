@@ -18,9 +18,19 @@ from tests.llm_server import ChatServer, good_reply
 
 def openai_recipe(url: str, **options) -> dict:
     recipe = copy.deepcopy(TINY_RECIPE)
-    recipe["backends"] = {"plan": {"name": "openai", "base_url": url, "model": "test-model", "api_key_env": "G4G_TEST_KEY",
+    recipe["backends"] = {"plan": {"name": "openai", "base_url": url, "model": "test-model",
                                    "max_retries": 0, "timeout": 5.0, **options}}
     return recipe
+
+
+# The builder's runtime settings approve the loopback test servers and name the key variable.
+LOCAL_LLM = {"G4G_LLM_ENDPOINTS": "http://127.0.0.1", "G4G_LLM_API_KEY_ENV": "G4G_TEST_KEY"}
+
+
+@pytest.fixture(autouse=True)
+def local_llm(monkeypatch):
+    for variable, value in LOCAL_LLM.items():
+        monkeypatch.setenv(variable, value)
 
 
 @pytest.fixture

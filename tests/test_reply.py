@@ -63,9 +63,11 @@ def test_background_and_sizes_replies():
 
 def test_postprocess_rescales_enforces_minimum_area_and_fits_the_aspect():
     boxes, order = postprocess([[0, 0, 256, 256], [300, 300, 20, 20]], [2.0, 1.0], 512, [1024, 1024])
-    assert boxes[0] == [0, 128, 512, 256]  # 512x512 box, 2:1 cut-out: longer side = min(w, h), centred
     x, y, w, h = boxes[1]
     assert w == h == round(1024 / 5)  # (H/5)^2 minimum area for <=3 objects: sides scaled by sqrt
+    # Every box grows by that factor (5.12): 512 -> 2621, clamped to the canvas, then the 2:1
+    # cut-out gets longer side = min(w, h), centred.
+    assert boxes[0] == [0, 256, 1024, 512]
     assert (x + w / 2, y + h / 2) == pytest.approx((620, 620), abs=1)  # about the same centre
     assert sorted(order) == [0, 1]
 

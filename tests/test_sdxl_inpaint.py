@@ -1,5 +1,6 @@
 """SDXL inpainting composer on tiny random SDXL-architecture pipelines built in code (64x64,
-4 steps): the real stage code end to end, paste-back, batch invariance, missing weights."""
+4 steps): the real stage code end to end, paste-back, batch invariance, missing weights, and
+fidelity to Gen4Gen's s3_background_repainting.py (mask, refiner flow, negative prompt)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image, ImageDraw, ImageFilter
 
 from compiler.errors import RecipeError
-from stages.backends.compose.sdxl_inpaint import Backend, Params, repaint_mask
+from compiler.keys import item_seed
+from stages.backends.compose.sdxl_inpaint import PAPER_NEGATIVE_PROMPT, Backend, Params, repaint_mask
 from stages.metrics.models import ModelMissing
 from tests.conftest import REPO, TINY_RECIPE, build_in_process, write_recipe
 from tests.test_recipe import compile_tiny
@@ -67,11 +71,89 @@ def test_background_without_photo_is_generated_from_its_phrase(tiny_sdxl):
     assert result["image"].size == (64, 64)
 
 
-def test_repaint_mask_is_inverted_stretched_and_blurred():
-    union = Image.new("L", (20, 20), 0)
-    union.paste(200, (5, 5, 15, 15))
-    mask = np.asarray(repaint_mask(union, 5))
-    assert mask[10, 10] == 0 and mask[0, 0] == 255 and 0 < mask[10, 5] < 255
+PAPER_NEGATIVE_PROMPT_LIST = (  # Gen4Gen's s3_background_repainting.py, NEG_PROMPT
+    "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, "
+    "worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, "
+    "poorly drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad anatomy, bad proportions, "
+    "extra limbs, cloned face, disfigured, gross proportions, malformed limbs, missing arms, missing legs, "
+    "extra arms, extra legs, fused fingers, too many fingers, long neck, mixture")
+
+
+def paper_repaint_mask(union: Image.Image, blur_size: int) -> np.ndarray:
+    """Gen4Gen's mask, ported: RGB mask, PIL BoxBlur(blur_size), skimage's
+    rescale_intensity(in_range=(127.5, 255), out_range=(0, 255)) in numpy, np.uint8, inverted."""
+    blurred = np.asarray(union.convert("RGB").filter(ImageFilter.BoxBlur(blur_size)), dtype=np.float64)[..., 0]
+    stretched = (np.clip(blurred, 127.5, 255) - 127.5) / (255 - 127.5) * 255
+    return 255 - np.uint8(stretched)
+
+
+def disk(size: int = 64, radius: int = 20) -> Image.Image:
+    union = Image.new("L", (size, size), 0)
+    centre = size // 2
+    ImageDraw.Draw(union).ellipse((centre - radius, centre - radius, centre + radius, centre + radius), fill=255)
+    return union
+
+
+@pytest.mark.parametrize("radius", [5, 2])
+def test_repaint_mask_is_the_papers_stretched_mask_and_repaints_a_band_inside_the_edge(radius):
+    union = disk()
+    mask = repaint_mask(union, radius)
+    assert (np.asarray(mask) == paper_repaint_mask(union, radius)).all()
+    # The inpainting pipeline binarises its mask at 0.5: count the object pixels it repaints.
+    binarise = VaeImageProcessor(do_normalize=False, do_binarize=True, do_convert_grayscale=True)
+    repainted = binarise.preprocess(mask).numpy()[0, 0] == 1
+    inside = np.asarray(union) == 255
+    rim = inside & (np.asarray(union.filter(ImageFilter.MinFilter(3))) < 255)
+    assert repainted[~inside].all() and repainted[rim].sum() == {5: 160, 2: 136}[radius]  # of 160 edge pixels
+    assert (repainted & inside).sum() == {5: 332, 2: 136}[radius]  # a min-max stretch repaints 40 and 0
+
+
+def test_paste_back_is_a_single_alpha_blend_over_the_repainted_image(tiny_sdxl):
+    result, = composer(tiny_sdxl, keep_unpasted=True).compose_batch([job(1)])
+    alpha = np.asarray(result["mask"], dtype=np.float64)[..., None] / 255  # the boxes do not overlap
+    red = np.array([250, 20, 20], dtype=np.float64)
+    expected = alpha * red + (1 - alpha) * np.asarray(result["unpasted"], dtype=np.float64)
+    soft = (alpha[..., 0] > 0.2) & (alpha[..., 0] < 0.8)
+    assert soft.sum() > 20  # the feathered edge
+    # Compositing the pasted photo again would leave a(1-a) of the old background at the edge.
+    assert np.abs(np.asarray(result["image"]) - expected).max() <= 1
+
+
+def test_refiner_redoes_the_end_of_the_denoising_on_the_finished_inpainting(tiny_sdxl):
+    """The paper's flow: inpainting runs to the end and is decoded; the refiner re-encodes that
+    image and redoes the denoising from 0.75 (no noisy latents handed over)."""
+    backend = composer(tiny_sdxl, keep_unpasted=True)
+    result, = backend.compose_batch([job(4)])
+    pasted = backend.paste.compose(job(4)["boxes"], job(4)["cutouts"],
+                                   job(4)["background"].filter(ImageFilter.GaussianBlur(1.0)))
+    prompt = "a realistic photo in the garden"
+    assert " ".join(backend.templates.render("prompts/repaint.j2", background="in the garden").split()) == prompt
+    common = {"prompt": [prompt], "negative_prompt": [PAPER_NEGATIVE_PROMPT], "strength": 0.9,
+              "mask_image": [Image.fromarray(paper_repaint_mask(pasted["mask"], 5))], "guidance_scale": 6.0,
+              "num_inference_steps": 4, "height": 64, "width": 64}  # the paper: 1024, the default of SDXL
+    inpainted = backend.pipeline("inpaint")(
+        **common, image=[pasted["image"]], generator=[torch.Generator().manual_seed(item_seed(4, "inpaint"))]).images
+    refined = backend.pipeline("refiner")(
+        **common, image=inpainted, denoising_start=0.75,
+        generator=[torch.Generator().manual_seed(item_seed(4, "refiner"))]).images
+    assert (np.asarray(result["unpasted"]) == np.asarray(refined[0])).all()
+    assert not (np.asarray(inpainted[0]) == np.asarray(refined[0])).all()  # the refiner's output is kept
+
+
+def test_negative_prompt_is_the_papers_list_as_far_as_clip_reads(tiny_sdxl):
+    assert PAPER_NEGATIVE_PROMPT_LIST.startswith(PAPER_NEGATIVE_PROMPT + ", ")
+    tokenizer = composer(tiny_sdxl).pipeline("inpaint").tokenizer
+    count = len(tokenizer(PAPER_NEGATIVE_PROMPT).input_ids)
+    next_item = PAPER_NEGATIVE_PROMPT_LIST[:PAPER_NEGATIVE_PROMPT_LIST.index(",", len(PAPER_NEGATIVE_PROMPT) + 1)]
+    assert count <= tokenizer.model_max_length < len(tokenizer(next_item).input_ids)
+
+
+def test_strength_that_ends_before_the_refiner_starts_is_a_recipe_error(project, tiny_sdxl):
+    with pytest.raises(ValueError, match=r"strength 0.2 must exceed 1 - refiner_start \(0.25\).*refiner: ''"):
+        Params(strength=0.2)
+    assert Params(strength=0.2, refiner="").strength == 0.2
+    with pytest.raises(RecipeError, match=r"backends\.compose: strength 0.25 must exceed 1 - refiner_start \(0.25\)"):
+        compile_tiny(project, sdxl_recipe(tiny_sdxl, strength=0.25))
 
 
 def test_missing_model_directory_says_what_to_download(tiny_sdxl, tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from stages.metrics import formulas
 from stages.metrics.formulas import Detection
+from stages.metrics.pixels import crop
 
 
 @dataclass
@@ -27,11 +28,9 @@ class ImageToScore:
     text: str  # the background text for TI-CLIP
 
 
-def _crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, y0 = max(0, x0), max(0, y0)
-    x1, y1 = max(x0 + 1, min(image.width, x1)), max(y0 + 1, min(image.height, y1))
-    return image.crop((x0, y0, x1, y1))
+def describe_models(detector: Any, embedder: Any) -> dict[str, Any]:
+    """Exactly which detector and embedder produced the metrics (recorded beside them)."""
+    return {"detector": detector.describe(), "embedder": embedder.describe()}
 
 
 def evaluate(batch: Sequence[ImageToScore], detector: Any, embedder: Any) -> list[dict[str, Any]]:
@@ -48,8 +47,8 @@ def evaluate(batch: Sequence[ImageToScore], detector: Any, embedder: Any) -> lis
     paper_boxes = [formulas.top_box_per_label(found) for found in detections]
     assigned_boxes = [formulas.top_boxes_per_concept(found, [c.class_noun for c in item.concepts])
                       for found, item in zip(detections, batch)]
-    crops = [_crop(item.image, d.box) for item, boxes in zip(batch, paper_boxes) for d in boxes]
-    crops += [_crop(item.image, d.box) for item, boxes in zip(batch, assigned_boxes) for d in boxes]
+    crops = [crop(item.image, d.box) for item, boxes in zip(batch, paper_boxes) for d in boxes]
+    crops += [crop(item.image, d.box) for item, boxes in zip(batch, assigned_boxes) for d in boxes]
     crop_embeddings = embedder.embed_images(crops + [item.image for item in batch])
     image_embeddings = crop_embeddings[len(crops):]
     texts = sorted({item.text for item in batch})

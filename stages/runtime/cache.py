@@ -1,52 +1,160 @@
-"""The item cache: one directory per content key, committed atomically.
+"""The item cache: one directory per content key, committed atomically, verified on reuse.
 
 Stages look items up here before computing them, so a rerun after an unrelated recipe edit
-(or an interrupted build) recomputes only what is missing. DVC still sees whole stage
-outputs: each stage links the cached files of its current items into its output folder.
+(or an interrupted build) recomputes only what is missing. Like git's object store, an entry
+is never handed back unchecked: its record carries the size and BLAKE2b digest of every file
+and a digest of itself, and `lookup` re-reads and checks them all. A damaged or incomplete
+entry is reported and recomputed, never reused. Stages copy cached files into their outputs,
+so editing an output never reaches the cache.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from stages.runtime.files import dumps_json, read_json
+from compiler.errors import ItemError
+from compiler.keys import canonical_json
+from stages.runtime.files import DiskFull, dumps_json
 
 RECORD = "record.json"
+CHUNK = 1 << 20
+
+
+def blake2b_file(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_bytes(folder: Path, name: str, files: dict[str, dict[str, Any]]) -> bytes:
+    """The bytes of `folder/name`, checked against the size and digest its producer recorded:
+    an output edited after it was written is an error, never packed."""
+    data = (folder / name).read_bytes()
+    meta = files[name]
+    if len(data) != meta["size"] or hashlib.blake2b(data, digest_size=20).hexdigest() != meta["blake2b"]:
+        raise ItemError(f"{folder / name} changed after it was built (its digest no longer matches); run "
+                        f"`dvc repro -f` to restore it from the item cache")
+    return data
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    return hashlib.blake2b(canonical_json(record).encode("utf-8"), digest_size=20).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ItemCache:
     def __init__(self, root: Path, stage: str):
-        self.root = Path(root) / stage
-        self.staging_root = Path(root) / ".staging"
+        self.base = Path(root)
+        self.root = self.base / stage
+        self.staging_root = self.base / ".staging"
 
-    def _dir(self, key: str) -> Path:
+    def folder(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The committed record of `key`, or None."""
-        path = self._dir(key) / RECORD
-        return read_json(path) if path.exists() else None
-
     def file(self, key: str, name: str) -> Path:
-        return self._dir(key) / name
+        return self.folder(key) / name
 
-    def staging(self) -> Path:
-        """A fresh private directory to write one item's files into."""
-        self.staging_root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=self.staging_root))
+    def keys(self) -> Iterator[str]:
+        """Every committed key of this stage, sorted."""
+        if self.root.is_dir():
+            for shard in sorted(self.root.iterdir()):
+                if shard.is_dir():
+                    yield from sorted(p.name for p in shard.iterdir() if p.is_dir())
 
-    def commit(self, key: str, staging: Path, record: dict[str, Any]) -> None:
-        """Publish `staging` as `key`; a concurrent commit of the same key wins harmlessly."""
-        (staging / RECORD).write_text(dumps_json(record), encoding="utf-8")
-        target = self._dir(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def lookup(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(the verified record of `key`, None), (None, None) when absent, or (None, what is
+        damaged) when the entry exists but cannot be trusted."""
+        folder = self.folder(key)
+        if not folder.exists():
+            return None, None
         try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / RECORD).exists():
-                raise
+            stored = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            record, expected = stored["record"], stored["digest"]
+        except FileNotFoundError:
+            return None, f"{RECORD} is missing"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, f"{RECORD} is unreadable"
+        if _record_digest(record) != expected or record.get("key") != key:
+            return None, f"{RECORD} does not match its digest"
+        for name, meta in record["files"].items():
+            path = folder / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return None, f"{name} is missing"
+            if size != meta["size"]:
+                return None, f"{name} has {size} bytes, {meta['size']} expected"
+            if blake2b_file(path) != meta["blake2b"]:
+                return None, f"{name} does not match its digest"
+        return record, None
+
+    def discard(self, key: str) -> None:
+        """Remove an entry (moved aside first, so a half-removed entry is never looked up)."""
+        folder = self.folder(key)
+        if not folder.exists():
+            return
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        doomed = Path(tempfile.mkdtemp(dir=self.staging_root, prefix="discard-"))
+        os.rename(folder, doomed / key)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def commit(self, key: str, record: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        """Write `files` and `record` durably (fsync) into a private directory, then publish it
+        as `key` with one rename. Returns the record with its file digests. A concurrent
+        commit of the same key wins harmlessly; a full disk leaves nothing behind."""
+        record = {**record, "key": key, "files": {
+            name: {"size": len(data), "blake2b": hashlib.blake2b(data, digest_size=20).hexdigest()}
+            for name, data in sorted(files.items())}}
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.staging_root))
+        try:
+            for name, data in files.items():
+                _write_synced(staging / name, data)
+            _write_synced(staging / RECORD, dumps_json({"record": record, "digest": _record_digest(record)})
+                          .encode("utf-8"))
+            _fsync_dir(staging)
+            target = self.folder(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if self.lookup(key)[0] is None:
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+                return record
+            _fsync_dir(target.parent)
+        except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if error.errno == errno.ENOSPC:
+                raise DiskFull(f"no space left on the device of the item cache ({self.base}) while "
+                               f"committing item {record.get('id', key)}") from None
+            raise
+        return record
+
+    def size(self, key: str) -> int:
+        """Bytes on disk of one entry."""
+        return sum(p.stat().st_size for p in self.folder(key).rglob("*") if p.is_file())
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

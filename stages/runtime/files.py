@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+class DiskFull(OSError):
+    """A write failed for lack of space; the message says where. Nothing partial was left."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -19,8 +26,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left on the device while writing {path}") from None
         raise
 
 
@@ -38,17 +47,50 @@ def read_json(path: Path) -> Any:
         return json.load(handle)
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link `source` to `target` (no extra disk, same inode for DVC's hash cache), else copy."""
+def copy_file(source: Path, target: Path) -> None:
+    """Copy `source` to `target` (in the kernel, sendfile): never a hard link, so editing an
+    output in place cannot reach the item cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(source, target)
-    except OSError:
         shutil.copyfile(source, target)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left on the device while writing {target}") from None
+        raise
 
 
 def replace_dir(staging: Path, target: Path) -> None:
-    """Swap a fully written `staging` directory in for `target`."""
-    if target.exists():
-        shutil.rmtree(target)
+    """Swap a fully written `staging` directory in for `target`, so a reader sees the old
+    directory or the new one, never a mix: one atomic exchange on Linux (renameat2 with
+    RENAME_EXCHANGE); elsewhere the old one is renamed aside first, which leaves a moment
+    with no `target` at all but still never a mix."""
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging)  # now holds the old directory
+        return
+    aside = target.with_name(f".{target.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(target, aside)
     os.replace(staging, target)
+    shutil.rmtree(aside)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two paths with Linux's renameat2(RENAME_EXCHANGE); False where the
+    platform, the C library or the file system does not support it."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(first), None, str(second))

@@ -9,25 +9,76 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from compiler.errors import ItemError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 
 
 def load_image(path: Path, reference: str) -> Image.Image:
-    """Decode a photo fully (EXIF orientation applied); a bad file raises ItemError naming it."""
+    """Decode a photo fully and upright (EXIF orientation applied) as 8-bit RGB, or RGBA where
+    it has alpha or a transparent colour; a bad file raises ItemError naming it.
+
+    The pixel count is checked from the header before anything is decoded (Pillow's
+    decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`), so a huge image costs no memory.
+    """
+    if path.is_dir():
+        raise ItemError(f"{reference}: is a folder, not an image file ({path})")
     try:
+        if path.stat().st_size == 0:
+            raise ItemError(f"{reference}: empty file (0 bytes); valid: {IMAGE_FORMATS}")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
-                return ImageOps.exif_transpose(image)
+                return to_8bit(ImageOps.exif_transpose(image), reference)
     except FileNotFoundError:
         raise ItemError(f"{reference}: file not found ({path})") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ItemError(f"{reference}: too large to decode safely ({error}); valid: at most "
+                        f"{Image.MAX_IMAGE_PIXELS} pixels, downscale the photo") from None
+    except UnidentifiedImageError:
+        raise ItemError(f"{reference}: not a readable image (not a format Pillow decodes: valid "
+                        f"{IMAGE_FORMATS}; the file starts with {_first_bytes(path)!r})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
         raise ItemError(f"{reference}: not a readable image ({type(error).__name__}: {error})") from None
+
+
+def to_8bit(image: Image.Image, reference: str) -> Image.Image:
+    """`image` as 8-bit RGB, or RGBA where it has alpha or a transparent colour.
+
+    Palette, grey, 1-bit, LA, CMYK and YCbCr images convert as Pillow converts them. 16-bit
+    grey (16-bit PNG or TIFF: modes I;16* and I) is scaled v*255/65535, rounded, where a plain
+    `convert` would clip every value above 255 to white. 48/64-bit RGB(A) PNGs arrive 8-bit
+    from Pillow's decoder already (the high byte of each sample, within 1 of v*255/65535).
+    """
+    if image.mode.startswith("I"):
+        image = _scale_16bit_grey(image, reference)
+    elif image.mode == "F":
+        raise ItemError(f"{reference}: floating-point pixels (mode F) are not supported; "
+                        f"valid: 8- or 16-bit images ({IMAGE_FORMATS})")
+    bands = image.getbands()
+    target = "RGBA" if "A" in bands or "a" in bands or "transparency" in image.info else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def _scale_16bit_grey(image: Image.Image, reference: str) -> Image.Image:
+    values = np.asarray(image)
+    if values.min() < 0 or values.max() > 65535:
+        raise ItemError(f"{reference}: integer pixels from {values.min()} to {values.max()} (mode {image.mode}); "
+                        f"valid: 8-bit or 16-bit (0-65535) grey")
+    grey = Image.fromarray(((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        grey.putalpha(Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8)))
+    return grey
+
+
+def _first_bytes(path: Path, count: int = 16) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(count)
 
 
 def encode_png(image: Image.Image, level: int = 1) -> bytes:

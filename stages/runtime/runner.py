@@ -1,9 +1,10 @@
 """The item-level loop every stage shares: reuse cached items, compute the rest in batches on
-the executor, link results into the stage's output folder, write the index and the report."""
+the executor, copy results into the stage's output folder, write the index and the report."""
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 import time
@@ -14,9 +15,11 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from compiler.errors import ItemError
+from compiler.keys import content_key
+from stages.runtime import explain
 from stages.runtime.cache import ItemCache
 from stages.runtime.executor import LocalExecutor, batched
-from stages.runtime.files import link_or_copy, replace_dir, write_json
+from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
 from stages.runtime.settings import Settings
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
@@ -48,19 +51,22 @@ class StageResult:
     skipped: dict[str, str] = field(default_factory=dict)  # id -> upstream reason
     computed: int = 0
     reused: int = 0
+    repaired: int = 0  # damaged cache entries discarded and recomputed
+    recomputed_because: dict[str, int] = field(default_factory=dict)  # key part -> items
     seconds: float = 0.0
 
     def entries(self) -> list[dict[str, Any]]:
-        """The records in id order, without the cache's file list."""
-        return [{k: v for k, v in r.items() if k != "files"} for r in self.records.values()]
+        """The records in id order (with each file's size and digest)."""
+        return list(self.records.values())
 
     def report(self, stage: str, backend: str, **extra: Any) -> dict[str, Any]:
         return {
             "stage": stage, "backend": backend,
             "items": len(self.records) + len(self.failures) + len(self.skipped),
-            "computed": self.computed, "reused": self.reused,
+            "computed": self.computed, "reused": self.reused, "repaired": self.repaired,
             "failed": len(self.failures), "skipped": len(self.skipped),
             "seconds": round(self.seconds, 3),
+            "recomputed_because": dict(sorted(self.recomputed_because.items())),
             "failures": dict(sorted(self.failures.items())),
             "skipped_items": dict(sorted(self.skipped.items())),
             **extra,
@@ -75,13 +81,7 @@ def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any]
             outcomes.append((item["id"], None, str(output)))
             continue
         record, files = output
-        record = {"id": item["id"], "key": item["key"], **record, "files": sorted(files)}
-        staging = cache.staging()
-        for name, data in files.items():
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging / name).write_bytes(data)
-        cache.commit(item["key"], staging, record)
-        outcomes.append((item["id"], record, None))
+        outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files), None))
     return outcomes
 
 
@@ -93,13 +93,26 @@ def run_items(
     settings: Settings,
     skipped: dict[str, str] | None = None,
 ) -> tuple[StageResult, ItemCache]:
-    """Reuse or compute every item (each has `id` and `key`); `process` must be picklable."""
+    """Reuse or compute every item; `process` must be picklable.
+
+    Each item has an `id` and `parts`: everything that determines its output, by name. Its
+    content key is the hash of the parts; a cached entry under that key is verified before
+    reuse, and a damaged one is discarded (with a warning) and recomputed.
+    """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
     result = StageResult(skipped=dict(skipped or {}))
-    todo = []
     for item in items:
-        record = cache.get(item["key"])
+        item["key"] = content_key(stage, item["parts"])
+    todo = []
+    for item in tqdm(items, desc=f"{stage} (checking cache)", unit="item", disable=None, file=sys.stderr,
+                     leave=False):
+        record, damage = cache.lookup(item["key"])
+        if damage is not None:
+            tqdm.write(f"warning: {stage}: cached item {item['id']} ({item['key']}) is damaged: {damage}; "
+                       "recomputing it", file=sys.stderr)
+            cache.discard(item["key"])
+            result.repaired += 1
         if record is not None:
             result.records[item["id"]] = record
             result.reused += 1
@@ -117,22 +130,64 @@ def run_items(
                     result.computed += 1
             progress.update(len(outcomes))
     result.records = dict(sorted(result.records.items()))
+    result.recomputed_because = explain.record(stage, items, {item["id"] for item in todo})
     result.seconds = time.perf_counter() - start
     return result, cache
 
 
+OUTPUT_STAMPS = Path(".g4g/outputs")
+
+
 def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dict[str, bytes] | None = None) -> None:
     """Rebuild `out_dir` from cached files of the current items only (no stale leftovers),
-    plus `extra` files, and swap it in whole."""
+    plus `extra` files, and swap it in whole; a failure leaves the old `out_dir` as it was.
+
+    Files are copies, never links to the cache. A file of the previous `out_dir` that still
+    has the digest, size, mtime, ctime and inode recorded after it was written (git's index
+    trusts such stamps; ctime cannot be set back by hand) is carried over by a link to itself
+    instead of a new copy, so an incremental build copies only what changed.
+    """
+    stamps_file = OUTPUT_STAMPS / f"{out_dir.as_posix().strip('/').replace('/', '__')}.json"
+    try:
+        previous = read_json(stamps_file)
+    except (OSError, ValueError):
+        previous = {}
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for record in result.records.values():
-        for name in record["files"]:
-            link_or_copy(cache.file(record["key"], name), staging / name)
-    for name, data in (extra or {}).items():
-        (staging / name).write_bytes(data)
+    digests = {}
+    try:
+        staging.mkdir(parents=True)
+        for record in result.records.values():
+            for name, meta in record["files"].items():
+                digests[name] = meta["blake2b"]
+                recorded = previous.get(name)
+                if not (recorded and recorded[0] == meta["blake2b"]
+                        and _carry_over(out_dir / name, staging / name, recorded[1:])):
+                    copy_file(cache.file(record["key"], name), staging / name)
+        for name, data in (extra or {}).items():
+            atomic_write_bytes(staging / name, data)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     replace_dir(staging, out_dir)
+    write_json(stamps_file, {name: [digest, *_stamp(out_dir / name)] for name, digest in digests.items()})
+
+
+def _stamp(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
+
+
+def _carry_over(old: Path, new: Path, stamp: list[int]) -> bool:
+    """Link `old` to `new` if it is still the file written last time."""
+    try:
+        if _stamp(old) != stamp:
+            return False
+    except FileNotFoundError:
+        return False
+    new.parent.mkdir(parents=True, exist_ok=True)
+    os.link(old, new)
+    return True
 
 
 def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],
@@ -142,11 +197,16 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
                        "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())]})
     report = result.report(stage, backend, **extra)
     write_json(reports_dir / f"{stage}.json", report)
+    repaired = f", {result.repaired} damaged cache entries repaired" if result.repaired else ""
     print(f"{stage}: {report['items']} items: {result.computed} computed, {result.reused} reused, "
-          f"{len(result.failures)} failed, {len(result.skipped)} skipped ({result.seconds:.1f}s)",
+          f"{len(result.failures)} failed, {len(result.skipped)} skipped{repaired} ({result.seconds:.1f}s)",
           file=sys.stderr)
     for item_id, reason in sorted(result.failures.items()):
         print(f"  failed {item_id}: {reason}", file=sys.stderr)
+
+
+class StageFailed(RuntimeError):
+    """The stage cannot produce a trustworthy output; the message says what and how to fix it."""
 
 
 def run_cli(run_stage: Callable[[], None]) -> None:
@@ -157,7 +217,7 @@ def run_cli(run_stage: Callable[[], None]) -> None:
 
     try:
         run_stage()
-    except (BackendUnavailable, SettingsError) as error:
+    except (BackendUnavailable, SettingsError, DiskFull, StageFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

@@ -3,18 +3,26 @@
 Read from the `runtime:` section of params.yaml (which no stage declares as a DVC parameter)
 and from G4G_* environment variables, which win. None of them enters a content key, so
 changing them rebuilds nothing.
+
+The builder's trust decisions live here too, never in a recipe: which LLM endpoints a recipe
+may send prompts to (`llm_endpoints`) and which environment variable holds the API key sent
+to them (`llm_api_key_env`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from stages.runtime.untrusted import redact_url, url_problem
+
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -31,12 +39,21 @@ class Settings:
     torch_compile: bool = False  # compile diffusion UNets (slow start, faster steps)
     cpu_offload: bool = False  # keep diffusion models in CPU memory between uses (small GPUs)
     cache_dir: str = ".g4g/cache"  # the item cache, shared by all recipes of this project
+    llm_endpoints: tuple = ("https://api.openai.com/v1",)  # URL prefixes a recipe's base_url may use
+    llm_api_key_env: str = "OPENAI_API_KEY"  # the variable whose value is sent to them as the API key
 
 
 def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     values: dict[str, object] = {}
     if params_file.exists():
-        values.update((yaml.safe_load(params_file.read_text()) or {}).get("runtime") or {})
+        try:
+            params = yaml.safe_load(params_file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise SettingsError(f"{params_file}: not valid YAML: {' '.join(str(error).split())}") from None
+        runtime = params.get("runtime") if isinstance(params, dict) else None
+        if runtime is not None and not isinstance(runtime, dict):
+            raise SettingsError(f"{params_file}: runtime: a mapping of settings, e.g. {{workers: 2}}")
+        values.update(runtime or {})
     for field in fields(Settings):
         env = os.environ.get(f"G4G_{field.name.upper()}")
         if env is not None:
@@ -50,8 +67,9 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
         if field.name in values:
             try:
                 typed[field.name] = _coerce(field.type, values[field.name])
-            except (ValueError, KeyError):
-                wanted = {"int": "a whole number", "bool": f"a boolean ({', '.join(BOOLEANS)})"}[field.type]
+            except (ValueError, KeyError, TypeError):
+                wanted = {"int": "a whole number", "bool": f"a boolean ({', '.join(BOOLEANS)})",
+                          "tuple": "a list of URLs (comma-separated in a variable)"}[field.type]
                 raise SettingsError(f"{params_file}: runtime.{field.name} (or G4G_{field.name.upper()}): "
                                     f"{values[field.name]!r} is not {wanted}") from None
     settings = Settings(**typed)
@@ -60,6 +78,14 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
                             f"{settings.workers} and {settings.batch_size}")
     if settings.precision not in PRECISIONS:
         raise SettingsError(f"{params_file}: runtime.precision '{settings.precision}'; valid: {', '.join(PRECISIONS)}")
+    for url in settings.llm_endpoints:
+        problem = url_problem(url)
+        if problem:
+            raise SettingsError(f"{params_file}: runtime.llm_endpoints (or G4G_LLM_ENDPOINTS): "
+                                f"{redact_url(url)}: {problem}")
+    if not VARIABLE_NAME.match(settings.llm_api_key_env):
+        raise SettingsError(f"{params_file}: runtime.llm_api_key_env (or G4G_LLM_API_KEY_ENV): "
+                            f"{settings.llm_api_key_env!r} is not an environment variable name")
     return settings
 
 
@@ -70,6 +96,11 @@ def _coerce(kind: str, value: object) -> object:
         if isinstance(value, bool):
             return value
         return BOOLEANS[str(value).lower()]  # KeyError for anything else
+    if kind == "tuple":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise TypeError(value)
+        return tuple(item.strip() for item in items if item.strip())
     return str(value)
 
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageChops, ImageFilter, ImageOps
 from compiler.errors import ItemError
 
 VERSION = "1"
+IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
 PREPARED_CACHE = 64  # cut-outs whose size levels and mean colour a worker keeps
 
 

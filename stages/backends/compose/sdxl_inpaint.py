@@ -1,11 +1,13 @@
 """Background repainting with SDXL inpainting, as in Gen4Gen (step 3).
 
 The cut-outs are pasted on the (lightly blurred) background photo, the union mask is box
-blurred (5x5), stretched and inverted so that only the background is repainted, SDXL
-inpainting repaints it (strength 0.9, guidance 6, 60 steps) and the SDXL refiner finishes
-from denoising 0.75. Then, unlike the paper's code, the original cut-out pixels are pasted
-back through the soft mask so a concept cannot drift (the paper shows a cup turning into a
-lamp). A background with a phrase but no photo is first generated with SDXL text-to-image.
+blurred (radius 5, as the paper's code), its upper half stretched to the full range and
+inverted so that the background and a thin band inside each object's edge are repainted;
+SDXL inpainting repaints it (strength 0.9, guidance 6, 60 steps) to the end, and the SDXL
+refiner re-encodes that image and redoes the last quarter of the denoising, as the paper's
+code calls it. Then, unlike the paper's code, the cut-outs are pasted again on the repainted
+image, so a concept cannot drift (the paper shows a cup turning into a lamp). A background
+with a phrase but no photo is first generated with SDXL text-to-image.
 
 Every item gets its own CPU `torch.Generator` seeded from its seed, so its noise is the same
 whatever batch it falls in and on any device (batched float kernels may still round a few
@@ -29,10 +31,10 @@ from stages.runtime.settings import torch_device, torch_dtype
 from stages.templating import Templates
 
 VERSION = "1"
-PAPER_NEGATIVE_PROMPT = (  # fits CLIP's 77 tokens
-    "ugly, deformed, disfigured, mutated, duplicate, poorly drawn, bad proportions, blurry, out of focus, "
-    "lowres, low quality, worst quality, jpeg artifacts, cropped, out of frame, watermark, text, logo, "
-    "cartoon, painting, illustration, 3d render, oversaturated")
+PAPER_NEGATIVE_PROMPT = (  # the paper's list in its order, as far as CLIP's 77 tokens reach
+    "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, "
+    "worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, "
+    "poorly drawn hands, poorly drawn face, mutation, deformed, blurry, dehydrated")
 
 
 @dataclass
@@ -46,10 +48,10 @@ class Params(paste.Params):
     strength: float = 0.9
     guidance_scale: float = 6.0
     steps: int = 60
-    refiner_start: float = 0.75  # the base model stops and the refiner takes over at this denoising point
-    background_blur: float = 1.0  # Gaussian radius on the background photo before pasting
-    mask_blur: int = 5  # box-blur kernel on the repaint mask
-    paste_back: bool = True  # restore the cut-out pixels through the soft mask after repainting
+    refiner_start: float = 0.75  # the refiner redoes the denoising from this point on
+    background_blur: float = 1.0  # Gaussian radius on the (canvas-sized) background photo before pasting
+    mask_blur_radius: int = 5  # box-blur radius on the union mask: 5 = 11x11 (the paper's code), 2 = 5x5 (its text)
+    paste_back: bool = True  # paste the cut-outs again on the repainted image
     keep_unpasted: bool = False  # also keep the repainted image before paste-back
     FILES: ClassVar[dict[str, str]] = {"prompt_template": "templates"}
 
@@ -57,17 +59,26 @@ class Params(paste.Params):
         super().__post_init__()
         if not 0 < self.strength <= 1 or not 0 < self.refiner_start < 1:
             raise ValueError("strength in (0, 1] and refiner_start in (0, 1)")
-        if self.steps < 1 or self.mask_blur < 1 or self.mask_blur % 2 == 0 or self.background_blur < 0:
-            raise ValueError("steps >= 1, mask_blur an odd kernel size >= 1, background_blur >= 0")
+        if self.steps < 1 or self.mask_blur_radius < 0 or self.background_blur < 0:
+            raise ValueError("steps >= 1, mask_blur_radius >= 0, background_blur >= 0")
+        if self.refiner and self.strength <= 1 - self.refiner_start:
+            raise ValueError(
+                f"strength {self.strength:g} must exceed 1 - refiner_start ({1 - self.refiner_start:g}): the refiner "
+                f"redoes the denoising from refiner_start {self.refiner_start:g}, which must lie after the point where "
+                f"inpainting starts; raise strength or refiner_start, or set refiner: ''")
 
 
-def repaint_mask(union: Image.Image, kernel: int) -> Image.Image:
-    """The paper's inpainting mask: box-blurred union mask, stretched to 0-255, inverted
-    (white = repaint), so only the background is repainted."""
-    blurred = np.asarray(union.filter(ImageFilter.BoxBlur(kernel // 2)) if kernel > 1 else union, dtype=np.float32)
-    low, high = float(blurred.min()), float(blurred.max())
-    stretched = (blurred - low) * (255.0 / (high - low)) if high > low else blurred
-    return Image.fromarray((255 - np.round(stretched)).astype(np.uint8))
+def weights(params: dict[str, Any]) -> list[str]:
+    """What this composer loads (local diffusers folders or hub ids): their fingerprints join its keys."""
+    return [params["model"], *([params["refiner"]] if params["refiner"] else []), params["background_model"]]
+
+
+def repaint_mask(union: Image.Image, radius: int) -> Image.Image:
+    """The paper's inpainting mask: the union mask box-blurred, its upper half [127.5, 255]
+    stretched to [0, 255] (so a band inside each object's edge is repainted and no seam is
+    left), inverted (white = repaint)."""
+    blurred = np.asarray(union.filter(ImageFilter.BoxBlur(radius)) if radius else union, dtype=np.int16)
+    return Image.fromarray((255 - np.clip(2 * blurred - 255, 0, 255)).astype(np.uint8))
 
 
 def _load(pipeline_class: Any, source: str, option: str, dtype: Any, **components: Any) -> Any:
@@ -143,20 +154,19 @@ class Backend:
         blur = ImageFilter.GaussianBlur(p.background_blur) if p.background_blur > 0 else None
         pasted = [self.paste.compose(job["boxes"], job["cutouts"], background.filter(blur) if blur else background)
                   for job, background in zip(jobs, backgrounds)]
-        masks = [repaint_mask(result["mask"], p.mask_blur) for result in pasted]
+        masks = [repaint_mask(result["mask"], p.mask_blur_radius) for result in pasted]
         common = {"prompt": prompts, "negative_prompt": [p.negative_prompt] * len(jobs), "mask_image": masks,
-                  "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale, "height": height, "width": width}
-        refine = bool(p.refiner)
-        images = self.pipeline("inpaint")(
-            **common, image=[r["image"] for r in pasted], strength=p.strength, generator=self._generators(seeds, "inpaint"),
-            denoising_end=p.refiner_start if refine else None, output_type="latent" if refine else "pil").images
-        if refine:
+                  "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale, "strength": p.strength,
+                  "height": height, "width": width}
+        images = self.pipeline("inpaint")(**common, image=[r["image"] for r in pasted],
+                                          generator=self._generators(seeds, "inpaint")).images
+        if p.refiner:
             images = self.pipeline("refiner")(**common, image=images, denoising_start=p.refiner_start,
                                               generator=self._generators(seeds, "refiner")).images
         outputs = []
-        for result, repainted in zip(pasted, images):
+        for job, result, repainted in zip(jobs, pasted, images):
             repainted = repainted.convert("RGB")
-            final = Image.composite(result["image"], repainted, result["mask"]) if p.paste_back else repainted
+            final = self.paste.compose(job["boxes"], job["cutouts"], repainted)["image"] if p.paste_back else repainted
             outputs.append({**result, "image": final, **({"unpasted": repainted} if p.keep_unpasted else {})})
         return outputs
 

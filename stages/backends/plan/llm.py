@@ -1,9 +1,15 @@
 """What every LLM planner shares: prompts rendered from templates, a reply cache, retries of
 rejected replies, and the paper's post-processing. Subclasses only say how to ask a model.
 
-Each request is keyed by (rendered prompt, model, sampling parameters, seed); its raw reply
-is stored in the item cache's `llm/` folder and in the layout record, so a rerun, an
-unrelated edit or a colleague with the same cache never pays for the same call twice.
+Each request is keyed by (rendered prompt, backend, endpoint, model, sampling parameters,
+seed); its raw reply is stored in the item cache's `llm/` folder and in the layout record, so
+a rerun, an unrelated edit or a colleague with the same cache never pays for the same call
+twice, and a recipe asking another endpoint never reuses this one's replies.
+
+Replies are untrusted: one longer than `MAX_REPLY_CHARS` is rejected before it is cached,
+parsing is linear-time and rejects what it cannot use (retried like any bad reply, also when
+it comes from the cache), and control characters are escaped before a reply or a server's
+error message reaches a report or a terminal.
 """
 
 from __future__ import annotations
@@ -16,13 +22,18 @@ import numpy as np
 
 from compiler.errors import ItemError
 from compiler.keys import content_key
+from compiler.sources import confined
+from stages.backends import BackendUnavailable
 from stages.backends.plan import choose_photo, choose_views
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.runtime.files import read_json, write_json
+from stages.runtime.untrusted import escape_controls
 from stages.templating import Templates
 
 SIZE_SOURCES = ("none", "recipe", "llm")
+MAX_REPLY_CHARS = 64 * 1024  # a layout reply is a few hundred characters; anything this long is rejected
+KEPT = "\n\t"  # the control characters a stored reply keeps (JSON escapes them in files)
 
 
 @dataclass
@@ -64,6 +75,15 @@ def object_names(class_nouns: list[str]) -> list[str]:
     return names
 
 
+def _bounded(reply: str | RequestFailed | None) -> str | RequestFailed | ReplyRejected | None:
+    """A reply as text that can be stored (lone surrogates escaped), or a rejection when too long."""
+    if not isinstance(reply, str):
+        return reply
+    if len(reply) > MAX_REPLY_CHARS:
+        return ReplyRejected("reply_too_large", f"a reply of {len(reply)} characters; at most {MAX_REPLY_CHARS}")
+    return reply.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ReplyCache:
     def __init__(self, root: Path):
         self.root = root
@@ -72,8 +92,12 @@ class ReplyCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> str | None:
-        path = self._path(key)
-        return read_json(path)["reply"] if path.exists() else None
+        """The cached reply; None when there is none or the entry is unreadable (asked again)."""
+        try:
+            reply = read_json(self._path(key)).get("reply")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return reply if isinstance(reply, str) else None
 
     def put(self, key: str, request: dict[str, Any], reply: str) -> None:
         write_json(self._path(key), {"request": request, "reply": reply})
@@ -89,31 +113,39 @@ class _Job:
 
 
 class LlmPlanner:
-    """Subclasses set `self.identity` (model and sampling parameters: part of every request
-    key) and implement `complete(prompts)`: one reply text or RequestFailed per (text, seed)."""
+    """Subclasses set `self.identity` (backend, endpoint, model and sampling parameters: part
+    of every request key) and implement `complete(prompts)`: one reply text, RequestFailed or
+    ReplyRejected (a response too large to read) per (text, seed)."""
 
     identity: dict[str, Any]
 
     def __init__(self, params: LlmParams, templates_dir: str, cache_dir: str, root: str = "."):
         self.params = params
         self.templates = Templates(templates_dir)
-        self.examples = load_examples(Path(root) / params.examples) if params.examples else []
+        examples = confined(Path(root), params.examples) if params.examples else None
+        if params.examples and examples is None:
+            raise BackendUnavailable(f"examples file '{params.examples}' is outside the project {root}")
+        try:
+            self.examples = load_examples(examples) if examples else []
+        except (OSError, ValueError) as error:  # not UTF-8 is a ValueError too
+            raise BackendUnavailable(f"examples file {params.examples}: {error}") from None
         self.replies = ReplyCache(Path(cache_dir) / "llm")
 
-    def complete(self, prompts: list[tuple[str, int]]) -> list[str | RequestFailed]:
+    def complete(self, prompts: list[tuple[str, int]]) -> list[str | RequestFailed | ReplyRejected]:
         raise NotImplementedError
 
-    def _ask(self, prompts: list[tuple[str, int]]) -> list[tuple[str, str | RequestFailed]]:
-        """Replies for (text, seed) prompts, from the cache where possible."""
+    def _ask(self, prompts: list[tuple[str, int]]) -> list[tuple[str, str | RequestFailed | ReplyRejected]]:
+        """Replies for (text, seed) prompts, from the cache where possible; a reply over
+        `MAX_REPLY_CHARS` comes back as a rejection and is never cached."""
         keys = [content_key("llm", self.identity, text, seed) for text, seed in prompts]
-        answers: list[str | RequestFailed | None] = [self.replies.get(key) for key in keys]
+        answers: list[str | RequestFailed | ReplyRejected | None] = [_bounded(self.replies.get(key)) for key in keys]
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
             for i, reply in zip(missing, self.complete([prompts[i] for i in missing])):
-                answers[i] = reply
-                if isinstance(reply, str):
+                answers[i] = _bounded(reply)
+                if isinstance(answers[i], str):
                     text, seed = prompts[i]
-                    self.replies.put(keys[i], {"prompt": text, "seed": seed, **self.identity}, reply)
+                    self.replies.put(keys[i], {"prompt": text, "seed": seed, **self.identity}, answers[i])
         return list(zip(keys, answers))
 
     def plan_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
@@ -141,14 +173,18 @@ class LlmPlanner:
             for job, (key, reply) in zip(pending, answers):
                 if isinstance(reply, RequestFailed):
                     job.attempts.append({"step": step, "request": key, "rejected": "request_failed"})
-                    job.failure = f"[request_failed] {step}: {reply}"
+                    job.failure = f"[request_failed] {step}: {escape_controls(str(reply), limit=500)}"
                     continue
                 try:
+                    if isinstance(reply, ReplyRejected):
+                        raise reply
                     job.outputs[step] = parse(job, reply)
-                    job.attempts.append({"step": step, "request": key, "reply": reply, "rejected": None})
+                    job.attempts.append({"step": step, "request": key, "reply": escape_controls(reply, KEPT),
+                                         "rejected": None})
                 except ReplyRejected as rejection:
-                    job.attempts.append({"step": step, "request": key, "reply": reply, "rejected": rejection.kind,
-                                         "reason": str(rejection)})
+                    stored = {} if isinstance(reply, ReplyRejected) else {"reply": escape_controls(reply, KEPT)}
+                    job.attempts.append({"step": step, "request": key, **stored, "rejected": rejection.kind,
+                                         "reason": escape_controls(str(rejection), limit=500)})
                     retry.append(job)
             pending = retry
         for job in pending:
@@ -164,7 +200,7 @@ class LlmPlanner:
         return self.templates.render(self.params.layout_template, objects=job.names,
                                      canvas=self.params.prompt_canvas, examples=examples)
 
-    def _layout(self, job: _Job) -> dict[str, Any]:
+    def _layout(self, job: _Job) -> dict[str, Any] | ItemError:
         request = job.request
         rng = np.random.default_rng(request["seed"])
         views = choose_views(request, rng)
@@ -178,8 +214,11 @@ class LlmPlanner:
         elif self.params.sizes == "recipe":
             largest = max(c["size"] for c in request["concepts"])
             ratios = [c["size"] / largest for c in request["concepts"]]
-        boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
-                                   [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
+        try:
+            boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
+                                       [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
+        except ReplyRejected as rejection:
+            return ItemError(f"{rejection} (layout: {', '.join(job.names)})")
         return {
             "background": {"id": background["id"], "photo": photo},
             "objects": [{"concept": request["concepts"][i]["id"], "cutout": views[i]["id"], "box": boxes[i]}

@@ -11,7 +11,9 @@ import json
 import math
 from typing import Any, Sequence
 
-from stages.layout import clamp, fit_aspect, minimum_side, paste_order_by_overlap, scale_about_centre
+from stages.layout import (clamp, fit_aspect, minimum_side, paste_order_by_overlap, resize_about_centre,
+                           scale_about_centre, to_pixels)
+from stages.runtime.untrusted import escape_controls
 
 
 class ReplyRejected(Exception):
@@ -20,15 +22,73 @@ class ReplyRejected(Exception):
         self.kind = kind
 
 
+MAX_DEPTH = 32  # nesting a layout never needs; deeper replies are malformed, not a crash
+MIN_SIZE_RATIO = 0.01  # an object a hundredth of the largest one cannot be drawn beside it
+MAX_NUMBER_CHARS = 40  # digits a coordinate or ratio never needs (Python refuses ints past 4300 digits)
+
+
+def _spans(text: str):
+    """(start, end) of each top-level `{...}` in `text`, braces inside JSON strings ignored:
+    one pass, so a reply of a million `{` costs a million steps, not a million parses."""
+    depth, start, in_string, escaped = 0, 0, False, False
+    for index, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and depth:
+            in_string = True
+        elif ch in "{[" and (depth or ch == "{"):
+            if depth == 0:
+                start = index
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ReplyRejected("malformed_json", f"JSON nested deeper than {MAX_DEPTH} levels")
+        elif ch in "}]" and depth:
+            depth -= 1
+            if depth == 0:
+                yield start, index + 1
+
+
+def _number(kind: str):
+    def parse(literal: str) -> float:
+        value = float(literal) if len(literal) <= MAX_NUMBER_CHARS else math.inf
+        if not math.isfinite(value):
+            shown = escape_controls(literal, limit=20)
+            raise ReplyRejected("malformed_json", f"the {kind} {shown} is not a usable number")
+        return int(literal) if kind == "integer" else value
+    return parse
+
+
+def _constant(literal: str) -> float:
+    raise ReplyRejected("malformed_json", f"{literal} is not a number JSON allows")
+
+
 def extract_json(text: str) -> Any:
-    """The first JSON object in `text` (prose and ``` fences around it are ignored)."""
-    decoder = json.JSONDecoder()
-    for start in (i for i, ch in enumerate(text) if ch == "{"):
+    """The first top-level JSON object in `text` (prose and ``` fences around it are ignored).
+
+    Linear in the reply's length; NaN, Infinity, numbers of more than 40 characters and
+    nesting deeper than 32 levels are malformed replies, never a crash.
+    """
+    for start, end in _spans(text):
         try:
-            return decoder.raw_decode(text, start)[0]
-        except json.JSONDecodeError:
+            return json.loads(text[start:end], parse_int=_number("integer"), parse_float=_number("number"),
+                              parse_constant=_constant)
+        except (json.JSONDecodeError, RecursionError):
             continue
-    raise ReplyRejected("malformed_json", f"no JSON object in the reply: {text[:120]!r}")
+    raise ReplyRejected("malformed_json", f"no JSON object in the reply: {_shown(text[:120])}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value from a reply as a message may quote it: repr, escaped, at most 80 characters."""
+    return escape_controls(repr(value), limit=80)
 
 
 def _key(name: Any) -> str:
@@ -50,11 +110,11 @@ def parse_layout(text: str, names: Sequence[str], canvas: int) -> dict[str, list
     boxes: dict[str, list[float]] = {}
     for entry in objects:
         box = entry.get("box")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise ReplyRejected("schema", f"object {entry.get('name')!r}: box must be 4 numbers [x, y, w, h]")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise ReplyRejected("schema", f"object {_shown(entry.get('name'))}: box must be 4 numbers [x, y, w, h]")
         name = wanted.get(_key(entry.get("name", "")))
         if name is None:
-            raise ReplyRejected("unknown_object", f"{entry.get('name')!r} is not one of {list(names)}")
+            raise ReplyRejected("unknown_object", f"{_shown(entry.get('name'))} is not one of {list(names)}")
         if name in boxes:
             raise ReplyRejected("duplicate_object", f"{name!r} has two boxes")
         boxes[name] = [float(v) for v in box]
@@ -77,7 +137,7 @@ def parse_background(text: str, phrases: Sequence[str]) -> str:
     choice = data.get("background") if isinstance(data, dict) else None
     chosen = {_key(p): p for p in phrases}.get(_key(choice or ""))
     if chosen is None:
-        raise ReplyRejected("unknown_background", f"background {choice!r} is not one of {list(phrases)}")
+        raise ReplyRejected("unknown_background", f"background {_shown(choice)} is not one of {list(phrases)}")
     return chosen
 
 
@@ -91,30 +151,42 @@ def parse_sizes(text: str, names: Sequence[str]) -> dict[str, float]:
     ratios = {}
     for name in names:
         value = by_key.get(_key(name))
-        if not isinstance(value, (int, float)) or value <= 0:
+        if not _is_number(value) or value <= 0:
             raise ReplyRejected("missing_objects", f"no positive size for {name!r}")
         ratios[name] = float(value)
     largest = max(ratios.values())
+    smallest = min(ratios.values())
+    if smallest < MIN_SIZE_RATIO * largest:
+        raise ReplyRejected("schema", f"sizes {_shown(sizes)}: the smallest object is "
+                                      f"under {MIN_SIZE_RATIO} of the largest")
     return {name: value / largest for name, value in ratios.items()}
 
 
 def postprocess(boxes: Sequence[Sequence[float]], aspects: Sequence[float], prompt_canvas: int,
                 canvas: Sequence[int], ratios: Sequence[float] | None = None) -> tuple[list[list[int]], list[int]]:
-    """Gen4Gen's post-processing, with the area rule applied correctly (sides scaled by the
-    square root of the area ratio): rescale from the prompt canvas, enlarge boxes below the
-    minimum area, optionally resize relative to the largest object, clamp into the canvas,
-    fit each cut-out's aspect ratio (longer side = min(w, h), centred). Returns the boxes and
-    the paste order (most overlapped first)."""
+    """Gen4Gen's post-processing of LLM boxes, in the paper's order: rescale from the prompt
+    canvas; with `ratios`, give each box the largest object's (w, h) times its ratio, about
+    its own centre; clamp into the canvas; if the smallest box is under the minimum area,
+    scale every box by one factor about its centre (sides by the square root of the area
+    ratio, where the paper's code scales them by the area ratio); clamp; fit each cut-out's
+    aspect ratio (longer side = min(w, h), centred). Returns whole-pixel boxes and the paste
+    order, computed as the paper does on the rescaled LLM boxes (most overlapped first).
+    A box under one pixel is rejected (the paper's code truncates it to zero and fails on it)."""
     width, height = canvas
-    scale = width / prompt_canvas, height / prompt_canvas
-    out = [[b[0] * scale[0], b[1] * scale[1], b[2] * scale[0], b[3] * scale[1]] for b in boxes]
-    floor = minimum_side(height, len(out)) ** 2
-    out = [scale_about_centre(b, math.sqrt(floor / (b[2] * b[3]))) if b[2] * b[3] < floor else b for b in out]
+    sx, sy = width / prompt_canvas, height / prompt_canvas
+    llm = [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in boxes]
+    out = llm
     if ratios is not None:
-        anchor = out[max(range(len(out)), key=lambda i: ratios[i])]
-        longest = max(anchor[2], anchor[3])
-        out = [scale_about_centre(b, ratio * longest / max(b[2], b[3])) for b, ratio in zip(out, ratios)]
-    out = [fit_aspect(clamp(b, width, height), aspect) for b, aspect in zip(out, aspects)]
-    final = [[round(v) for v in b] for b in out]
-    final = [[x, y, max(1, w), max(1, h)] for x, y, w, h in final]
-    return final, paste_order_by_overlap(final)
+        anchor = llm[max(range(len(llm)), key=lambda i: ratios[i])]
+        out = [resize_about_centre(b, anchor[2] * ratio, anchor[3] * ratio) for b, ratio in zip(llm, ratios)]
+    out = [clamp(b, width, height) for b in out]
+    for i, box in enumerate(out):
+        if box[2] < 1 or box[3] < 1:
+            sized = f" at size ratio {ratios[i]:g}" if ratios is not None else ""
+            raise ReplyRejected("zero_box", f"box {i + 1} {list(boxes[i])}{sized} is under one pixel on the "
+                                            f"{width}x{height} canvas")
+    floor = minimum_side(width, len(out)) * minimum_side(height, len(out))
+    smallest = min(b[2] * b[3] for b in out)
+    factor = math.sqrt(floor / smallest) if smallest < floor else 1.0
+    out = [fit_aspect(clamp(scale_about_centre(b, factor), width, height), aspect) for b, aspect in zip(out, aspects)]
+    return [to_pixels(b, width, height) for b in out], paste_order_by_overlap(llm)

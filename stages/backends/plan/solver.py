@@ -18,6 +18,7 @@ from stages.backends.plan import choose_photo, choose_views
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 
 VERSION = "1"
+IGNORES = ("class_noun", "phrase")  # request fields it does not read
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
 
 

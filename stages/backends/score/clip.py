@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from stages.backends.score import geometric
-from stages.metrics.evaluate import ConceptReference, ImageToScore, evaluate
+from stages.metrics.clip_weights import ACTIVATIONS
+from stages.metrics.evaluate import ConceptReference, ImageToScore, describe_models, evaluate
 from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
 from stages.runtime.images import load_image
 from stages.runtime.settings import torch_device
@@ -31,6 +31,7 @@ class Params(geometric.Params):
     embedder: str = "ViT-B-32"  # open_clip model name
     embedder_weights: str = "openai"  # open_clip pretrained tag, hub id or local checkpoint file
     embedder_config: str = ""  # JSON config of a custom open_clip architecture, if any
+    embedder_activation: str = "auto"  # auto (from the weights; refuses to guess), quickgelu (OpenAI) or gelu
     detection_threshold: float = 0.1
     min_identity: float = 0.5  # assigned crop vs the concept's reference photos (cosine)
     min_text: float = 0.0  # TI-CLIP floor; 0 keeps it an indicator only
@@ -41,12 +42,13 @@ class Params(geometric.Params):
             raise ValueError(f"detection_threshold {self.detection_threshold}: valid 0-1")
         if not -1 <= self.min_identity <= 1 or not -1 <= self.min_text <= 1:
             raise ValueError("min_identity and min_text are cosines in [-1, 1]")
+        if self.embedder_activation not in ACTIVATIONS:
+            raise ValueError(f"embedder_activation '{self.embedder_activation}': valid {', '.join(ACTIVATIONS)}")
 
 
-def _on_grey(cutout: Image.Image) -> Image.Image:
-    """A cut-out flattened on neutral grey, so its transparent part carries no background."""
-    canvas = Image.new("RGBA", cutout.size, (128, 128, 128, 255))
-    return Image.alpha_composite(canvas, cutout.convert("RGBA")).convert("RGB")
+def weights(params: dict[str, Any]) -> list[str]:
+    """What this scorer loads (files, folders or hub ids): their fingerprints join its keys."""
+    return [params["detector"], params["embedder_weights"], *([params["embedder_config"]] if params["embedder_config"] else [])]
 
 
 class Backend:
@@ -58,15 +60,16 @@ class Backend:
             **{k: v for k, v in dataclasses.asdict(params).items() if k in geometric_fields}))
         self.detector = OwlVitDetector(params.detector, device, params.detection_threshold)
         self.embedder = OpenClipEmbedder(params.embedder, params.embedder_weights, device,
-                                         params.embedder_config or None)
+                                         params.embedder_config or None, params.embedder_activation)
+        self.models = describe_models(self.detector, self.embedder)
         self._embeddings: dict[tuple[str, ...], np.ndarray] = {}
 
-    def _embed_files(self, paths: list[str], flatten: bool = False) -> np.ndarray:
-        """Embeddings of reference photos or cut-outs, computed once per worker."""
-        key = (str(flatten), *paths)
+    def _embed_files(self, paths: list[str]) -> np.ndarray:
+        """Embeddings of reference photos or cut-outs, computed once per worker (transparency is
+        flattened by the embedder, the same way for both)."""
+        key = tuple(paths)
         if key not in self._embeddings:
-            images = [load_image(Path(p), p) for p in paths]
-            self._embeddings[key] = self.embedder.embed_images([_on_grey(i) if flatten else i for i in images])
+            self._embeddings[key] = self.embedder.embed_images([load_image(Path(p), p) for p in paths])
         return self._embeddings[key]
 
     def score_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,7 +77,7 @@ class Backend:
             ImageToScore(
                 image=load_image(Path(sample["image"]), sample["image"]),
                 concepts=[ConceptReference(c["concept"], c["class_noun"], self._embed_files(c["references"]),
-                                           self._embed_files([c["cutout"]], flatten=True)[0])
+                                           self._embed_files([c["cutout"]])[0])
                           for c in sample["concepts"]],
                 text=sample["background"],
             )
@@ -98,6 +101,7 @@ class Backend:
                 f"TI-CLIP {metrics['ti_clip']:.2f} below min_text {p.min_text:.2f}")})
         result["keep"] = not result["reasons"]
         result["metrics"] = metrics
+        result["models"] = self.models
         return result
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = "1"
+IGNORES = ("references", "phrases", "phrase", "cutouts")  # key parts it does not read
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""The dataset card `dataset/README.md`: a Hugging Face YAML header that configures the loaders
+(one config per composition, and `all`, the default, with every composition), then what the
+dataset holds and how to load it.
+
+Every config declares its features, so `datasets` never guesses the columns from the first
+samples it reads: a composition's config has exactly its own columns, and `all` has every
+composition's, a mask a sample does not have being None. Written by pack; byte-stable.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+WHOLE = "all"  # the config with every composition, loaded by `load_dataset("dataset")`
+IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+
+
+def read_shard(path: Path) -> tuple[set[str], list[dict[str, Any]]]:
+    """A shard's field names (`jpg`, `mask.cat.png`, ...) and its samples' provenance JSON."""
+    fields, provenance = set(), []
+    with tarfile.open(path) as tar:
+        for member in tar:
+            field = member.name.split(".", 1)[1]
+            fields.add(field)
+            if field == "json":
+                provenance.append(json.load(tar.extractfile(member)))
+    return fields, provenance
+
+
+def json_feature(values: list[Any]) -> dict[str, Any]:
+    """The `datasets` feature (YAML form) that holds every one of `values`: dicts become structs
+    with the union of their keys, ints mixed with floats become float64, None fits anything."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, dict) for v in present):
+        names = sorted({name for v in present for name in v})
+        return {"struct": [{"name": name, **json_feature([v.get(name) for v in present])} for name in names]}
+    if present and all(isinstance(v, list) for v in present):
+        return {"list": _unwrap(json_feature([item for v in present for item in v]))}
+    kinds = {type(v) for v in present}
+    if kinds == {bool}:
+        return {"dtype": "bool"}
+    if kinds and kinds <= {int}:
+        return {"dtype": "int64"}
+    if kinds and kinds <= {int, float}:
+        return {"dtype": "float64"}
+    return {"dtype": "string"}
+
+
+def _unwrap(feature: dict[str, Any]) -> Any:
+    """A list's element in the YAML form `datasets` writes: `list: int64`, or the struct's fields."""
+    if "dtype" in feature:
+        return feature["dtype"]
+    return feature.get("struct", feature)
+
+
+def features(fields: set[str], provenance: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The columns of a config: sample key and shard, images and masks, captions, provenance."""
+    columns = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
+    for field in sorted(fields):
+        if field.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
+            columns.append({"name": field, "dtype": "image"})
+        elif field.endswith("txt"):
+            columns.append({"name": field, "dtype": "string"})
+        else:
+            columns.append({"name": field, **json_feature(provenance)})
+    return columns
+
+
+def header(compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The YAML header: `configs` (data files) and `dataset_info` (features) per config."""
+    whole = {"shards": [s for c in compositions.values() for s in c["shards"]],
+             "fields": set().union(*(c["fields"] for c in compositions.values())),
+             "provenance": [p for c in compositions.values() for p in c["provenance"]]}
+    configs = {WHOLE: whole, **compositions}
+    return {
+        "configs": [{"config_name": name, "data_files": [{"split": "train", "path": config["shards"]}],
+                     **({"default": True} if name == WHOLE else {})} for name, config in configs.items()],
+        "dataset_info": [{"config_name": name, "features": features(config["fields"], config["provenance"])}
+                         for name, config in configs.items()],
+    }
+
+
+def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> str:
+    """The card's text.
+
+    Args:
+        recipe: `name` and `key` of the recipe the dataset was built from.
+        compositions: per composition id, in order: `shards` (file names), `fields` (the
+            samples' field names) and `provenance` (each sample's JSON).
+    """
+    rows = "\n".join(f"| `{name}` | {len(c['provenance'])} | {len(c['shards'])} | "
+                     f"{', '.join(f'`{f}`' for f in sorted(c['fields']))} |" for name, c in compositions.items())
+    first = next(iter(compositions), "COMPOSITION")
+    return f"""---
+{yaml.safe_dump(header(compositions), sort_keys=False, allow_unicode=True, width=1000)}---
+# {recipe['name']}
+
+Built by g4g, a Gen4Gen-style dataset compiler, from recipe `{recipe['name']}` (key `{recipe['key']}`):
+images of several personal concepts, each with its soft mask, captions and provenance.
+One config per composition (Gen4Gen trains one model per composition); `{WHOLE}`, the default,
+holds every composition, a mask of a concept a sample does not show being None.
+
+| composition | samples | shards | fields |
+|---|---|---|---|
+{rows}
+
+```python
+from datasets import load_dataset
+
+one = load_dataset("dataset", "{first}", split="train")   # one composition, all its columns
+everything = load_dataset("dataset", split="train")  # config "{WHOLE}"
+```
+
+`sizes.json` gives the samples per shard, `manifest.jsonl` one row per sample,
+`rejected.jsonl` why each image not packed was left out, `recipe.json` the resolved recipe.
+"""

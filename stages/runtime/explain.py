@@ -1,0 +1,102 @@
+"""Why an item was recomputed: each stage keeps the key parts of its last build.
+
+A key is the hash of named parts (code, environment, backend, weights, inputs, ...). After a
+stage runs, `.g4g/keys/<stage>.json` holds every item's key and a digest per part, with each
+distinct part value stored once, so `g4g explain ITEM` can name the parts that changed since
+the build before (down to the code module or library) and the report can count them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from compiler.keys import content_key
+from stages.runtime.files import read_json, write_json
+
+STATE_DIR = Path(".g4g/keys")
+
+
+def _state_file(stage: str, state_dir: Path) -> Path:
+    return state_dir / f"{stage}.json"
+
+
+def load(stage: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    path = _state_file(stage, state_dir)
+    try:
+        state = read_json(path)
+    except (OSError, ValueError):
+        return {"items": {}, "values": {}}
+    return state if isinstance(state, dict) and "items" in state else {"items": {}, "values": {}}
+
+
+def changed_parts(before: dict[str, str] | None, after: dict[str, str]) -> list[str]:
+    """Names of the parts whose digest differs (or `new` for an item built for the first time)."""
+    if before is None:
+        return ["new"]
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
+def record(stage: str, items: list[dict[str, Any]], computed: set[str], state_dir: Path = STATE_DIR) -> dict[str, int]:
+    """Store this build's parts; return, over the computed items, how often each part changed."""
+    previous = load(stage, state_dir)
+    values: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    counts: Counter[str] = Counter()
+    for item in items:
+        digests = {}
+        for name, value in item["parts"].items():
+            digests[name] = content_key(value)
+            values[digests[name]] = value
+        old = previous["items"].get(item["id"])
+        why = changed_parts(old["parts"] if old else None, digests)
+        if item["id"] in computed:
+            counts.update(why or ["cache"])  # nothing changed: the entry was missing or damaged
+        entries[item["id"]] = {"key": item["key"], "parts": digests,
+                               "previous": {"key": old["key"], "parts": old["parts"]} if old else None,
+                               "computed": item["id"] in computed}
+    kept_values = {d: previous["values"][d] for e in entries.values() if e["previous"]
+                   for d in e["previous"]["parts"].values() if d in previous["values"]}
+    write_json(_state_file(stage, state_dir), {"items": entries, "values": {**kept_values, **values}})
+    return dict(counts)
+
+
+def _difference(before: Any, after: Any) -> str:
+    """What differs between two values of one part, briefly."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        return ", ".join(f"{k} {_short(before.get(k))} -> {_short(after.get(k))}" for k in names[:8]) + \
+            (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    return f"{_short(before)} -> {_short(after)}"
+
+
+def _short(value: Any) -> str:
+    text = "absent" if value is None else value if isinstance(value, str) else content_key(value)[:12] \
+        if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR) -> list[str]:
+    """Lines saying, per stage, whether `item_id` was reused or recomputed in the last build and
+    which parts of its key changed."""
+    lines = []
+    for stage in stages:
+        state = load(stage, state_dir)
+        matches = sorted(i for i in state["items"] if i == item_id or i.startswith(f"{item_id}/"))
+        for match in matches:
+            entry = state["items"][match]
+            verdict = "recomputed" if entry["computed"] else "reused"
+            lines.append(f"{stage} {match}: {verdict} (key {entry['key']})")
+            previous = entry["previous"]
+            if previous is None:
+                lines.append("  first build of this item")
+                continue
+            why = changed_parts(previous["parts"], entry["parts"])
+            if not why and entry["computed"]:
+                lines.append("  no input changed: its cache entry was missing or damaged")
+            for name in why:
+                old = state["values"].get(previous["parts"].get(name))
+                new = state["values"].get(entry["parts"].get(name))
+                lines.append(f"  {name}: {_difference(old, new)}")
+    return lines

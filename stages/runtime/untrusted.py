@@ -1,0 +1,79 @@
+"""Text and URLs that came from someone else, made safe to print, store and connect to.
+
+Server replies and error messages can carry terminal escape sequences; URLs can carry
+credentials or tokens in their user part or query string. Everything a server sends is
+escaped before it reaches a terminal or a tracked file, and every URL shown or recorded is
+reduced to scheme, host, port and path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from urllib.parse import urlsplit
+
+LOOPBACK_HOSTS = ("localhost",)
+ESCAPED_CATEGORIES = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi), surrogate, line breaks
+
+
+def escape_controls(text: str, keep: str = "", limit: int | None = None) -> str:
+    """`text` with every control or format character written as an escape (`\\x1b`, `\\u202e`);
+    characters in `keep` (e.g. newlines of a stored reply) stay. Cut to `limit` characters."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    return "".join(ch if ch in keep or unicodedata.category(ch) not in ESCAPED_CATEGORIES
+                   else ascii(ch)[1:-1] for ch in text)
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/path: no user name, password, query string or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    host = f"[{host}]" if ":" in host else host
+    return escape_controls(f"{parts.scheme}://{host}{port}{parts.path}")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be an endpoint (None when it can): http(s) only, plain http only to
+    this machine, no credentials, query string or fragment (keys live in runtime settings)."""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # .port raises ValueError on a malformed port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "use an http(s)://host/... URL"
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        return "no credentials, query string or fragment in an endpoint URL (the key comes from the runtime settings)"
+    if parts.scheme == "http" and not is_loopback(host):
+        return "plain http only to localhost; use https"
+    return None
+
+
+def endpoint_allowed(url: str, allowed: tuple[str, ...] | list[str]) -> bool:
+    """Whether an allow-list entry approves `url`: same scheme and host, the same port when the
+    entry names one, and the entry's path a prefix of the URL's (by whole segments)."""
+    target = urlsplit(url)
+    for entry in allowed:
+        approved = urlsplit(entry)
+        if (approved.scheme, (approved.hostname or "").lower()) != (target.scheme, (target.hostname or "").lower()):
+            continue
+        if approved.port is not None and approved.port != target.port:
+            continue
+        prefix = approved.path.rstrip("/")
+        if target.path.rstrip("/") == prefix or target.path.startswith(prefix + "/"):
+            return True
+    return False

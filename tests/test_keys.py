@@ -1,0 +1,187 @@
+"""Key sensitivity: every input class of an item's key recomputes exactly the items it should,
+and no-op edits recompute nothing.
+
+Code edits are made in the project copy and built in a subprocess, so the code that runs (and
+is fingerprinted) is the edited copy, as with `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.compile import compile_recipe
+from tests.conftest import REPO, dataset_bytes, run_tool
+
+STAGES = ("extract", "plan", "compose", "caption", "score", "pack")
+DRIVER = ("import sys; from pathlib import Path; sys.path.append({repo!r}); "
+          "from tests.conftest import build_in_process; build_in_process(Path.cwd())")
+
+
+def build(root: Path) -> dict[str, int]:
+    """Build the project copy in a fresh interpreter that imports the copy's code; the number
+    of items each stage computed."""
+    result = subprocess.run([sys.executable, "-c", DRIVER.format(repo=str(REPO))], cwd=root,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    reports = {p.stem: json.loads(p.read_text()) for p in (root / "reports").glob("*.json")}
+    return {stage: reports[stage]["computed"] for stage in STAGES}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def edit_recipe(root: Path, change) -> None:
+    path = root / "recipes/tiny.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    change(recipe)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+NOTHING = dict.fromkeys(STAGES, 0)
+
+
+@pytest.fixture
+def built(project):
+    """The tiny project, built once: 4 cut-outs, 10 images, 3 shards."""
+    assert build(project) == {"extract": 4, "plan": 10, "compose": 10, "caption": 10, "score": 10, "pack": 3}
+    return project
+
+
+def test_code_edits_recompute_what_they_run_and_stop_where_output_is_unchanged(built):
+    root = built
+    before = dataset_bytes(root)
+    paste = root / "stages/backends/compose/paste.py"
+    original = paste.read_text()
+
+    # A comment, a docstring and reformatting: nothing.
+    paste.write_text(original.replace('"""', '"""Edited. ', 1) + "\n\n# a comment\n")
+    assert build(root) == NOTHING
+    assert dataset_bytes(root) == before
+
+    # A backend edit that changes nothing it outputs: compose reruns, and stops there (early
+    # cutoff: the scores read the images' bytes, which are the same). Shards carry the new keys.
+    paste.write_text(original + "\nEDITED = True\n")
+    assert build(root) == {**NOTHING, "compose": 10, "pack": 3}
+    assert (root / "dataset/cat_mug-000000.tar").read_bytes() != before["cat_mug-000000.tar"]
+    why = run_tool(root, "g4g", "explain", "cat_mug-00001").stdout
+    assert "compose cat_mug-00001: recomputed" in why and "stages.backends.compose.paste" in why
+    assert "plan cat_mug-00001: reused" in why
+
+    # Reverting reuses the old items, shards included.
+    paste.write_text(original)
+    assert build(root) == NOTHING
+    assert dataset_bytes(root) == before
+
+
+def test_a_helper_module_edit_that_changes_bytes_reaches_the_dataset(built):
+    root = built
+    before = dataset_bytes(root)
+    edit(root / "stages/runtime/images.py", "image.save(buffer, format=\"JPEG\", quality=quality)",
+         "image.save(buffer, format=\"JPEG\", quality=quality - 5)")
+    computed = build(root)
+    # extract runs the module too (its cut-outs are PNGs: same bytes, so planning stops there).
+    assert computed["extract"] == 4 and computed["plan"] == 0 and computed["caption"] == 0
+    assert computed["compose"] == 10 and computed["score"] == 10 and computed["pack"] == 3
+    assert dataset_bytes(root)["cat_mug-000000.tar"] != before["cat_mug-000000.tar"]
+
+
+def test_a_stage_module_edit_recomputes_that_stage(built):
+    root = built
+    edit(root / "stages/caption.py", "def concept_name(", "EDITED = True\n\n\ndef concept_name(")
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+
+
+def test_an_included_template_is_part_of_the_caption_key(built):
+    root = built
+    templates = root / "templates/captions"
+    (templates / "where.j2").write_text("{{ background }}")
+    edit(templates / "short.j2", "{{ background }}", '{% include "captions/where.j2" %}')
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    (templates / "where.j2").write_text("somewhere {{ background }}")
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    manifest = (root / "dataset/manifest.jsonl").read_text()
+    assert "somewhere in the garden" in manifest
+
+
+def test_what_a_backend_does_not_read_recomputes_nothing_of_it(built):
+    root = built
+    images = {p.name: p.read_bytes() for p in (root / "build/images").iterdir()}
+
+    # The solver and the paste composer read no class noun; the geometric scorer neither.
+    edit_recipe(root, lambda r: r["concepts"]["mug"].update(class_noun="cup"))
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+
+    # The paste composer does not read the background phrase: only the captions that say it.
+    edit_recipe(root, lambda r: r["backgrounds"]["grass"].update(phrase="on the lawn"))
+    computed = build(root)
+    assert computed["plan"] == computed["compose"] == computed["score"] == 0 and 0 < computed["caption"] < 10
+
+    # PNG output ignores the JPEG quality.
+    edit_recipe(root, lambda r: r["output"].update(image_format="png"))
+    assert build(root)["compose"] == 10
+    edit_recipe(root, lambda r: r["output"].update(jpeg_quality=80))
+    assert build(root) == NOTHING
+    assert {p.name for p in (root / "build/images").iterdir()} != set(images)
+
+
+def test_runtime_settings_are_in_no_key(built):
+    root = built
+    before = dataset_bytes(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["runtime"].update(workers=2, batch_size=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert build(root) == NOTHING
+    assert dataset_bytes(root) == before
+
+
+def test_library_versions_enter_the_keys_of_the_stages_that_import_them(project, monkeypatch):
+    from importlib import metadata
+
+    from compiler import fingerprint
+
+    before = compile_recipe(project, "tiny", [])
+    real_version = metadata.version
+    monkeypatch.setattr(fingerprint.metadata, "version",
+                        lambda name: "99.0" if name.lower() == "pillow" else real_version(name))
+    after = compile_recipe(project, "tiny", [])
+    for stage in ("extract", "compose"):  # decode and encode images with Pillow
+        assert before[stage]["items"][0]["parts"]["environment"] != after[stage]["items"][0]["parts"]["environment"]
+    assert before["caption"]["items"][0]["parts"] == after["caption"]["items"][0]["parts"]  # jinja2 only
+
+
+def test_weights_enter_the_extract_keys(project, monkeypatch, tmp_path):
+    from stages.backends.extract import u2netp
+
+    weights = tmp_path / "u2netp.onnx"
+    weights.write_bytes(b"first")
+    monkeypatch.setattr(u2netp, "weights", lambda params: [str(weights)])
+    first = compile_recipe(project, "tiny", [])
+    weights.write_bytes(b"other")
+    second = compile_recipe(project, "tiny", [])
+    segmented = [i for i in first["extract"]["items"] if not i["cutout"]]
+    assert segmented and all(item["parts"]["weights"] for item in segmented)
+    changed = {i["id"] for i, j in zip(first["extract"]["items"], second["extract"]["items"]) if i["parts"] != j["parts"]}
+    assert changed == {item["id"] for item in segmented}  # cut-out concepts run `alpha`: no weights
+
+
+def test_dvc_yaml_lists_every_module_each_stage_imports():
+    """The deps of each stage in dvc.yaml cover every project module it can run."""
+    from compiler.fingerprint import closure
+    from stages import backends
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage in STAGES:
+        modules = [f"stages.{stage}"] + list(backends.REGISTRY.get(stage, {}).values())
+        files = {path.relative_to(REPO).as_posix() for path in closure(modules)[0].values()}
+        deps = stages[stage]["deps"]
+        uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+        assert not uncovered, f"dvc.yaml stage '{stage}' misses deps {uncovered}"
