@@ -28,6 +28,7 @@ from compiler.schema import (
     Recipe,
 )
 from stages import backends
+from stages.dataset_card import WHOLE as WHOLE_DATASET
 from stages.runtime.settings import SettingsError, load_settings
 from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
@@ -201,6 +202,8 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         for ident in getattr(recipe, section):
             if not IDENTIFIER.match(ident):
                 fail(f"{section}.{ident}", "ids use letters a-z, digits, '_', '-', '+' (no capitals, dots or slashes)")
+    if WHOLE_DATASET in recipe.compositions:
+        fail(f"compositions.{WHOLE_DATASET}", f"'{WHOLE_DATASET}' names the whole dataset in its card; rename the composition")
     for key, text in _strings(dataclasses.asdict(recipe)):
         if escape_controls(text, keep="\n\t") != text:
             fail(key, f"'{escape_controls(text, limit=80)}' holds control or format characters; write plain text")

@@ -189,3 +189,11 @@ def test_the_readme_loading_snippets_run_on_the_demo(tmp_path, monkeypatch):
         exec(compile(snippet, "README.md", "exec"), scope)
     assert scope["cat_mug"].num_rows == sum(1 for r in manifest(root) if r["composition"] == "cat_mug")
     assert (root / "demo.parquet").is_file()
+
+
+def test_a_composition_named_like_the_whole_dataset_config_is_refused(project):
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["compositions"]["all"] = recipe["compositions"].pop("cat_mug")
+    write_recipe(project, recipe)
+    with pytest.raises(RecipeError, match=r"compositions\.all: 'all' names the whole dataset"):
+        compile_recipe(project, "tiny", [])
