@@ -158,8 +158,8 @@ def build(
         words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun}
                  for cid in comp.concepts}
         looks = {cid: {"class_noun": recipe.concepts[cid].class_noun,
-                            "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
-                      for cid in comp.concepts}
+                       "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
+                 for cid in comp.concepts}
         phrases = {bid: recipe.backgrounds[bid].phrase for bid in comp.backgrounds}
         for index in range(comp.num_images):
             item_id = f"{comp_id}-{index:05d}"

@@ -7,7 +7,7 @@ Keys include them so that no edit can leave a stale item behind:
 - environment: the versions of the third-party distributions those modules import (found from
   their imports, plus a backend's `LIBRARIES` for libraries it reaches indirectly), Python's
   version and zlib's, which shape the bytes of every encoder;
-- weights: the sha256 of every weights file a backend names (memoised by size and mtime, so
+- weights: the sha256 of every weights file a backend names (memoised by size and times, so
   multi-gigabyte checkpoints are hashed once), or the revision of a hub cache snapshot;
 - templates: every file a Jinja template loads (includes, imports, extends).
 """
@@ -132,8 +132,9 @@ def code_and_environment(modules: Iterable[str], extra_libraries: Iterable[str] 
 
 
 class HashMemo:
-    """sha256 of files memoised by (size, mtime, inode), persisted as JSON (like DVC's state
-    database), so weights and photos are read once until they change."""
+    """sha256 of files memoised by (size, mtime, ctime, inode), persisted as JSON (like DVC's
+    state database), so weights and photos are read once until they change; ctime changes on
+    any write, even one that sets the mtime back."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -147,11 +148,11 @@ class HashMemo:
 
     def sha256(self, path: Path) -> str:
         stat = path.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         name = str(path.resolve())
         entry = self.entries.get(name)
-        if entry and entry[:3] == stamp:
-            return entry[3]
+        if entry and entry[:-1] == stamp:
+            return entry[-1]
         digest = file_sha256(path)
         self.entries[name] = stamp + [digest]
         self.dirty = True

@@ -36,8 +36,7 @@ from typing import Any
 from compiler.keys import canonical_json
 from stages.dataset_card import dataset_card, read_shard
 from stages.runtime.files import dumps_json, read_json, write_json
-from stages.runtime.cache import ItemCache
-from stages.runtime.cache import verified_bytes
+from stages.runtime.cache import ItemCache, verified_bytes
 from stages.runtime.runner import ItemOutput, StageFailed, StageResult, each_item, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 

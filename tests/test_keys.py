@@ -185,3 +185,11 @@ def test_dvc_yaml_lists_every_module_each_stage_imports():
         deps = stages[stage]["deps"]
         uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
         assert not uncovered, f"dvc.yaml stage '{stage}' misses deps {uncovered}"
+
+
+def test_a_backend_declares_the_libraries_it_reaches_indirectly(project):
+    """diffusers runs transformers text encoders and safetensors loaders the module never imports."""
+    documents = compile_recipe(project, "tiny", ["backends.compose.name=sdxl-inpaint"])
+    environment = documents["compose"]["items"][0]["parts"]["environment"]
+    assert {"diffusers", "transformers", "safetensors", "torch"} <= set(environment)
+    assert "safetensors" not in compile_recipe(project, "tiny", [])["compose"]["items"][0]["parts"]["environment"]

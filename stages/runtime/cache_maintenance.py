@@ -97,10 +97,9 @@ class Collection:
     kept: int = 0
 
 
-def gc(cache_root: Path, keep_days: float, dry_run: bool = False,
-       used: dict[str, set[str]] | None = None) -> Collection:
+def gc(cache_root: Path, keep_days: float, dry_run: bool = False) -> Collection:
     """Remove entries the last build did not use and that are older than `keep_days`."""
-    used = referenced_keys() if used is None else used
+    used = referenced_keys()
     horizon = time.time() - keep_days * 86400
     entries: list[tuple[ItemCache, str]] = []
     for stage in stages_in(cache_root):

@@ -72,8 +72,15 @@ def _difference(before: Any, after: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = "absent" if value is None else value if isinstance(value, str) else content_key(value)[:12] \
-        if isinstance(value, (dict, list)) else repr(value)
+    """A value as one short token: strings as they are, structures by digest."""
+    if value is None:
+        text = "absent"
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, (dict, list)):
+        text = content_key(value)[:12]
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

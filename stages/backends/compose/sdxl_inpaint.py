@@ -31,6 +31,7 @@ from stages.runtime.settings import torch_device, torch_dtype
 from stages.templating import Templates
 
 VERSION = "1"
+LIBRARIES = ("transformers", "safetensors")  # reached through diffusers: text encoders, weights
 PAPER_NEGATIVE_PROMPT = (  # the paper's list in its order, as far as CLIP's 77 tokens reach
     "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, "
     "worst quality, low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, "

@@ -16,6 +16,7 @@ from stages.metrics.models import ModelMissing, hub_offline
 from stages.runtime.settings import torch_device
 
 VERSION = "1"
+LIBRARIES = ("tokenizers", "safetensors")  # reached through transformers
 
 
 @dataclass
