@@ -7,6 +7,7 @@
                                              in-context layout examples for LLM planners
   g4g explain ITEM                           why the last build recomputed (or reused) an item
   g4g cache verify [--repair] | gc | stats   check, prune or measure the item cache
+  g4g recover                                set aside DVC state files a killed run tore
 """
 
 from __future__ import annotations
@@ -135,6 +136,17 @@ def _cache_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from compiler.dvc_state import recover
+
+    done = recover(Path.cwd())
+    for line in done:
+        print(line)
+    if not done:
+        print("DVC's lock and dvc.lock are readable; nothing to recover")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="g4g", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.set_defaults(run=_cache_gc)
     cache.add_parser("stats", help="entries and bytes per stage").set_defaults(run=_cache_stats)
+
+    commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
+                        ).set_defaults(run=_recover)
     return parser
 
 

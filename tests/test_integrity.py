@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from compiler.dvc_state import recover
 from stages.runtime.cache import RECORD, ItemCache
 from stages.runtime.files import DiskFull
 from tests.conftest import build_in_process, dataset_bytes, run_tool
@@ -264,18 +265,23 @@ def reset_build(root: Path) -> None:
     (root / "dvc.lock").unlink(missing_ok=True)
 
 
-def clear_torn_dvc_lock(root: Path) -> int:
-    """DVC's own lock file can be left half-written by a SIGKILL (DVC then refuses to run:
-    "Unable to read RWLock-file"); remove it as the README tells users to. 1 if it was torn."""
-    lock = root / ".dvc/tmp/rwlock"
-    try:
-        json.loads(lock.read_text())
-    except FileNotFoundError:
-        return 0
-    except ValueError:
-        lock.unlink()
-        return 1
-    return 0
+def test_g4g_recover_sets_aside_the_dvc_state_a_kill_tore(dvc_project):
+    """DVC refuses a half-written rwlock and dvc.lock; `g4g recover` removes the lock, moves
+    the dvc.lock aside (nothing deleted) and DVC runs again."""
+    lockfile = dvc_project / "dvc.lock"
+    whole = (Path(__file__).parents[1] / "dvc.lock").read_text()  # the demo build's
+    lockfile.write_text(whole[: whole.index("    cmd:")])  # killed just after a stage's name
+    (dvc_project / ".dvc/tmp").mkdir(parents=True, exist_ok=True)
+    (dvc_project / ".dvc/tmp/rwlock").write_text('{"read": {"dvc')
+    refused = run_tool(dvc_project, "dvc", "status", check=False)
+    assert refused.returncode != 0 and "dvc.lock" in refused.stderr + refused.stdout
+
+    said = run_tool(dvc_project, "g4g", "recover").stdout
+    assert "rwlock" in said and "dvc.lock.torn" in said, said
+    assert not (dvc_project / ".dvc/tmp/rwlock").exists()
+    assert (dvc_project / "dvc.lock.torn").read_text() == whole[: whole.index("    cmd:")]
+    run_tool(dvc_project, "dvc", "status")
+    assert "nothing to recover" in run_tool(dvc_project, "g4g", "recover").stdout
 
 
 @pytest.mark.slow
@@ -313,7 +319,7 @@ def test_kill_campaign_every_stage_reruns_to_the_same_bytes(dvc_project):
     for round_number, kill_point in enumerate((after_random_time, after_random_commits), 1):
         reset_build(dvc_project)
         for stage in STAGES:
-            torn_locks += clear_torn_dvc_lock(dvc_project)
+            torn_locks += len(recover(dvc_project))
             repro = Repro(dvc_project, env)
             repro.wait_until(lambda: stage in repro.stage_starts())
             assert stage in repro.stage_starts(), repro.output()
@@ -322,7 +328,7 @@ def test_kill_campaign_every_stage_reruns_to_the_same_bytes(dvc_project):
             repro.kill()
             figures.append((round_number, stage, moment, "finished first" if finished else f"killed in {landed_in}"))
             assert damaged_entries(dvc_project) == {}, figures[-1]
-        torn_locks += clear_torn_dvc_lock(dvc_project)
+        torn_locks += len(recover(dvc_project))
         Repro(dvc_project, env).finish()
         assert dataset_bytes(dvc_project) == uninterrupted, f"round {round_number}"
         assert damaged_entries(dvc_project) == {}
@@ -332,7 +338,7 @@ def test_kill_campaign_every_stage_reruns_to_the_same_bytes(dvc_project):
     orphans = sum(1 for p in (dvc_project / staging).glob("*") if any(p.iterdir()))
     print(f"\nkill campaign: {len(STAGES)} stages x 2 kill points, {sum(inside)}/{len(figures)} kills inside their "
           f"stage, 2/2 resumed builds byte-identical to an uninterrupted one, 0 damaged cache entries after any "
-          f"kill; {orphans} half-written staging folders left in {staging}; {torn_locks} torn DVC lock files "
+          f"kill; {orphans} half-written staging folders left in {staging}; {torn_locks} torn DVC state files set aside by g4g recover "
           f"({time.monotonic() - started:.0f}s; uninterrupted build {total:.1f}s)")
     for round_number, stage, moment, outcome in figures:
         print(f"  round {round_number} {stage:8} {moment:>22}: {outcome}")
