@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	dvc repro
 	@echo "dataset: $(CURDIR)/dataset (per-stage reports: reports/*.json, or dvc metrics show)"
+	@echo "in a new shell, run 'source $(VENV)/bin/activate' first: dvc and the stages' python live there"
 
 test: install
 	pytest -q

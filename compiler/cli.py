@@ -7,6 +7,7 @@
                                              in-context layout examples for LLM planners
   g4g explain ITEM                           why the last build recomputed (or reused) an item
   g4g cache verify [--repair] | gc | stats   check, prune or measure the item cache
+  g4g sample MODEL_DIR PROMPT [-n N] -o OUT/ images from a trained model (trained/<composition>)
   g4g recover                                set aside DVC state files a killed run tore
 """
 
@@ -136,6 +137,22 @@ def _cache_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from stages.backends.train.trained import sample
+    from stages.runtime.settings import load_settings, torch_device, torch_dtype
+
+    settings = load_settings()
+    device = torch_device(settings.device)
+    try:
+        paths = sample(args.model, args.prompt, args.n, args.output, seed=args.seed, steps=args.steps,
+                       guidance_scale=args.guidance, checkpoint=args.checkpoint, device=device,
+                       dtype=torch_dtype(settings.precision, device))
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    print(f"wrote {len(paths)} images to {args.output}")
+    return 0
+
+
 def _recover(args: argparse.Namespace) -> int:
     from compiler.dvc_state import recover
 
@@ -190,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.set_defaults(run=_cache_gc)
     cache.add_parser("stats", help="entries and bytes per stage").set_defaults(run=_cache_stats)
+
+    sample = commands.add_parser("sample", help="generate images from a trained model")
+    sample.add_argument("model", type=Path, help="a trained model folder, e.g. trained/cat_mug")
+    sample.add_argument("prompt", help='e.g. "<cat1> and <mug1> on a beach"')
+    sample.add_argument("-n", type=int, default=4, help="images (default 4)")
+    sample.add_argument("-o", "--output", type=Path, required=True)
+    sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    sample.add_argument("--steps", type=int, default=50)
+    sample.add_argument("--guidance", type=float, default=6.0)
+    sample.add_argument("--checkpoint", type=int, help="a saved step (model.json's checkpoints); default final")
+    sample.set_defaults(run=_sample)
 
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 
 MIN_CONCEPTS_PER_IMAGE = 2
 MAX_CONCEPTS_PER_IMAGE = 5
-STAGE_KINDS = ("extract", "plan", "compose", "caption", "score")
+STAGE_KINDS = ("extract", "plan", "compose", "caption", "score", "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 
@@ -43,6 +43,8 @@ class Composition:
     backgrounds: List[str] = MISSING
     num_images: int = MISSING
     seed: int = 0
+    token: str = ""  # the global composition token (strategy.global_token); "" gives "<id>"
+    eval_prompts: List[str] = field(default_factory=list)  # Jinja; none: templates/prompts/evaluate.j2
 
 
 @dataclass
@@ -52,6 +54,12 @@ class Strategy:
     short_caption: str = "captions/short.j2"
     detailed_caption: str = "captions/detailed.j2"
     token_style: str = "token"  # token: "<cat1>"; token_noun: "<cat1> cat"
+    # Training captions (the train stage), rendered from each sample's scene; the paper's
+    # three prompting strategies, each switchable for ablations:
+    train_caption: str = "captions/train.j2"
+    global_token: bool = False  # (a) the composition's own token in every training caption
+    repeat_tokens: bool = False  # (b) each concept token stated twice
+    background_prompt: bool = False  # (c) the background phrase always stated
 
 
 def _backend(name: str) -> Any:
@@ -67,6 +75,8 @@ class Backends:
     compose: Dict[str, Any] = _backend("paste")
     caption: Dict[str, Any] = _backend("template")
     score: Dict[str, Any] = _backend("geometric")
+    train: Dict[str, Any] = _backend("none")  # custom-diffusion or lora: one model per composition
+    evaluate: Dict[str, Any] = _backend("none")  # clip: the paper's CP-CLIP / TI-CLIP protocol
 
 
 @dataclass

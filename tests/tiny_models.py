@@ -148,3 +148,24 @@ def save_tiny_sdxl(directory: Path) -> dict[str, Path]:
         tokenizer_2=tokenizer, unet=_tiny_unet(4, 64, 6), scheduler=_scheduler(),
     ).save_pretrained(paths["base"])
     return paths
+
+
+def save_tiny_sd15(directory: Path) -> Path:
+    """A Stable Diffusion 1.5-architecture text-to-image pipeline (cross-attention UNet, CLIP
+    text encoder and the real CLIP tokenizer, VAE, DDPM-trained noise schedule), tiny and
+    random, saved as a diffusers folder: 64x64 images from 8x8 latents."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer_dir = clip_tokenizer_files(directory.parent / f"{directory.name}-tokenizer")
+    torch.manual_seed(0)
+    _, tokenizer, text_encoder, _ = _tiny_text_encoders(tokenizer_dir)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=4, norm_num_groups=8, cross_attention_dim=32)
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                              clip_sample=False, num_train_timesteps=1000)
+    StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(directory)
+    return directory

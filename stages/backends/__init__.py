@@ -30,6 +30,12 @@ REGISTRY: dict[str, dict[str, str]] = {
     "compose": {"paste": "stages.backends.compose.paste", "sdxl-inpaint": "stages.backends.compose.sdxl_inpaint"},
     "caption": {"template": "stages.backends.caption.template"},
     "score": {"geometric": "stages.backends.score.geometric", "clip": "stages.backends.score.clip"},
+    "train": {
+        "none": "stages.backends.train.none",
+        "custom-diffusion": "stages.backends.train.custom_diffusion",
+        "lora": "stages.backends.train.lora",
+    },
+    "evaluate": {"none": "stages.backends.evaluate.none", "clip": "stages.backends.evaluate.clip"},
 }
 
 

@@ -38,6 +38,7 @@ class Settings:
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16
     torch_compile: bool = False  # compile diffusion UNets (slow start, faster steps)
     cpu_offload: bool = False  # keep diffusion models in CPU memory between uses (small GPUs)
+    gradient_checkpointing: bool = False  # training: recompute activations (less memory, slower steps)
     cache_dir: str = ".g4g/cache"  # the item cache, shared by all recipes of this project
     llm_endpoints: tuple = ("https://api.openai.com/v1",)  # URL prefixes a recipe's base_url may use
     llm_api_key_env: str = "OPENAI_API_KEY"  # the variable whose value is sent to them as the API key

@@ -18,7 +18,6 @@ offload are runtime settings, not recipe values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,7 +25,7 @@ from PIL import Image, ImageFilter
 
 from compiler.keys import item_seed
 from stages.backends.compose import paste
-from stages.metrics.models import ModelMissing, hub_offline
+from stages.backends.pretrained import load_pipeline
 from stages.runtime.settings import torch_device, torch_dtype
 from stages.templating import Templates
 
@@ -82,18 +81,6 @@ def repaint_mask(union: Image.Image, radius: int) -> Image.Image:
     return Image.fromarray((255 - np.clip(2 * blurred - 255, 0, 255)).astype(np.uint8))
 
 
-def _load(pipeline_class: Any, source: str, option: str, dtype: Any, **components: Any) -> Any:
-    if hub_offline() and not Path(source).is_dir():
-        raise ModelMissing(
-            f"{option}: '{source}' is not a local directory and HF_HUB_OFFLINE is set. On a machine with "
-            f"internet run `huggingface-cli download {source} --local-dir models/{source.split('/')[-1]}`, copy it "
-            f"here and set {option}: models/{source.split('/')[-1]}")
-    try:
-        return pipeline_class.from_pretrained(source, torch_dtype=dtype, **components)
-    except (OSError, ValueError) as error:
-        raise ModelMissing(f"{option}: cannot load '{source}' ({error}); give a diffusers folder or hub id") from None
-
-
 class Backend:
     def __init__(self, params: Params, templates_dir: str = "templates", device: str = "auto",
                  precision: str = "auto", torch_compile: bool = False, cpu_offload: bool = False):
@@ -125,13 +112,13 @@ class Backend:
 
             p = self.params
             if role == "inpaint":
-                pipeline = _load(StableDiffusionXLInpaintPipeline, p.model, "backends.compose.model", self.dtype)
+                pipeline = load_pipeline(StableDiffusionXLInpaintPipeline, p.model, "backends.compose.model", self.dtype)
             elif role == "refiner":
                 base = self.pipeline("inpaint")
-                pipeline = _load(StableDiffusionXLInpaintPipeline, p.refiner, "backends.compose.refiner", self.dtype,
+                pipeline = load_pipeline(StableDiffusionXLInpaintPipeline, p.refiner, "backends.compose.refiner", self.dtype,
                                  text_encoder_2=base.text_encoder_2, vae=base.vae)
             else:
-                pipeline = _load(StableDiffusionXLPipeline, p.background_model, "backends.compose.background_model",
+                pipeline = load_pipeline(StableDiffusionXLPipeline, p.background_model, "backends.compose.background_model",
                                  self.dtype)
             self._pipelines[role] = self._place(pipeline)
         return self._pipelines[role]

@@ -1,0 +1,1 @@
+"""Evaluation backends: generate from each trained model and measure it (see `stages.evaluate`)."""

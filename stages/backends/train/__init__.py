@@ -1,0 +1,1 @@
+"""Training backends: one personalized model per composition (see `stages.train`)."""

@@ -1,0 +1,83 @@
+"""A trained model's folder (`trained/<composition>/`) and how to load it.
+
+    model.json                   what was trained: base model, backend, tokens, steps, checkpoints
+    pytorch_custom_diffusion_weights.safetensors | pytorch_lora_weights.safetensors
+    token-N.safetensors          one new token's embedding each ({token: vector})
+    checkpoints/NNNNNNN/         the same weight files at earlier steps (keep_checkpoints)
+    captions.jsonl               every training caption, as trained on
+    concept_list.json            Custom Diffusion's own concepts list (its scripts can retrain)
+    loss.csv, config.json        the loss per step; the resolved training options
+
+Everything loads with diffusers' stock loaders (`load_attn_procs` or `load_lora_weights`, and
+`load_textual_inversion`); `load_pipeline` does exactly that.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from stages.backends.pretrained import load_pipeline as load_pretrained
+
+MODEL_FILE = "model.json"
+LOADERS = {"custom-diffusion": "stages.backends.train.custom_diffusion", "lora": "stages.backends.train.lora"}
+
+
+def read_model(model_dir: Path) -> dict[str, Any]:
+    """The model's description; a clear error when `model_dir` holds no trained model."""
+    path = Path(model_dir) / MODEL_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_dir}: no {MODEL_FILE}, so no trained model here; train one with "
+                                f"backends.train.name: custom-diffusion (or lora) and `dvc repro`") from None
+
+
+def load_base(source: str, option: str, dtype: Any = None) -> Any:
+    """The base Stable Diffusion pipeline (hub id or diffusers folder), safety checker off."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging
+
+    logging.disable_progress_bar()
+    return load_pretrained(StableDiffusionPipeline, source, option, dtype, safety_checker=None,
+                           requires_safety_checker=False)
+
+
+def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, checkpoint: int | None = None,
+                  base: str | None = None) -> Any:
+    """Base model + trained weights + new tokens, on `device`. `checkpoint`: a step listed in
+    model.json's checkpoints (default: the final weights); `base`: another copy of the base
+    model (a local folder) than the one trained from."""
+    model_dir = Path(model_dir)
+    model = read_model(model_dir)
+    folder = model_dir
+    if checkpoint is not None and checkpoint != model["steps"]:
+        if checkpoint not in model["checkpoints"]:
+            raise ValueError(f"{model_dir}: no checkpoint at step {checkpoint}; saved: {model['checkpoints']}")
+        folder = model_dir / "checkpoints" / f"{checkpoint:07d}"
+    pipeline = load_base(base or model["base"], "backends.train.model", dtype)
+    importlib.import_module(LOADERS[model["backend"]]).load(pipeline, folder)
+    tokens = list(model["token_files"])
+    pipeline.load_textual_inversion([str(folder / model["token_files"][t]) for t in tokens], token=tokens)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def sample(model_dir: Path, prompt: str, count: int, out_dir: Path, seed: int = 0, steps: int = 50,
+           guidance_scale: float = 6.0, checkpoint: int | None = None, device: str = "cpu", dtype: Any = None
+           ) -> list[Path]:
+    """`count` images of `prompt`, image i from its own generator seeded `seed + i` (the same
+    image whatever `count` is), written as out_dir/NNN.png."""
+    import torch
+
+    pipeline = load_pipeline(model_dir, device, dtype, checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        image = pipeline(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+                         generator=torch.Generator().manual_seed(seed + index)).images[0]
+        paths.append(out_dir / f"{index:03d}.png")
+        image.save(paths[-1])
+    return paths

@@ -1,0 +1,342 @@
+"""Stage `train`: one personalized model per composition (Custom Diffusion or LoRA).
+
+Reads  build/compiled/train.json (items, backend, strategies), dataset/<composition>-*.tar
+       (data: dataset) or the concepts' photos (data: source), templates/ (training captions).
+Writes trained/<composition>/   weights, token embeddings, model.json, captions, loss curve
+                                (see stages/backends/train/trained.py)
+       trained/README.md        which models there are, or that training is off
+       reports/train.json, reports/train_loss/<composition>.csv
+
+A training is an item like any other: its key covers the composition's shards (by digest) or
+photos, its prior images, the base model, the backend and its options, the caption template
+and strategies, and the seed, so editing one composition retrains only that one. Prior images
+(class images of each noun) are items of their own, shared by every composition with that noun.
+A killed training resumes from its last checkpoint (.g4g/train/<key>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from compiler import sources
+from compiler.errors import ItemError
+from compiler.keys import canonical_json, item_seed
+from stages import backends
+from stages.backends.train import common
+from stages.backends.train.trained import MODEL_FILE, load_base
+from stages.caption import concept_name
+from stages.runtime.cache import blake2b_file
+from stages.runtime.files import dumps_json, write_json
+from stages.runtime.images import load_image
+from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
+from stages.runtime.settings import Settings, load_settings, torch_device, torch_dtype
+from stages.templating import Templates
+
+STATE_ROOT = Path(".g4g/train")  # resume points of trainings in progress, by item key
+PRIOR_PROMPT = "a photo of a {noun}"
+OFF = "Training is off (backends.train.name: none): the build ends with the dataset.\n"
+
+
+def flatten(image: Any) -> Any:
+    """RGB; a transparent photo on mid grey (as the scorer sees cut-outs)."""
+    from PIL import Image
+
+    if image.mode != "RGBA":
+        return image.convert("RGB")
+    background = Image.new("RGB", image.size, (128, 128, 128))
+    background.paste(image, mask=image.getchannel("A"))
+    return background
+
+
+def read_samples(shard: Path) -> list[dict[str, bytes]]:
+    """A WebDataset shard's samples as {field: bytes}, in order."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            key, field = member.name.split(".", 1)
+            samples.setdefault(key, {})[field] = tar.extractfile(member).read()
+    return list(samples.values())
+
+
+def training_caption(templates: Templates, template: str, document: dict[str, Any], item: dict[str, Any],
+                     caption: str, background: str) -> str:
+    concepts = [{**c, "name": concept_name(c["token"], c["class_noun"], document["token_style"])}
+                for c in item["concepts"]]
+    text = templates.render(template, caption=caption, concepts=concepts, background=background,
+                            composition_token=item["global_token"], **document["strategy"])
+    return " ".join(text.split())
+
+
+def instances(item: dict[str, Any], document: dict[str, Any], context: dict[str, Any]) -> list[common.Example]:
+    """The composition's training images with their rendered captions."""
+    from PIL import Image
+
+    templates, params = Templates(context["templates_dir"]), document["backend"]["params"]
+    examples = []
+    if params["data"] == "source":
+        for concept in item["concepts"]:
+            for photo in item["photos"][concept["id"]]:
+                image = flatten(load_image(sources.resolve(photo["source"], Path.cwd()), photo["source"]))
+                base = f"{concept['token']} {concept['class_noun']}"
+                examples.append(common.Example(image, training_caption(
+                    templates, document["template"], document, {**item, "concepts": [concept]}, base, ""),
+                    origin=photo["source"]))
+        return examples
+    for shard in item["shards"]:
+        for sample in read_samples(Path(context["dataset_dir"]) / shard):
+            meta = json.loads(sample["json"])
+            image_field = next(f for f in ("jpg", "png", "webp") if f in sample)
+            image = Image.open(io.BytesIO(sample[image_field])).convert("RGB")
+            mask = Image.open(io.BytesIO(sample["mask.png"])).convert("L")
+            phrase = item["backgrounds"].get(meta["background"]["id"], "")
+            examples.append(common.Example(image, training_caption(
+                templates, document["template"], document, item, meta["captions"][params["caption"]], phrase), mask,
+                origin=meta["key"]))
+    return examples
+
+
+def priors(item: dict[str, Any], context: dict[str, Any]) -> list[common.Example]:
+    from PIL import Image
+
+    examples = []
+    for noun in sorted({c["class_noun"] for c in item["concepts"]}):
+        for path in context["prior_files"].get(noun, []):
+            examples.append(common.Example(Image.open(path).convert("RGB"), PRIOR_PROMPT.format(noun=noun)))
+    return examples
+
+
+def model_files(item: dict[str, Any], document: dict[str, Any], outcome: common.Outcome,
+                examples: list[common.Example]) -> dict[str, bytes]:
+    """Everything of trained/<composition>/ but the weights: description, captions, curve."""
+    params = document["backend"]["params"]
+    tokens = {c["token"]: c["class_noun"] for c in item["concepts"]}
+    if item["global_token"]:
+        tokens[item["global_token"]] = " ".join(c["class_noun"] for c in item["concepts"])
+    final = max(outcome.checkpoints)
+    concept_list = [{"instance_prompt": f"{c['token']} {c['class_noun']}",
+                     "class_prompt": PRIOR_PROMPT.format(noun=c["class_noun"]),
+                     "instance_data_dir": "dataset" if params["data"] == "dataset" else "photos",
+                     "class_data_dir": f"prior/{c['class_noun']}"} for c in item["concepts"]]
+    return {
+        "captions.jsonl": "".join(canonical_json({"origin": e.origin, "caption": e.caption}) + "\n" for e in examples).encode(),
+        "loss.csv": ("step,loss\n" + "".join(f"{n},{loss:.6f}\n" for n, loss in enumerate(outcome.losses, 1))).encode(),
+        "config.json": dumps_json({"backend": document["backend"], "strategy": document["strategy"],
+                                   "template": document["template"], "seed": item["seed"],
+                                   "steps": item["steps"]}).encode(),
+        "concept_list.json": dumps_json(concept_list).encode(),
+        "model.json": dumps_json({
+            "composition": item["id"], "key": item["key"], "base": params["model"],
+            "backend": document["backend"]["name"], "tokens": tokens, "global_token": item["global_token"],
+            "steps": final, "checkpoints": sorted(outcome.checkpoints), "examples": len(examples),
+        }).encode(),
+    }
+
+
+def folder_files(folder: Path, prefix: str) -> dict[str, bytes]:
+    return {f"{prefix}{path.relative_to(folder).as_posix()}": path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@each_item
+def train_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+    document = context["document"]
+    description = document["backend"]
+    module = backends.module("train", description["name"])
+    params = module.Params(**description["params"])
+    examples = instances(item, document, context)
+    if not examples:
+        raise ItemError(f"{item['id']}: no training images (every sample of the composition was rejected?)")
+    settings: Settings = context["settings"]
+    device = torch_device(settings.device)
+    dtype = torch_dtype(settings.precision, device)
+    pipeline = load_base(params.model, "backends.train.model")
+    state_dir = STATE_ROOT / item["key"]
+    try:
+        trainer = common.Trainer(module.method(params, item["seed"]), params, pipeline, common.Run(
+            instances=examples, priors=priors(item, context), tokens=tokens_of(item), seed=item["seed"],
+            steps=item["steps"], state_dir=state_dir, device=device,
+            dtype=None if str(dtype) == "torch.float32" else dtype,
+            gradient_checkpointing=settings.gradient_checkpointing))
+    except ValueError as error:
+        raise ItemError(f"{item['id']}: {error}") from None
+    outcome = trainer.fit()
+    final = max(outcome.checkpoints)
+    prefix = f"{item['id']}/"
+    files = folder_files(outcome.checkpoints[final], prefix)
+    for step, folder in outcome.checkpoints.items():
+        if step != final:
+            files.update(folder_files(folder, f"{prefix}checkpoints/{step:07d}/"))
+    token_files = {token: f"token-{n}.safetensors" for n, token in enumerate(tokens_of(item))}
+    for name, data in model_files(item, document, outcome, examples).items():
+        if name == MODEL_FILE:
+            data = dumps_json({**json.loads(data), "token_files": token_files}).encode()
+        files[prefix + name] = data
+    record = {"composition": item["id"], "steps": final, "examples": len(examples), "resumed_from": outcome.resumed_from,
+              "final_loss": round(outcome.losses[-1], 6), "losses": [round(v, 6) for v in outcome.losses]}
+    return record, files
+
+
+def tokens_of(item: dict[str, Any]) -> dict[str, list[str]]:
+    """The new tokens and the words each starts from: its class noun, or for the composition's
+    own token every class noun of the composition."""
+    tokens = {c["token"]: [c["class_noun"]] for c in item["concepts"]}
+    if item["global_token"]:
+        tokens[item["global_token"]] = [c["class_noun"] for c in item["concepts"]]
+    return tokens
+
+
+@each_item
+def prior_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+    """One class image painted by the base model from "a photo of a <noun>", seeded."""
+    import torch
+
+    settings: Settings = context["settings"]
+    device = torch_device(settings.device)
+    pipeline = _prior_pipeline(context["model"], device, torch_dtype(settings.precision, device))
+    prior = context["prior"]
+    image = pipeline(PRIOR_PROMPT.format(noun=item["noun"]), num_inference_steps=prior["steps"],
+                     guidance_scale=prior["guidance_scale"], height=context["resolution"],
+                     width=context["resolution"],
+                     generator=torch.Generator().manual_seed(item["seed"])).images[0]
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"noun": item["noun"]}, {f"{item['noun']}/{item['index']:04d}.png": buffer.getvalue()}
+
+
+_PIPELINES: dict[str, Any] = {}
+
+
+def _prior_pipeline(model: str, device: str, dtype: Any) -> Any:
+    if model not in _PIPELINES:
+        _PIPELINES[model] = load_base(model, "backends.train.model", dtype).to(device)
+        _PIPELINES[model].set_progress_bar_config(disable=True)
+    return _PIPELINES[model]
+
+
+def prior_images(document: dict[str, Any], settings: Settings) -> dict[str, list[str]]:
+    """Each class noun's prior images (paths), generated as cached items or read from a folder."""
+    params = document["backend"]["params"]
+    prior = params["prior"]
+    nouns = sorted({c["class_noun"] for item in document["items"] for c in item["concepts"]})
+    if prior["source"] == "none" or not document["items"]:
+        return {}
+    if prior["source"] == "folder":
+        found = {}
+        for noun in nouns:
+            folder = Path(prior["folder"]) / noun
+            paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+            if not paths:
+                raise StageFailed(f"train: prior.folder: no images in {folder} for class '{noun}' (jpg, png, webp)")
+            found[noun] = [str(p) for p in paths[:prior["num_images"]]]
+        return found
+    shared = {k: v for k, v in document["items"][0]["parts"].items() if k in ("code", "weights", "environment")}
+    items = [{"id": f"{noun}/{index:04d}", "noun": noun, "index": index,
+              "seed": item_seed("prior", noun, index),
+              "parts": {**shared, "noun": noun, "index": index, "steps": prior["steps"],
+                        "guidance_scale": prior["guidance_scale"], "resolution": params["resolution"],
+                        "prompt": PRIOR_PROMPT}}
+             for noun in nouns for index in range(prior["num_images"])]
+    context = {"settings": settings, "model": params["model"], "prior": prior, "resolution": params["resolution"]}
+    result, cache = run_items("train-prior", items, prior_item, context, dataclasses.replace(settings, workers=1))
+    if result.failures:
+        raise StageFailed("train: prior images: " + "; ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())))
+    found: dict[str, list[str]] = {}
+    for record in result.entries():
+        for name in record["files"]:
+            found.setdefault(record["noun"], []).append(str(cache.file(record["key"], name)))
+    return found
+
+
+def attach_data(document: dict[str, Any], dataset_dir: Path) -> dict[str, str]:
+    """Give each `dataset`-mode item its composition's shards and key them by digest; returns
+    the items without any packed sample (id -> reason)."""
+    missing = {}
+    if document["backend"]["name"] == "none" or document["backend"]["params"]["data"] != "dataset":
+        return missing
+    for item in document["items"]:
+        item["shards"] = sorted(p.name for p in dataset_dir.glob(f"{item['id']}-*.tar")
+                                if p.name[len(item["id"]) + 1:-4].isdigit())
+        if not item["shards"]:
+            missing[item["id"]] = f"pack: no shard of composition '{item['id']}' in {dataset_dir}"
+        item["parts"] = {**item["parts"], "data": {s: blake2b_file(dataset_dir / s) for s in item["shards"]}}
+    return missing
+
+
+def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
+        reports_dir: Path = Path("reports")) -> None:
+    from stages.runtime.files import read_json
+
+    document = read_json(items_file)
+    name = document["backend"]["name"]
+    settings = load_settings()
+    if name == "none":
+        materialize_off(out_dir, reports_dir)
+        return
+    missing = attach_data(document, dataset_dir)
+    prior_files = prior_images(document, settings)
+    for item in document["items"]:
+        nouns = sorted({c["class_noun"] for c in item["concepts"]})
+        item["parts"] = {**item["parts"], "prior": {n: [blake2b_file(Path(p)) for p in prior_files.get(n, [])]
+                                                    for n in nouns}}
+    ready = [item for item in document["items"] if item["id"] not in missing]
+    context = {"document": document, "settings": settings, "templates_dir": str(templates_dir),
+               "dataset_dir": str(dataset_dir), "prior_files": prior_files}
+    # One training at a time: each one uses the whole device.
+    result, cache = run_items("train", ready, train_item, context,
+                              dataclasses.replace(settings, workers=1, batch_size=1), skipped=missing)
+    for item in ready:
+        if item["id"] in result.records:
+            shutil.rmtree(STATE_ROOT / item["key"], ignore_errors=True)
+    if result.failures or result.skipped:
+        problems = {**result.failures, **result.skipped}
+        raise StageFailed("train: " + "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())))
+    models = "".join(f"- `{r['composition']}/`: {r['examples']} images, {r['steps']} steps, final loss "
+                     f"{r['final_loss']:.4f}\n" for r in result.entries())
+    materialize(result, cache, out_dir, extra={
+        "README.md": f"# Trained models ({name})\n\nLoad one with `g4g sample {out_dir}/<composition> \"prompt\"`.\n\n"
+                     f"{models}".encode()})
+    curves = reports_dir / "train_loss"
+    shutil.rmtree(curves, ignore_errors=True)
+    for record in result.entries():
+        curves.mkdir(parents=True, exist_ok=True)
+        (curves / f"{record['composition']}.csv").write_bytes(
+            cache.file(record["key"], f"{record['composition']}/loss.csv").read_bytes())
+    report = result.report("train", name, models={r["composition"]: {k: r[k] for k in ("steps", "examples",
+                                                  "final_loss", "resumed_from")} for r in result.entries()})
+    write_json(reports_dir / "train.json", report)
+    print(f"train: {len(result.records)} models ({result.computed} trained, {result.reused} reused) "
+          f"({result.seconds:.1f}s)", file=sys.stderr)
+
+
+def materialize_off(out_dir: Path, reports_dir: Path) -> None:
+    from stages.runtime.runner import StageResult
+    from stages.runtime.cache import ItemCache
+
+    materialize(StageResult(), ItemCache(Path(load_settings().cache_dir), "train"), out_dir,
+                extra={"README.md": OFF.encode()})
+    shutil.rmtree(reports_dir / "train_loss", ignore_errors=True)
+    write_json(reports_dir / "train.json", {"stage": "train", "backend": "none", "items": 0, "computed": 0,
+                                            "reused": 0, "failed": 0, "note": OFF.strip()})
+    print(f"train: {OFF.strip()}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=Path, default=Path("build/compiled/train.json"))
+    parser.add_argument("--dataset", type=Path, default=Path("dataset"))
+    parser.add_argument("--templates", type=Path, default=Path("templates"))
+    parser.add_argument("--out", type=Path, default=Path("trained"))
+    args = parser.parse_args()
+    run_cli(lambda: run(args.items, args.dataset, args.templates, args.out))
+
+
+if __name__ == "__main__":
+    main()
