@@ -8,7 +8,10 @@
   g4g explain ITEM                           why the last build recomputed (or reused) an item
   g4g cache verify [--repair] | gc | stats   check, prune or measure the item cache
   g4g sample MODEL_DIR PROMPT [-n N] -o OUT/ images from a trained model (trained/<composition>)
+  g4g table [--json EXP_SHOW.json]           Table 1 (CP-CLIP / TI-CLIP per bin) of the DVC experiments
   g4g recover                                set aside DVC state files a killed run tore
+  g4g diff [REV_A [REV_B]] [--json] [--html OUT.html] [--exit-code]
+                                             what changed in the dataset, sample by sample
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from compiler import diff
 from compiler.errors import ItemError, RecipeError
 
 
 def _validate(args: argparse.Namespace) -> int:
     from compiler.compile import compile_recipe, read_params
+    from compiler.dryrun import describe, forecast
+    from stages.runtime.settings import load_settings
 
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
     documents = compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
@@ -39,6 +45,7 @@ def _validate(args: argparse.Namespace) -> int:
     for comp_id, comp in pack["recipe"]["compositions"].items():
         print(f"  {comp_id:32s} {comp['num_images']:5d} images  {' + '.join(comp['concepts'])}  "
               f"on {' | '.join(comp['backgrounds'])}")
+    print("\n".join(describe(forecast(documents, Path(load_settings().cache_dir)))))
     return 0
 
 
@@ -153,6 +160,12 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from stages.metrics.table import run
+
+    return run(args.json)
+
+
 def _recover(args: argparse.Namespace) -> int:
     from compiler.dvc_state import recover
 
@@ -219,8 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", type=int, help="a saved step (model.json's checkpoints); default final")
     sample.set_defaults(run=_sample)
 
+    table = commands.add_parser("table", help="Gen4Gen's Table 1 from `dvc exp show --json`, the paper's beside ours")
+    table.add_argument("--json", type=Path, help="a saved `dvc exp show --json` output (default: run it here)")
+    table.set_defaults(run=_table)
+
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)
+    diff.add_parser(commands)
     return parser
 
 

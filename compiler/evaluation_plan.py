@@ -19,6 +19,7 @@ from compiler.errors import RecipeError
 from compiler.fingerprint import code_and_environment, weights_fingerprint
 from compiler.keys import item_seed
 from compiler.schema import Recipe
+from compiler.training_plan import STRATEGIES, global_token
 from stages import backends
 from stages.backends.evaluate import sampling
 from stages.caption import concept_name
@@ -27,15 +28,16 @@ from stages.templating import Templates
 
 DEFAULT_PROMPT = "prompts/evaluate.j2"
 GENERATION_MODULES = ("stages.evaluate", "stages.backends.evaluate.sampling")
-STRATEGIES = ("global_token", "repeat_tokens", "background_prompt")
 
 
 def training_setting(recipe: Recipe, backends_config: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """How the models were trained, and which row of the paper's Table 1 that is."""
+    """How the models were trained, and which row of the paper's Table 1 that is (strings only:
+    `dvc metrics show` and `dvc exp show` drop lists)."""
     train = backends_config["train"]
     data = train["params"].get("data")
     strategies = [name for name in STRATEGIES if getattr(recipe.strategy, name)]
-    return {"train": train["name"], "data": data, "strategies": strategies, "paper_row": paper_row(data, strategies)}
+    return {"train": train["name"], "data": data, "strategies": "+".join(strategies) or "none",
+            "paper_row": paper_row(data, strategies)}
 
 
 def render_prompts(recipe: Recipe, comp_id: str, templates: Templates) -> list[dict[str, str]]:
@@ -47,14 +49,13 @@ def render_prompts(recipe: Recipe, comp_id: str, templates: Templates) -> list[d
         "concepts": [{"id": cid, "token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
                       "name": concept_name(recipe.concepts[cid].token, recipe.concepts[cid].class_noun, style)}
                      for cid in comp.concepts],
-        "global_token": (comp.token or f"<{comp_id}>") if recipe.strategy.global_token else "",
+        "global_token": global_token(recipe, comp_id) if recipe.strategy.global_token else "",
         "training_backgrounds": [recipe.backgrounds[bid].phrase for bid in comp.backgrounds],
     }
-    sources_ = [(f"compositions.{comp_id}.eval_prompts[{i}]", text) for i, text in enumerate(comp.eval_prompts)]
-    if not sources_:
-        sources_ = [(f"template {templates.directory / DEFAULT_PROMPT} (for composition {comp_id})", None)]
+    inline = [(f"compositions.{comp_id}.eval_prompts[{i}]", text) for i, text in enumerate(comp.eval_prompts)]
+    default = [(f"template {templates.directory / DEFAULT_PROMPT} (for composition {comp_id})", None)]
     prompts = []
-    for where, text in sources_:
+    for where, text in inline or default:
         try:
             template = templates.load(DEFAULT_PROMPT) if text is None else templates.environment.from_string(text)
             module = template.make_module(context)
@@ -116,8 +117,13 @@ def evaluation_document(recipe: Recipe, backends_config: dict[str, dict[str, Any
                     "id": f"{comp_id}/p{p_index}-s{sample}", "composition": comp_id, "prompt": p_index,
                     "sample": sample, "seed": seed,
                     "parts": {**generation, "prompt": prompt["text"], "seed": seed}})
-    document.update(compositions=compositions, measurement=measurement)
-    if params["baseline_model"]:
-        document["baseline_weights"] = weights_fingerprint(params["baseline_model"], fingerprints.memo,
-                                                           fingerprints.root)
+    document.update(compositions=compositions, measurement=measurement, sampler=generation["backend"]["params"])
+    if params["baseline"]:
+        option = "backends.evaluate.baseline_model" if params["baseline_model"] else "backends.train.model"
+        base = params["baseline_model"] or backends_config["train"]["params"].get("model", "")
+        if not base:
+            raise RecipeError("backends.evaluate.baseline_model: baseline: true with training off needs the base model "
+                              "to score (a diffusers folder or hub id)", key="backends.evaluate.baseline_model")
+        document["baseline"] = {"base": base, "option": option,
+                                "weights": weights_fingerprint(base, fingerprints.memo, fingerprints.root)}
     return document

@@ -1,7 +1,7 @@
 """A trained model's folder (`trained/<composition>/`) and how to load it.
 
     model.json                   what was trained: base model, backend, tokens, steps, checkpoints
-    pytorch_custom_diffusion_weights.safetensors | pytorch_lora_weights.safetensors
+    pytorch_custom_diffusion_weights.bin | pytorch_lora_weights.safetensors
     token-N.safetensors          one new token's embedding each ({token: vector})
     checkpoints/NNNNNNN/         the same weight files at earlier steps (keep_checkpoints)
     captions.jsonl               every training caption, as trained on

@@ -1,0 +1,203 @@
+"""`g4g diff` on real builds: a temporary git + DVC repository with three versions of a tiny recipe.
+
+  unbuilt  the project, never built
+  a        the first build
+  b        one composition's count raised, the short-caption template changed for 3+ concepts,
+           the grass background photo replaced by other bytes (same path)
+  c        min_area raised so that some of b's samples are rejected (the workspace is c too)
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+from tests.conftest import TINY_RECIPE, copy_project, run_tool, write_recipe
+
+SKIMAGE_DATA = Path(str(importlib.resources.files("skimage") / "data"))
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+SERIAL_COMMA = ('{% if concepts | length > 2 %}{{ concepts[:-1] | map(attribute="name") | join(", ") }} and '
+                '{{ concepts[-1].name }}{% else %}{{ concepts | map(attribute="name") | join(" and ") }}{% endif %} '
+                '{{ background }}\n')
+
+
+def samples(root: Path) -> dict[str, dict]:
+    """Every packed sample's provenance JSON in root/dataset, by key."""
+    out = {}
+    for shard in sorted((root / "dataset").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    record = json.loads(tar.extractfile(member).read())
+                    out[record["key"]] = record
+    return out
+
+
+def build(root: Path, tag: str) -> dict[str, dict]:
+    run_tool(root, "dvc", "repro", "-q", "pack", G4G_CACHE_DIR=str(root / ".g4g/cache"))  # the dataset only
+    commit(root, tag)
+    return samples(root)
+
+
+def commit(root: Path, tag: str) -> None:
+    run_tool(root, "git", "add", "-A")
+    run_tool(root, "git", "commit", "-qm", tag, **GIT_ENV)
+    run_tool(root, "git", "tag", tag)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, shared_data) -> dict:
+    """The repository (the workspace is at c) and each build's samples."""
+    root = copy_project(tmp_path_factory.mktemp("diff") / "project")
+    (root / "photos").mkdir()
+    shutil.copy(SKIMAGE_DATA / "grass.png", root / "photos/grass.png")
+    recipe = json.loads(json.dumps(TINY_RECIPE))
+    recipe["compositions"]["cat_mug"]["num_images"] = 3
+    recipe["compositions"]["cat_mug_plant"]["num_images"] = 2
+    recipe["backgrounds"]["grass"]["images"] = ["photos/grass.png"]
+    write_recipe(root, recipe)
+    (root / ".gitignore").write_text("/.g4g/\n")
+    run_tool(root, "git", "init", "-q")
+    run_tool(root, "dvc", "init", "-q")
+    run_tool(root, "dvc", "config", "core.analytics", "false")
+    commit(root, "unbuilt")
+    built = {"a": build(root, "a")}
+
+    recipe["compositions"]["cat_mug"]["num_images"] = 4
+    write_recipe(root, recipe)
+    (root / "templates/captions/short.j2").write_text(SERIAL_COMMA)
+    shutil.copy(SKIMAGE_DATA / "gravel.png", root / "photos/grass.png")
+    built["b"] = build(root, "b")
+
+    smallest = sorted(min(c["area"] for c in s["score"]["concepts"]) for s in built["b"].values())
+    threshold = round((smallest[len(smallest) // 2 - 1] + smallest[len(smallest) // 2]) / 2, 5)
+    recipe["backends"] = {"score": {"name": "geometric", "min_area": threshold}}
+    write_recipe(root, recipe)
+    built["c"] = build(root, "c")
+    rejected = {key for key, s in built["b"].items() if min(c["area"] for c in s["score"]["concepts"]) < threshold}
+    return {"root": root, "built": built, "threshold": threshold, "rejected": rejected}
+
+
+def diff(monkeypatch, capsys, root: Path, *args: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(root)
+    code = main(["diff", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_every_category_between_two_revisions(history, monkeypatch, capsys, tmp_path):
+    root, built = history["root"], history["built"]
+    code, out, _ = diff(monkeypatch, capsys, root, "a", "b", "--json", "--html", str(tmp_path / "diff.html"))
+    assert code == 0
+    report = json.loads(out)
+    assert report["a"]["rev"] == "a" and report["b"]["rev"] == "b" and report["differs"]
+    assert report["recipe"] == {"recipe.compositions.cat_mug.num_images": {"old": 3, "new": 4}}
+    assert list(report["photos"]) == ["photos/grass.png"]
+
+    on_grass = {key for key, s in built["a"].items() if s["background"]["id"] == "grass"}
+    cat_mug = report["compositions"]["cat_mug"]
+    assert on_grass and on_grass != {k for k in built["a"] if k.startswith("cat_mug-")}  # the recipe draws both
+    assert cat_mug["added"] == ["cat_mug-00003"] and cat_mug["removed"] == []
+    assert set(cat_mug["changed"]) == on_grass
+    assert all(entry["parts"] == ["photos", "image"] for entry in cat_mug["changed"].values())
+    assert all(set(entry["item_keys"]) == {"caption", "compose", "score"} for entry in cat_mug["changed"].values())
+    assert set(cat_mug["unchanged"]) == {k for k in built["a"] if k.startswith("cat_mug-")} - on_grass
+    assert set(cat_mug["rekeyed"]) == set(cat_mug["unchanged"])  # the template edit re-keyed their captions only
+    assert cat_mug["stats"]["old"]["images"] == 3 and cat_mug["stats"]["new"]["images"] == 4
+    assert cat_mug["stats"]["delta"]["kept"] == 1
+
+    plant = report["compositions"]["cat_mug_plant"]
+    assert sorted(plant["changed"]) == ["cat_mug_plant-00000", "cat_mug_plant-00001"] and plant["unchanged"] == []
+    for key, entry in plant["changed"].items():
+        assert entry["parts"] == ["caption"]
+        assert entry["captions"]["old"]["short"] == built["a"][key]["captions"]["short"]
+        assert entry["captions"]["new"]["short"] == built["b"][key]["captions"]["short"]
+        assert entry["captions"]["new"]["short"].count(", ") == 1
+    assert all(not comp[name] for comp in report["compositions"].values()
+               for name in ("now_kept", "now_rejected", "rejected_added", "rejected_removed"))
+
+    page = (tmp_path / "diff.html").read_text()
+    assert page.count('<div class="card">') == len(on_grass) + 1 + 2  # new images, the added, the re-captioned
+    assert page.count('src="data:image/jpeg;base64,') == 2 * len(on_grass) + 1 + 2  # before + after, after, one
+
+
+def test_json_is_stable_and_terminal_names_the_changes(history, monkeypatch, capsys):
+    first = diff(monkeypatch, capsys, history["root"], "a", "b", "--json")[1]
+    assert diff(monkeypatch, capsys, history["root"], "a", "b", "--json")[1] == first
+    assert first == json.dumps(json.loads(first), sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+    code, out, _ = diff(monkeypatch, capsys, history["root"], "a", "b")
+    assert code == 0
+    for text in ("recipe.compositions.cat_mug.num_images", "photos/grass.png", "cat_mug-00003", "added",
+                 "cat_mug_plant-00000", "caption", "4 (+1)"):
+        assert text in out
+
+
+def test_kept_and_rejected_flips_with_reasons(history, monkeypatch, capsys):
+    rejected = history["rejected"]
+    assert rejected and rejected != set(history["built"]["b"])
+    report = json.loads(diff(monkeypatch, capsys, history["root"], "b", "--json")[1])  # b -> the workspace (c)
+    assert report["b"]["label"] == "workspace"
+    assert report["recipe"]["backends.score.params.min_area"] == {"old": 0.01, "new": history["threshold"]}
+    flipped = {key: entry for comp in report["compositions"].values() for key, entry in comp["now_rejected"].items()}
+    assert set(flipped) == rejected
+    assert all(e["stage"] == "score" and any("area" in reason for reason in e["reasons"]) for e in flipped.values())
+    kept_again = json.loads(diff(monkeypatch, capsys, history["root"], "c", "HEAD~1", "--json")[1])
+    back = {key: entry for comp in kept_again["compositions"].values() for key, entry in comp["now_kept"].items()}
+    assert back == flipped
+    cat_mug = kept_again["compositions"]["cat_mug"]["stats"]
+    assert cat_mug["new"]["keep_rate"] == 1.0 and cat_mug["delta"]["keep_rate"] > 0
+
+
+def test_exit_code(history, monkeypatch, capsys):
+    code, out, _ = diff(monkeypatch, capsys, history["root"], "--exit-code")  # HEAD (c) against the workspace (c)
+    assert code == 0 and "no differences" in out
+    assert diff(monkeypatch, capsys, history["root"], "a", "b", "--exit-code", "--json")[0] == 1
+    assert diff(monkeypatch, capsys, history["root"], "a", "a", "--exit-code")[0] == 0
+
+
+def test_unknown_unbuilt_and_uncached_revisions_are_clear_errors(history, monkeypatch, capsys, tmp_path):
+    code, _, err = diff(monkeypatch, capsys, history["root"], "no-such-rev")
+    assert code == 2 and "error: unknown revision 'no-such-rev'" in err
+    code, _, err = diff(monkeypatch, capsys, history["root"], "unbuilt", "a")
+    assert code == 2 and "unbuilt (" in err and "it was not built" in err and "dvc repro" in err
+
+    clone = tmp_path / "clone"  # the same repository without DVC's cache: a fresh clone
+    shutil.copytree(history["root"], clone, ignore=shutil.ignore_patterns("cache", ".g4g"))
+    code, _, err = diff(monkeypatch, capsys, clone, "a", "b")
+    assert code == 2 and "a (" in err and "not in the local DVC cache" in err and "dvc pull dataset" in err
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium not installed (`apt-get install -y chromium`, "
+                    "as .ci/run does)")
+def test_html_page_renders_in_headless_chromium(history, monkeypatch, capsys, tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' installs playwright"
+                                          ).sync_playwright
+    on_grass = sum(1 for s in history["built"]["a"].values() if s["background"]["id"] == "grass")
+    expected = {"changes": (("a", "b"), on_grass + 3), "flips": (("c", "HEAD~1"), len(history["rejected"]))}
+    for name, (revisions, cards) in expected.items():
+        assert diff(monkeypatch, capsys, history["root"], *revisions, "--html", str(tmp_path / f"{name}.html"))[0] == 0
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            for name, (_, cards) in expected.items():
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                errors = []
+                page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto((tmp_path / f"{name}.html").as_uri(), wait_until="load")
+                widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth)")
+                assert page.locator(".card").count() == cards
+                assert widths and all(width > 0 for width in widths), widths
+                assert errors == []
+                page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)  # kept as a test artifact
+        finally:
+            browser.close()
