@@ -18,6 +18,7 @@ from compiler import __version__, sources
 from compiler.fingerprint import HashMemo, code_and_environment, template_closure, weights_fingerprint
 from compiler.keys import canonical_json, content_key, item_seed, without
 from compiler.schema import Recipe
+from compiler.evaluation_plan import evaluation_document
 from compiler.training_plan import training_document
 from stages import backends
 from stages.backends.extract import alpha_description
@@ -103,7 +104,7 @@ def build(
     memo: HashMemo | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The per-stage build documents for `recipe` (keys: extract, plan, compose, caption, score, pack,
-    train).
+    train, evaluate).
 
     Every item carries `parts`: what is known now of everything that determines it. Stages add
     what upstream produced (the layout, the image, a cut-out's digest) before keying, so an
@@ -218,4 +219,5 @@ def build(
         "train": training_document(recipe, backends_config["train"], fingerprints, templates_dir, {
             cid: [{"source": e["source"], "sha256": e["sha256"]} for e in extract_items if e["concept"] == cid]
             for cid in recipe.concepts}),
+        "evaluate": evaluation_document(recipe, backends_config, fingerprints, templates_dir),
     }

@@ -19,7 +19,7 @@ from compiler.fingerprint import HashMemo
 from compiler.recipe import compose_recipe, locate_key, validate
 from stages.runtime.files import dumps_json, write_json
 
-STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train")
+STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
 
 

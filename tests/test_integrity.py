@@ -265,6 +265,17 @@ def reset_build(root: Path) -> None:
     (root / "dvc.lock").unlink(missing_ok=True)
 
 
+def test_written_files_are_readable_as_the_umask_allows(tmp_path):
+    from stages.runtime.files import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "card.md", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "card.md").stat().st_mode & 0o777 == 0o644
+
+
 def test_g4g_recover_sets_aside_the_dvc_state_a_kill_tore(dvc_project):
     """DVC refuses a half-written rwlock and dvc.lock; `g4g recover` removes the lock, moves
     the dvc.lock aside (nothing deleted) and DVC runs again."""

@@ -25,14 +25,16 @@ def new_table(title: str) -> Table:
 
 
 def plain(value: Any) -> Text:
+    """A value from the dataset as inert text: JSON for structures, `-` for none, controls escaped."""
     shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return Text(escape_controls(shown if value is not None else "-"))
 
 
 def number(value: Any) -> str:
+    """A count as it is, a rate (the only float in the counts) as a percentage."""
     if value is None:
         return "-"
-    return f"{value:.1%}" if isinstance(value, float) and 0 <= value <= 1 else f"{value:g}"
+    return f"{value:.1%}" if isinstance(value, float) else str(value)
 
 
 def change(old: Any, new: Any, difference: Any) -> Text:
@@ -51,7 +53,7 @@ def recipe_table(report: dict[str, Any]) -> Table:
     for column in ("Path", "Old", "New"):
         table.add_column(column)
     for key, values in report["recipe"].items():
-        table.add_row(Text(key), plain(values["old"]), plain(values["new"]))
+        table.add_row(plain(key), plain(values["old"]), plain(values["new"]))
     return table
 
 
@@ -62,7 +64,7 @@ def counts_table(report: dict[str, Any]) -> Table:
         table.add_column(column, justify="right")
     for name, comp in report["compositions"].items():
         old, new, difference = comp["stats"]["old"], comp["stats"]["new"], comp["stats"]["delta"]
-        table.add_row(Text(name), *(change(old[k], new[k], difference.get(k))
+        table.add_row(plain(name), *(change(old[k], new[k], difference.get(k))
                                     for k in ("images", "kept", "rejected", "keep_rate")))
     return table
 
@@ -73,7 +75,7 @@ def compositions_table(report: dict[str, Any]) -> Table:
     for column in ("added", "removed", "changed", "same", "now kept", "now rejected"):
         table.add_column(column, justify="right")
     for name, comp in report["compositions"].items():
-        table.add_row(Text(name), *(str(len(comp[k])) for k in ("added", "removed", "changed", "unchanged",
+        table.add_row(plain(name), *(str(len(comp[k])) for k in ("added", "removed", "changed", "unchanged",
                                                                  "now_kept", "now_rejected")))
     return table
 
@@ -90,7 +92,7 @@ def means_table(report: dict[str, Any]) -> Table | None:
     for column in ("composition", "metric", "old", "new", "change"):
         table.add_column(column)
     for name, metric, old, new, difference in rows:
-        table.add_row(Text(name), Text(metric), *("-" if v is None else f"{v:.4f}" for v in (old, new)),
+        table.add_row(plain(name), Text(metric), *("-" if v is None else f"{v:.4f}" for v in (old, new)),
                       "-" if difference is None else f"{difference:+.4f}")
     return table
 
@@ -98,7 +100,7 @@ def means_table(report: dict[str, Any]) -> Table | None:
 def some(keys: list[str]) -> Text:
     """A few sample keys, and how many there are."""
     shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
-    return Text(shown if len(keys) == 1 else f"{len(keys)}: {shown}")
+    return Text(escape_controls(shown if len(keys) == 1 else f"{len(keys)}: {shown}"))
 
 
 def samples_table(report: dict[str, Any]) -> Table | None:
@@ -120,7 +122,7 @@ def samples_table(report: dict[str, Any]) -> Table | None:
         flips = [(key, "now kept", "was rejected: " + "; ".join(entry["reasons"]))
                  for key, entry in comp["now_kept"].items()]
         flips += [(key, "now rejected", "; ".join(entry["reasons"])) for key, entry in comp["now_rejected"].items()]
-        rows += [(Text(key), status, Text(escape_controls(reasons))) for key, status, reasons in flips[:SAMPLE_ROWS]]
+        rows += [(plain(key), status, plain(reasons)) for key, status, reasons in flips[:SAMPLE_ROWS]]
         if len(flips) > SAMPLE_ROWS:
             rows.append((Text("..."), f"{len(flips) - SAMPLE_ROWS} more flips", Text("--json lists them all")))
     if not rows:

@@ -17,12 +17,19 @@ class DiskFull(OSError):
     """A write failed for lack of space; the message says where. Nothing partial was left."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide published files from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

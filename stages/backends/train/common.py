@@ -220,6 +220,9 @@ class Trainer:
         self.scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
         for module in (self.vae, self.unet, self.text_encoder):
             module.requires_grad_(False).to(run.device)
+        if run.dtype is not None:  # frozen weights in half precision, as diffusers' scripts do
+            self.vae.to(dtype=run.dtype)
+            self.unet.to(dtype=run.dtype)
         self.token_ids = add_tokens(self.tokenizer, self.text_encoder, run.tokens)
         self.embeddings = self.text_encoder.get_input_embeddings().weight
         self.frozen_rows = torch.ones(len(self.embeddings), dtype=torch.bool)
@@ -227,6 +230,8 @@ class Trainer:
         self.original_rows = self.embeddings.detach().clone()
         self.embeddings.requires_grad_(True)
         self.trainable = method.prepare(self.unet)
+        for parameter in self.trainable:  # the trained weights stay fp32 (mixed precision)
+            parameter.data = parameter.data.float()
         if run.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.text_encoder.gradient_checkpointing_enable()
@@ -286,7 +291,7 @@ class Trainer:
         import torch
 
         run, params = self.run, self.params
-        size = params.resolution // 8
+        size = params.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)  # the latents' side
         instance_latents = encode(run.instances, self.vae, params.resolution, run.device)
         prior_latents = encode(run.priors, self.vae, params.resolution, run.device) if run.priors else None
         masks = (torch.stack([_mask_tensor(e.mask, size) for e in run.instances])
