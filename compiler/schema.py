@@ -87,6 +87,8 @@ class Output:
     image_format: str = "jpg"  # jpg, png (lossless) or webp
     jpeg_quality: int = 95  # also the WebP quality
     shard_size: int = 100  # samples per WebDataset shard
+    license: str = "unknown"  # the dataset card's Hugging Face license id (mit, cc-by-4.0, other, ...)
+    card_html: bool = True  # pack writes dataset/card.html (samples, keep rates, heat maps; `g4g card`)
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The dataset card `dataset/README.md`: a Hugging Face YAML header that configures the loaders
-(one config per composition, and `all`, the default, with every composition), then what the
-dataset holds and how to load it.
+"""The dataset card `dataset/README.md`: a Hugging Face YAML header (license, task, size
+category, tags, and the loader configs: one per composition, and `all`, the default, with every
+composition), then what the dataset holds and how to load it.
 
 Every config declares its features, so `datasets` never guesses the columns from the first
 samples it reads: a composition's config has exactly its own columns, and `all` has every
@@ -18,6 +18,15 @@ import yaml
 
 WHOLE = "all"  # the config with every composition, loaded by `load_dataset("dataset")`
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+TASKS = ["text-to-image"]  # Hugging Face task categories: personalised (multi-concept) generation
+TAGS = ["gen4gen", "multi-concept", "personalization", "synthetic", "webdataset"]
+# Hugging Face size categories: (upper bound on samples, name)
+SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
+                   (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B")]
+
+
+def size_category(samples: int) -> str:
+    return next((name for bound, name in SIZE_CATEGORIES if samples < bound), "n>1B")
 
 
 def read_shard(path: Path) -> tuple[set[str], list[dict[str, Any]]]:
@@ -71,13 +80,16 @@ def features(fields: set[str], provenance: list[dict[str, Any]]) -> list[dict[st
     return columns
 
 
-def header(compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The YAML header: `configs` (data files) and `dataset_info` (features) per config."""
+def header(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The YAML header: what the Hub shows and filters by (license, task, size, tags), then
+    `configs` (data files) and `dataset_info` (features) per config."""
     whole = {"shards": [s for c in compositions.values() for s in c["shards"]],
              "fields": set().union(*(c["fields"] for c in compositions.values())),
              "provenance": [p for c in compositions.values() for p in c["provenance"]]}
     configs = {WHOLE: whole, **compositions}
     return {
+        "license": recipe["license"], "pretty_name": recipe["name"], "task_categories": TASKS,
+        "size_categories": [size_category(len(whole["provenance"]))], "tags": TAGS,
         "configs": [{"config_name": name, "data_files": [{"split": "train", "path": config["shards"]}],
                      **({"default": True} if name == WHOLE else {})} for name, config in configs.items()],
         "dataset_info": [{"config_name": name, "features": features(config["fields"], config["provenance"])}
@@ -89,15 +101,18 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
     """The card's text.
 
     Args:
-        recipe: `name` and `key` of the recipe the dataset was built from.
+        recipe: `name`, `key`, `license` (a Hugging Face license id) and `card_html` (whether
+            card.html is written beside) of the recipe the dataset was built from.
         compositions: per composition id, in order: `shards` (file names), `fields` (the
             samples' field names) and `provenance` (each sample's JSON).
     """
     rows = "\n".join(f"| `{name}` | {len(c['provenance'])} | {len(c['shards'])} | "
                      f"{', '.join(f'`{f}`' for f in sorted(c['fields']))} |" for name, c in compositions.items())
     first = next(iter(compositions), "COMPOSITION")
+    card = ("\n`card.html` shows samples of each composition with their captions, keep rates beside Gen4Gen's,\n"
+            "rejection reasons, caption lengths and where the objects lie.") if recipe["card_html"] else ""
     return f"""---
-{yaml.safe_dump(header(compositions), sort_keys=False, allow_unicode=True, width=1000)}---
+{yaml.safe_dump(header(recipe, compositions), sort_keys=False, allow_unicode=True, width=1000)}---
 # {recipe['name']}
 
 Built by g4g, a Gen4Gen-style dataset compiler, from recipe `{recipe['name']}` (key `{recipe['key']}`):
@@ -117,5 +132,5 @@ everything = load_dataset("dataset", split="train")  # config "{WHOLE}"
 ```
 
 `sizes.json` gives the samples per shard, `manifest.jsonl` one row per sample,
-`rejected.jsonl` why each image not packed was left out, `recipe.json` the resolved recipe.
+`rejected.jsonl` why each image not packed was left out, `recipe.json` the resolved recipe.{card}
 """

@@ -259,3 +259,55 @@ def test_a_missing_base_model_says_what_to_download_and_which_key_to_set():
     with pytest.raises(ModelMissing, match=r"backends.train.model: .*huggingface-cli download "
                                            r"stable-diffusion-v1-5/stable-diffusion-v1-5 .*set backends.train.model"):
         load_base("stable-diffusion-v1-5/stable-diffusion-v1-5", "backends.train.model")
+
+
+def test_dvc_repro_trains_end_to_end_and_retrains_only_the_edited_composition(dvc_project, tiny_sd15):
+    from tests.conftest import run_tool
+
+    write_training(dvc_project, tiny_sd15, "custom-diffusion", ["strategy.global_token=true"],
+                   prior={"num_images": 1, "steps": 1}, steps=2)
+    run_tool(dvc_project, "dvc", "repro")
+    first = json.loads((dvc_project / "reports/train.json").read_text())
+    assert (first["computed"], first["reused"]) == (2, 0)
+    assert read_model(dvc_project / "trained/cat_mug")["steps"] == 2
+    assert sorted(p.name for p in (dvc_project / "reports/train_loss").iterdir()) == ["cat_mug.csv",
+                                                                                      "cat_mug_plant.csv"]
+    plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
+    assert "reports/train_loss/cat_mug.csv" in plots
+
+    params = yaml.safe_load((dvc_project / "params.yaml").read_text())
+    params["overrides"].append("compositions.cat_mug.num_images=5")
+    (dvc_project / "params.yaml").write_text(yaml.safe_dump(params))
+    run_tool(dvc_project, "dvc", "repro")
+    second = json.loads((dvc_project / "reports/train.json").read_text())
+    assert (second["computed"], second["reused"]) == (1, 1)
+
+
+@pytest.mark.parametrize("backend", [lora, custom_diffusion], ids=["lora", "cd"])
+def test_an_sdxl_base_trains_and_loads_into_both_text_encoders(tmp_path, backend):
+    from stages.backends.train.text import load_tokens
+    from tests.tiny_models import save_tiny_sdxl
+
+    base = save_tiny_sdxl(tmp_path / "sdxl")["base"]
+    run = trainer(base, backend.method(lora.Params(), seed=1), tmp_path / "state", steps=3)
+    assert run.text.sdxl and len(run.text.embeddings) == 2
+    outcome = run.fit()
+    folder = outcome.checkpoints[3]
+    files = {t: f"token-{n}.safetensors" for n, t in enumerate(["<cat1>", "<mug1>"])}
+
+    def sample(pipeline):
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline("<cat1> and <mug1>", num_inference_steps=2, height=64, width=64, output_type="np",
+                        generator=torch.Generator().manual_seed(0)).images[0]
+
+    trained = load_base(str(base), "m")
+    backend.load(trained, folder)  # lora: diffusers' own load_lora_weights
+    load_tokens(trained, folder, files)
+    for tokenizer, encoder, table in ((trained.tokenizer, trained.text_encoder, run.text.embeddings[0]),
+                                      (trained.tokenizer_2, trained.text_encoder_2, run.text.embeddings[1])):
+        row = encoder.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("<mug1>")]
+        assert torch.equal(row, table[run.text.token_ids[0][1] if table is run.text.embeddings[0]
+                                      else run.text.token_ids[1][1]].detach())
+    untrained = load_base(str(base), "m")
+    load_tokens(untrained, folder, files)
+    assert np.abs(sample(trained) - sample(untrained)).max() > 1e-4

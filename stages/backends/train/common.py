@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from compiler.keys import item_seed
+from stages.backends.train.text import TextEncoders
 
 DATA_MODES = ("dataset", "source")
 CAPTIONS = ("short", "detailed")
@@ -125,41 +126,6 @@ class Outcome:
     resumed_from: int
 
 
-def add_tokens(tokenizer: Any, text_encoder: Any, tokens: dict[str, list[str]]) -> list[int]:
-    """Add the new tokens to the tokenizer, each embedding initialised to the mean embedding of
-    its words (the concept's class noun); returns their ids."""
-    import torch
-
-    for token in tokens:
-        if token in tokenizer.get_vocab():
-            raise ValueError(f"token '{token}' is already in the tokenizer's vocabulary, so it would not be a new "
-                             f"word; choose a new one, e.g. '<{token.strip('<>')}1>'")
-    tokenizer.add_tokens(list(tokens))
-    ids = tokenizer.convert_tokens_to_ids(list(tokens))
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    table = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        for token_id, words in zip(ids, tokens.values()):
-            word_ids = tokenizer(" ".join(words), add_special_tokens=False).input_ids
-            table[token_id] = table[word_ids].mean(0)
-    return ids
-
-
-def save_tokens(tokenizer: Any, text_encoder: Any, tokens: list[str], folder: Path) -> dict[str, str]:
-    """One `{token: embedding}` safetensors file per token (diffusers' `load_textual_inversion`
-    format); returns token -> file name."""
-    from safetensors.torch import save_file
-
-    table = text_encoder.get_input_embeddings().weight
-    files = {}
-    for number, token in enumerate(tokens):
-        name = f"token-{number}.safetensors"
-        row = table[tokenizer.convert_tokens_to_ids(token)].detach().float().cpu().clone()
-        save_file({token: row}, str(folder / name))
-        files[token] = name
-    return files
-
-
 def _to_tensor(image: Any, resolution: int):
     """RGB -> [-1, 1] CHW float at `resolution` (shorter side resized, centre-cropped)."""
     import numpy as np
@@ -215,36 +181,36 @@ class Trainer:
         from diffusers import DDPMScheduler
 
         self.method, self.params, self.run = method, params, run
-        self.tokenizer, self.text_encoder = pipeline.tokenizer, pipeline.text_encoder
         self.vae, self.unet = pipeline.vae, pipeline.unet
         self.scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-        for module in (self.vae, self.unet, self.text_encoder):
-            module.requires_grad_(False).to(run.device)
+        for module in (self.vae, self.unet, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
+            if module is not None:
+                module.requires_grad_(False).to(run.device)
+        self.text = TextEncoders(pipeline, run.tokens, params.resolution)
+        self.tokenizer, self.text_encoder = self.text.pairs[0]  # the (first) CLIP text encoder
+        self.token_ids, self.embeddings = self.text.token_ids[0], self.text.embeddings[0]
         if run.dtype is not None:  # frozen weights in half precision, as diffusers' scripts do
-            self.vae.to(dtype=run.dtype)
             self.unet.to(dtype=run.dtype)
-        self.token_ids = add_tokens(self.tokenizer, self.text_encoder, run.tokens)
-        self.embeddings = self.text_encoder.get_input_embeddings().weight
-        self.frozen_rows = torch.ones(len(self.embeddings), dtype=torch.bool)
-        self.frozen_rows[self.token_ids] = False
-        self.original_rows = self.embeddings.detach().clone()
-        self.embeddings.requires_grad_(True)
+            if not getattr(self.vae.config, "force_upcast", False):  # SDXL's VAE overflows in fp16
+                self.vae.to(dtype=run.dtype)
         self.trainable = method.prepare(self.unet)
         for parameter in self.trainable:  # the trained weights stay fp32 (mixed precision)
             parameter.data = parameter.data.float()
         if run.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-            self.text_encoder.gradient_checkpointing_enable()
+            for encoder in self.text.encoders():
+                encoder.gradient_checkpointing_enable()
         self.unet.train()
-        self.text_encoder.train()
+        for encoder in self.text.encoders():
+            encoder.train()
         scale = params.batch_size if params.scale_lr else 1
-        self.optimizer = torch.optim.AdamW([*self.trainable, self.embeddings], lr=params.learning_rate * scale,
+        self.optimizer = torch.optim.AdamW(self._state(), lr=params.learning_rate * scale,
                                            weight_decay=params.adam_weight_decay)
         use_scaler = run.dtype is not None and run.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(run.device.split(":")[0], enabled=use_scaler)
 
     def _state(self) -> list[Any]:
-        return [*self.trainable, self.embeddings]
+        return [*self.trainable, *self.text.embeddings]
 
     def save_state(self, step: int, losses: list[float]) -> None:
         """A resume point, written atomically: trainable tensors, optimizer, scaler, losses."""
@@ -283,7 +249,7 @@ class Trainer:
             partial = folder.with_name(folder.name + ".partial")
             partial.mkdir(parents=True, exist_ok=True)
             self.method.save(self.unet, partial)
-            save_tokens(self.tokenizer, self.text_encoder, list(self.run.tokens), partial)
+            self.text.save(partial)
             os.replace(partial, folder)
         return folder
 
@@ -335,12 +301,11 @@ class Trainer:
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
         device = run.device
         with torch.autocast(device.split(":")[0], dtype=run.dtype, enabled=run.dtype is not None):
-            states = self.text_encoder(ids.to(device))[0]
-            prediction = self.unet(noisy.to(device), timesteps.to(device), states).sample.float()
+            states, added = self.text.encode(captions, device)
+            prediction = self.unet(noisy.to(device), timesteps.to(device), states,
+                                   added_cond_kwargs=added).sample.float()
         errors = (prediction - target.to(device)) ** 2
         count = len(indices)
         if masks is not None:
@@ -358,8 +323,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self._state(), params.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with torch.no_grad():  # only the new tokens' rows learn; weight decay must not move the others
-            self.embeddings[self.frozen_rows] = self.original_rows[self.frozen_rows]
+        self.text.restore()  # only the new tokens' rows learn; weight decay must not move the others
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step + 1}; lower learning_rate or use fp32/bf16")

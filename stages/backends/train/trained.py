@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.backends.pretrained import load_pipeline as load_pretrained
+from stages.backends.train.text import load_tokens
 
 MODEL_FILE = "model.json"
 LOADERS = {"custom-diffusion": "stages.backends.train.custom_diffusion", "lora": "stages.backends.train.lora"}
@@ -36,13 +37,16 @@ def read_model(model_dir: Path) -> dict[str, Any]:
 
 
 def load_base(source: str, option: str, dtype: Any = None) -> Any:
-    """The base Stable Diffusion pipeline (hub id or diffusers folder), safety checker off."""
-    from diffusers import StableDiffusionPipeline
+    """The base text-to-image pipeline (hub id or diffusers folder: Stable Diffusion 1.x/2.x or
+    SDXL, by its model_index.json), safety checker off."""
+    from diffusers import AutoPipelineForText2Image
     from diffusers.utils import logging
 
     logging.disable_progress_bar()
-    return load_pretrained(StableDiffusionPipeline, source, option, dtype, safety_checker=None,
-                           requires_safety_checker=False)
+    pipeline = load_pretrained(AutoPipelineForText2Image, source, option, dtype)
+    if getattr(pipeline, "safety_checker", None) is not None:
+        pipeline.safety_checker = None  # the images are the user's own concepts
+    return pipeline
 
 
 def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, checkpoint: int | None = None,
@@ -59,8 +63,7 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, check
         folder = model_dir / "checkpoints" / f"{checkpoint:07d}"
     pipeline = load_base(base or model["base"], "backends.train.model", dtype)
     importlib.import_module(LOADERS[model["backend"]]).load(pipeline, folder)
-    tokens = list(model["token_files"])
-    pipeline.load_textual_inversion([str(folder / model["token_files"][t]) for t in tokens], token=tokens)
+    load_tokens(pipeline, folder, model["token_files"])
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 

@@ -1,0 +1,258 @@
+"""`dataset/card.html`: the dataset as people look at it, one self-contained page.
+
+Per composition: a contact sheet of samples with their captions, counts and keep rates beside
+Gen4Gen's (MyCanvas), why images were rejected, and heat maps of where boxes lie and how large
+they are; for the whole dataset, caption lengths beside the paper's 17.7 words, the recipe and
+the software that built it. Images are inlined (base64), nothing is fetched: the page opens
+offline, from a CI artifact or an e-mail. Byte-stable, like everything pack writes.
+
+Written by pack at the end of a build (recipe option `output.card_html`); `g4g card`
+regenerates it from a dataset folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tarfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from markupsafe import Markup
+
+from stages.card_figures import colorize, histogram_svg, position_counts, size_counts
+from stages.runtime.files import atomic_write_bytes, read_json
+from stages.runtime.thumbnails import png_uri, shrink, jpeg_uri
+
+SHEET = 12  # samples on a composition's contact sheet: the first ones in key order
+SHEET_SIDE = 192  # thumbnail side, pixels: a card of a few compositions stays near 1 MB
+IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+# MyCanvas (Gen4Gen, Section 3.4): images kept after human rating, by concepts per image
+PAPER_KEEP_RATE = {3: 0.53, 4: 0.32, 5: 0.22}
+PAPER_CAPTION_WORDS = 17.7  # mean length of its detailed (LLaVA) captions
+PAPER_IMAGES = 65  # kept images per composition, about (2,684 over 41)
+
+
+def paper_keep_rate(concepts: int) -> float:
+    return PAPER_KEEP_RATE[min(max(concepts, 3), 5)]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its numbers masked, so that rejections of one kind count together
+    ("rocket: covers #% of the image, below min_area #%")."""
+    return re.sub(r"\d+(?:\.\d+)?", "#", reason)
+
+
+def _composition(key: str) -> str:
+    return key.rsplit("-", 1)[0]
+
+
+def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the card and the DVC plots show, read from the shards as written.
+
+    Args:
+        recipe: the content of `dataset/recipe.json` (name, key, resolved recipe, backends, software).
+        shards: shard file name -> path of its bytes.
+        rejected: the rows of `dataset/rejected.jsonl` (key, stage, reasons).
+    """
+    planned = recipe["recipe"]["compositions"]
+    compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "samples": [], "sheet": [],
+                          "rejected": []} for cid in sorted(planned)}
+    for name in sorted(shards):
+        with tarfile.open(shards[name]) as tar:
+            members: dict[str, dict[str, bytes]] = {}
+            for member in tar:
+                key, _, extension = member.name.partition(".")
+                if extension == "json" or extension in IMAGE_EXTENSIONS:
+                    members.setdefault(key, {})[extension] = tar.extractfile(member).read()
+        for key in sorted(members):
+            provenance = json.loads(members[key]["json"])
+            composition = compositions[provenance["composition"]]
+            if name not in composition["shards"]:
+                composition["shards"].append(name)
+            composition["samples"].append(provenance)
+            if len(composition["sheet"]) < SHEET:
+                image = next(members[key][e] for e in IMAGE_EXTENSIONS if e in members[key])
+                composition["sheet"].append({"key": key, "captions": provenance["captions"], "image": shrink(image, SHEET_SIDE)})
+    for row in sorted(rejected, key=lambda r: r["key"]):
+        compositions[_composition(row["key"])]["rejected"].append(row)
+    for composition in compositions.values():
+        composition["samples"].sort(key=lambda p: p["key"])
+        kept, images = len(composition["samples"]), len(composition["samples"]) + len(composition["rejected"])
+        composition.update(kept=kept, images=images, keep_rate=kept / images if images else None,
+                           paper_keep_rate=paper_keep_rate(len(composition["concepts"])))
+        composition["words"] = {kind: [words(p["captions"][kind]) for p in composition["samples"]]
+                                for kind in ("short", "detailed")}
+        composition["boxes"] = [[c["box"][0] / p["canvas"][0], c["box"][1] / p["canvas"][1],
+                                 c["box"][2] / p["canvas"][0], c["box"][3] / p["canvas"][1]]
+                                for p in composition["samples"] for c in p["concepts"]]
+    return {"recipe": recipe, "compositions": compositions}
+
+
+def reasons(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rejections grouped by stage and kind of reason, most frequent first, with one example."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rejected:
+        for reason in row["reasons"] or ["(no reason recorded)"]:
+            group = groups.setdefault((row["stage"], reason_kind(reason)),
+                                      {"stage": row["stage"], "kind": reason_kind(reason), "images": 0,
+                                       "example": f"{row['key']}: {reason}"})
+            group["images"] += 1
+    return sorted(groups.values(), key=lambda g: (-g["images"], g["stage"], g["kind"]))
+
+
+def _mean(values: list[int]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ recipe.name }}: dataset card</title>
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; } .muted { color: #666; }
+table { border-collapse: collapse; margin: .5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.totals { display: flex; gap: 1em; flex-wrap: wrap; margin: 1em 0; }
+.totals div { border: 1px solid #ddd; border-radius: 6px; padding: .4em .9em; }
+.totals b { display: block; font-size: 20px; }
+.sheet { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 10px; }
+.sheet figure { margin: 0; } .sheet img { width: 100%; height: auto; display: block; }
+.sheet figcaption { font-size: 12px; } .sheet .detailed { color: #666; font-size: 11px; }
+.figures { display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }
+.figures figure { margin: 0; } .heat { width: 192px; height: 192px; image-rendering: pixelated; border: 1px solid #ccc; display: block; }
+figcaption { font-size: 12px; color: #555; max-width: 420px; }
+pre { background: #f7f7f7; padding: .8em; overflow: auto; max-height: 480px; font-size: 12px; }
+code { background: #f3f3f3; padding: 0 .2em; }
+</style></head><body>
+<h1>{{ recipe.name }}</h1>
+<p class="muted">A Gen4Gen-style multi-concept dataset built by g4g from recipe <code>{{ recipe.name }}</code>
+(key <code>{{ recipe.key }}</code>): composed images of personal concepts, each with its soft masks, a short and a
+detailed caption and its provenance. "Paper" marks the figures of MyCanvas, the Gen4Gen paper's dataset
+(41 compositions, 2,684 images kept by human rating).</p>
+<div class="totals">
+<div><b>{{ totals.kept }}</b>samples</div>
+<div><b>{{ compositions | length }}</b>compositions</div>
+<div><b>{{ totals.shards }}</b>shards</div>
+<div><b>{{ percent(totals.keep_rate) }}</b>kept of {{ totals.images }} images</div>
+<div><b>{{ number(totals.detailed) }}</b>words per detailed caption (paper {{ paper_words }})</div>
+</div>
+<h2>Compositions</h2>
+<table><tr><th>Composition</th><th>Concepts</th><th>Images</th><th>Kept (paper &asymp; {{ paper_images }})</th>
+<th>Keep rate</th><th>Paper's keep rate</th><th>Shards</th><th>Words, short / detailed</th></tr>
+{% for name, c in compositions.items() %}<tr><td><a href="#{{ name }}">{{ name }}</a></td><td>{{ c.concepts | join(", ") }}</td>
+<td class="n">{{ c.images }}</td><td class="n">{{ c.kept }}</td><td class="n">{{ percent(c.keep_rate) }}</td>
+<td class="n">{{ percent(c.paper_keep_rate) }}</td><td class="n">{{ c.shards | length }}</td>
+<td class="n">{{ number(mean(c.words.short)) }} / {{ number(mean(c.words.detailed)) }}</td></tr>
+{% endfor %}</table>
+<p class="muted">Keep rate: share of the planned images the automatic filter kept (reasons below each composition).
+The paper's humans kept 53% of images with up to three concepts, 32% with four, 22% with five.</p>
+<h2>Caption lengths</h2>
+<div class="figures">{{ histograms.short }}{{ histograms.detailed }}</div>
+{% for name, c in compositions.items() %}
+<h2 id="{{ name }}">{{ name }}</h2>
+<p>{{ c.concepts | join(" + ") }} &middot; {{ c.kept }} of {{ c.images }} images kept ({{ percent(c.keep_rate) }};
+paper {{ percent(c.paper_keep_rate) }}) &middot; {{ c.shards | join(", ") or "no shard" }}</p>
+{% if c.sheet %}<div class="sheet" data-composition="{{ name }}">
+{% for s in c.sheet %}<figure class="sample"><img src="{{ s.uri }}" alt="{{ s.key }}" width="{{ s.width }}" height="{{ s.height }}">
+<figcaption><b>{{ s.key }}</b> {{ s.captions.short }}<div class="detailed">{{ s.captions.detailed }}</div></figcaption></figure>
+{% endfor %}</div>{% if c.kept > c.sheet | length %}<p class="muted">The first {{ c.sheet | length }} of {{ c.kept }} samples.</p>{% endif %}
+<div class="figures">
+<figure><img class="heat" src="{{ c.position }}" alt="box positions in {{ name }}"><figcaption>Where boxes lie: how many
+of the {{ c.boxes | length }} boxes cover each part of the canvas (yellow: most, {{ c.position_peak }}).</figcaption></figure>
+<figure><img class="heat" src="{{ c.size }}" alt="box sizes in {{ name }}"><figcaption>Box sizes: width (left to
+right) by height (bottom to top), 0-100% of the canvas side in 5% steps (yellow: most, {{ c.size_peak }}).</figcaption></figure>
+</div>{% else %}<p>No sample kept.</p>{% endif %}
+{% if c.reasons %}<table><tr><th>Stage</th><th>Reason</th><th>Images</th><th>Example</th></tr>
+{% for r in c.reasons %}<tr><td>{{ r.stage }}</td><td>{{ r.kind }}</td><td class="n">{{ r.images }}</td><td>{{ r.example }}</td></tr>
+{% endfor %}</table>{% else %}<p class="muted">No image rejected.</p>{% endif %}
+{% endfor %}
+<h2>Recipe and software</h2>
+<table><tr><th>Stage</th><th>Backend</th><th>Version</th><th>Parameters</th></tr>
+{% for kind, b in recipe.backends | dictsort %}<tr><td>{{ kind }}</td><td>{{ b.name }}</td><td>{{ b.version }}</td><td><code>{{ json(b.params) }}</code></td></tr>
+{% endfor %}</table>
+<table><tr><th>Software</th><th>Version</th></tr>
+{% for name, version in recipe.software | dictsort %}<tr><td>{{ name }}</td><td>{{ version }}</td></tr>
+{% endfor %}</table>
+<details><summary>The resolved recipe</summary><pre>{{ resolved }}</pre></details>
+<p class="muted">Files: <code>*.tar</code> WebDataset shards, <code>README.md</code> the Hugging Face card and loader
+configs, <code>manifest.jsonl</code> one row per sample, <code>rejected.jsonl</code> every image left out and why,
+<code>recipe.json</code> the recipe. Regenerate this page with <code>g4g card</code>.</p>
+</body></html>
+""")
+
+
+def page(summary: dict[str, Any]) -> str:
+    """The card as HTML."""
+    compositions = {}
+    for name, c in summary["compositions"].items():
+        position, size = position_counts(c["boxes"]), size_counts(c["boxes"])
+        compositions[name] = {
+            **c, "reasons": reasons(c["rejected"]),
+            "sheet": [{**s, "uri": jpeg_uri(s["image"]), "width": s["image"].width, "height": s["image"].height}
+                      for s in c["sheet"]],
+            "position": png_uri(colorize(position)), "position_peak": int(position.max()),
+            "size": png_uri(colorize(size)), "size_peak": int(size.max()),
+        }
+    every = {kind: [n for c in compositions.values() for n in c["words"][kind]] for kind in ("short", "detailed")}
+    kept, images = sum(c["kept"] for c in compositions.values()), sum(c["images"] for c in compositions.values())
+    detailed_marks = {"mean": _mean(every["detailed"]), "paper": PAPER_CAPTION_WORDS}
+    histograms = {
+        "short": Markup(histogram_svg(every["short"], "Short captions (words)",
+                                      {"mean": _mean(every["short"])} if every["short"] else {})),
+        "detailed": Markup(histogram_svg(every["detailed"], "Detailed captions (words)",
+                                         {k: v for k, v in detailed_marks.items() if v is not None})),
+    }
+    recipe = summary["recipe"]
+    return PAGE.render(
+        recipe=recipe, compositions=compositions, histograms=histograms, paper_words=PAPER_CAPTION_WORDS,
+        paper_images=PAPER_IMAGES, mean=_mean, percent=_percent, number=_number,
+        json=lambda value: json.dumps(value, sort_keys=True),
+        resolved=yaml.safe_dump(recipe["recipe"], sort_keys=True, allow_unicode=True, width=100),
+        totals={"kept": kept, "images": images, "keep_rate": kept / images if images else None,
+                "shards": sum(len(c["shards"]) for c in compositions.values()), "detailed": _mean(every["detailed"])})
+
+
+def read_dataset(dataset: Path) -> dict[str, Any]:
+    """The summary of a packed dataset folder (its shards, rejected.jsonl and recipe.json)."""
+    for name in ("recipe.json", "sizes.json", "rejected.jsonl"):
+        if not (dataset / name).is_file():
+            raise ValueError(f"{dataset} is not a packed dataset: no {name} in it (build it with `dvc repro`)")
+    recipe = read_json(dataset / "recipe.json")
+    rejected = [json.loads(line) for line in (dataset / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+                if line]
+    return summarize(recipe, {name: dataset / name for name in read_json(dataset / "sizes.json")}, rejected)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.output or args.dataset / "card.html"
+    atomic_write_bytes(out, page(read_dataset(args.dataset)).encode("utf-8"))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `card` to the `g4g` subcommands."""
+    card = commands.add_parser("card", help="write the dataset card page (card.html) of a built dataset",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    card.add_argument("--dataset", type=Path, default=Path("dataset"), help="the dataset folder (default: dataset)")
+    card.add_argument("-o", "--output", type=Path, metavar="OUT.html",
+                      help="where to write the page (default: DATASET/card.html)")
+    card.set_defaults(run=run)
+    return card
