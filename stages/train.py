@@ -221,7 +221,46 @@ def _prior_pipeline(model: str, device: str, dtype: Any) -> Any:
     return _PIPELINES[model]
 
 
-def prior_images(document: dict[str, Any], settings: Settings) -> dict[str, list[str]]:
+class Processes:
+    """This process's share of the work under `accelerate launch` (one process per GPU):
+    process r of n computes items r, r+n, ... and commits them to the shared item cache; after
+    a barrier every process finds all of them there. Each item is computed exactly as in a
+    single process, so the number of GPUs changes no byte. One process: all of it."""
+
+    def __init__(self) -> None:
+        from accelerate import PartialState
+
+        self.state = PartialState()
+        self.rank, self.count = self.state.process_index, self.state.num_processes
+
+    def settings(self, settings: Settings) -> Settings:
+        """Each process on its own device (the launcher's cuda:<local rank>)."""
+        return dataclasses.replace(settings, device=str(self.state.device)) if self.count > 1 else settings
+
+    def share(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return items[self.rank::self.count]
+
+    def total(self, count: int) -> int:
+        """`count` summed over the processes (all wait here for each other)."""
+        from accelerate.utils import gather_object
+
+        return sum(gather_object([count]))
+
+
+def run_shared(stage: str, items: list[dict[str, Any]], process: Any, context: dict[str, Any], settings: Settings,
+               processes: Processes, **options: Any):
+    """`run_items` with the items spread over the launched processes; the result lists every
+    item (reused from the cache where another process computed it), `computed` across all."""
+    if processes.count == 1:
+        return run_items(stage, items, process, context, settings, **options)
+    mine, _ = run_items(stage, processes.share(items), process, context, settings)
+    computed = processes.total(mine.computed)
+    result, cache = run_items(stage, items, process, context, settings, **options)
+    result.computed, result.reused = computed, len(result.records) - computed
+    return result, cache
+
+
+def prior_images(document: dict[str, Any], settings: Settings, processes: Processes) -> dict[str, list[str]]:
     """Each class noun's prior images (paths), generated as cached items or read from a folder."""
     params = document["backend"]["params"]
     prior = params["prior"]
@@ -245,7 +284,8 @@ def prior_images(document: dict[str, Any], settings: Settings) -> dict[str, list
                         "prompt": PRIOR_PROMPT}}
              for noun in nouns for index in range(prior["num_images"])]
     context = {"settings": settings, "model": params["model"], "prior": prior, "resolution": params["resolution"]}
-    result, cache = run_items("train-prior", items, prior_item, context, dataclasses.replace(settings, workers=1))
+    result, cache = run_shared("train-prior", items, prior_item, context, dataclasses.replace(settings, workers=1),
+                               processes)
     if result.failures:
         raise StageFailed("train: prior images: " + "; ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())))
     found: dict[str, list[str]] = {}
@@ -276,12 +316,14 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
 
     document = read_json(items_file)
     name = document["backend"]["name"]
-    settings = load_settings()
+    processes = Processes()
+    settings = processes.settings(load_settings())
     if name == "none":
-        materialize_off(out_dir, reports_dir)
+        if processes.state.is_main_process:
+            materialize_off(out_dir, reports_dir)
         return
     missing = attach_data(document, dataset_dir)
-    prior_files = prior_images(document, settings)
+    prior_files = prior_images(document, settings, processes)
     for item in document["items"]:
         nouns = sorted({c["class_noun"] for c in item["concepts"]})
         item["parts"] = {**item["parts"], "prior": {n: [blake2b_file(Path(p)) for p in prior_files.get(n, [])]
@@ -289,9 +331,11 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
     ready = [item for item in document["items"] if item["id"] not in missing]
     context = {"document": document, "settings": settings, "templates_dir": str(templates_dir),
                "dataset_dir": str(dataset_dir), "prior_files": prior_files}
-    # One training at a time: each one uses the whole device.
-    result, cache = run_items("train", ready, train_item, context,
-                              dataclasses.replace(settings, workers=1, batch_size=1), skipped=missing)
+    # One training at a time per process: each one uses its whole device.
+    result, cache = run_shared("train", ready, train_item, context,
+                               dataclasses.replace(settings, workers=1, batch_size=1), processes, skipped=missing)
+    if not processes.state.is_main_process:
+        return
     for item in ready:
         if item["id"] in result.records:
             shutil.rmtree(STATE_ROOT / item["key"], ignore_errors=True)

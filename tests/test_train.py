@@ -311,3 +311,28 @@ def test_an_sdxl_base_trains_and_loads_into_both_text_encoders(tmp_path, backend
     untrained = load_base(str(base), "m")
     load_tokens(untrained, folder, files)
     assert np.abs(sample(trained) - sample(untrained)).max() > 1e-4
+
+
+def test_accelerate_launch_spreads_compositions_over_processes_with_the_same_weights(project, tiny_sd15):
+    """Two launched processes train one composition each (and half the prior images) into the
+    shared item cache; the models are byte-identical to one process's at the same thread count."""
+    import shutil
+
+    from tests.conftest import run_tool
+
+    write_training(project, tiny_sd15, "custom-diffusion", [], prior={"num_images": 2, "steps": 1}, steps=2)
+    build_in_process(project)
+    from compiler import compile as compile_stage
+
+    assert compile_stage.main(["--params", "params.yaml", "--out", "build/compiled"]) == 0
+    stage = ["-m", "stages.train", "--items", "build/compiled/train.json", "--dataset", "dataset",
+             "--templates", "templates", "--out", "trained"]
+    run_tool(project, "accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+             "--mixed_precision", "no", "--dynamo_backend", "no", *stage, OMP_NUM_THREADS="1")
+    launched = json.loads((project / "reports/train.json").read_text())
+    assert (launched["computed"], launched["reused"]) == (2, 0)
+    two = {p.relative_to(project / "trained"): p.read_bytes() for p in (project / "trained").rglob("*") if p.is_file()}
+    shutil.rmtree(project / ".g4g/cache")
+    run_tool(project, "python", *stage, OMP_NUM_THREADS="1")
+    one = {p.relative_to(project / "trained"): p.read_bytes() for p in (project / "trained").rglob("*") if p.is_file()}
+    assert one == two
