@@ -336,3 +336,38 @@ def test_accelerate_launch_spreads_compositions_over_processes_with_the_same_wei
     run_tool(project, "python", *stage, OMP_NUM_THREADS="1")
     one = {p.relative_to(project / "trained"): p.read_bytes() for p in (project / "trained").rglob("*") if p.is_file()}
     assert one == two
+
+
+def test_mask_loss_counts_only_the_concepts_pixels(tiny_sd15, tmp_path):
+    def first_loss(name: str, mask_loss: bool, full_masks: bool = False) -> float:
+        run = trainer(tiny_sd15, custom_diffusion.Method(), tmp_path / name, steps=1, mask_loss=mask_loss)
+        if full_masks:
+            for example in run.run.instances:
+                example.mask = Image.new("L", (64, 64), 255)
+        return run.fit().losses[0]
+
+    plain = first_loss("plain", mask_loss=False)
+    assert first_loss("full", mask_loss=True, full_masks=True) == pytest.approx(plain, rel=1e-6)
+    assert first_loss("square", mask_loss=True) != pytest.approx(plain, rel=1e-3)  # squares(): the square only
+
+
+def test_prior_images_from_a_folder_train_beside_the_instances(project, tiny_sd15):
+    for noun in ("cat", "mug", "houseplant"):
+        folder = project / "priors" / noun
+        folder.mkdir(parents=True)
+        Image.new("RGB", (64, 64), (10, 200, 30)).save(folder / "a.png")
+    write_training(project, tiny_sd15, "custom-diffusion", [], prior={"source": "folder", "folder": "priors"},
+                   steps=1)
+    build_in_process(project)
+    train_in_process(project)
+    with_prior = read_model(project / "trained/cat_mug")["key"]
+    write_training(project, tiny_sd15, "custom-diffusion", [], prior={"source": "none"}, steps=1)
+    train_in_process(project)
+    assert read_model(project / "trained/cat_mug")["key"] != with_prior
+    (project / "priors/mug/a.png").unlink()
+    write_training(project, tiny_sd15, "custom-diffusion", [], prior={"source": "folder", "folder": "priors"},
+                   steps=1)
+    from stages.runtime.runner import StageFailed
+
+    with pytest.raises(StageFailed, match=r"prior.folder: no images in priors/mug for class 'mug'"):
+        train_in_process(project)
