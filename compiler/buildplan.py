@@ -17,9 +17,9 @@ from typing import Any
 from compiler import __version__, sources
 from compiler.fingerprint import HashMemo, code_and_environment, template_closure, weights_fingerprint
 from compiler.keys import canonical_json, content_key, item_seed, without
-from compiler.schema import Recipe
+from compiler.schema import DATASET_KINDS, Recipe
 from compiler.evaluation_plan import evaluation_document
-from compiler.training_plan import training_document
+from compiler.training_plan import STRATEGIES, training_document
 from stages import backends
 from stages.backends.extract import alpha_description
 
@@ -52,6 +52,22 @@ def _unique_ids(prefix: str, references: list[str]) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         ids.append(f"{prefix}/{stem}" if seen[stem] == 1 else f"{prefix}/{stem}-{seen[stem]}")
     return ids
+
+
+MODEL_FIELDS = {"strategy": ("train_caption", *STRATEGIES), "compositions": ("token", "eval_prompts")}
+
+
+def dataset_recipe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the dataset records it: without what only training and evaluation read,
+    so that changing those neither re-packs the dataset nor retrains from it."""
+    values = dataclasses.asdict(recipe)
+    values["backends"] = {kind: values["backends"][kind] for kind in DATASET_KINDS}
+    for name in MODEL_FIELDS["strategy"]:
+        del values["strategy"][name]
+    for composition in values["compositions"].values():
+        for name in MODEL_FIELDS["compositions"]:
+            del composition[name]
+    return values
 
 
 def software_versions() -> dict[str, str]:
@@ -136,11 +152,12 @@ def build(
         for bid, bg in sorted(recipe.backgrounds.items())
     }
     templates = {role: getattr(recipe.strategy, f"{role}_caption") for role in ("short", "detailed")}
+    caption_parts = fingerprints.parts("caption", "caption", backends_config["caption"])
     stage_parts = {
         "plan": fingerprints.parts("plan", "plan", backends_config["plan"]),
         "compose": fingerprints.parts("compose", "compose", backends_config["compose"]),
-        "caption": {**fingerprints.parts("caption", "caption", backends_config["caption"]),
-                    "templates": template_closure(templates_dir, templates.values()),
+        "caption": {**caption_parts, "templates": {**caption_parts.get("templates", {}),  # + a VLM's instruction
+                                                   **template_closure(templates_dir, templates.values())},
                     "token_style": recipe.strategy.token_style},
         "score": fingerprints.parts("score", "score", backends_config["score"]),
     }
@@ -158,8 +175,8 @@ def build(
         ]
         allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid])}
                    for bid in comp.backgrounds]
-        words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun}
-                 for cid in comp.concepts}
+        words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
+                       "aliases": list(recipe.concepts[cid].aliases)} for cid in comp.concepts}
         looks = {cid: {"class_noun": recipe.concepts[cid].class_noun,
                        "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
                  for cid in comp.concepts}
@@ -175,13 +192,14 @@ def build(
             })
             compose_items.append({"id": item_id, "seed": seed,
                                   "parts": {**stage_parts["compose"], **identity, "format": image_format}})
-            caption_items.append({"id": item_id, "parts": {**stage_parts["caption"], "id": item_id,
-                                                           "concepts": words, "phrases": phrases}})
+            caption_items.append({"id": item_id, "seed": seed, "parts": without(
+                {**stage_parts["caption"], "id": item_id, "seed": seed, "concepts": words, "phrases": phrases},
+                ignores["caption"])})
             score_items.append({"id": item_id, "parts": without(
                 {**stage_parts["score"], **identity, "references": looks, "phrases": phrases}, ignores["score"])})
             pack_items.append({"id": item_id})
 
-    recipe_dict = dataclasses.asdict(recipe)
+    recipe_dict = dataset_recipe(recipe)
     concepts_public = {
         cid: {"token": c.token, "class_noun": c.class_noun} for cid, c in sorted(recipe.concepts.items())
     }
@@ -198,7 +216,9 @@ def build(
         },
         "caption": {
             "backend": backends_config["caption"], "templates": templates,
-            "token_style": recipe.strategy.token_style, "concepts": concepts_public,
+            "token_style": recipe.strategy.token_style,
+            "concepts": {cid: {"token": c.token, "class_noun": c.class_noun, "aliases": list(c.aliases)}
+                         for cid, c in sorted(recipe.concepts.items())},
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
             "items": caption_items,
         },
@@ -212,7 +232,8 @@ def build(
         },
         "pack": {
             "name": recipe.name, "recipe": recipe_dict, "recipe_key": content_key(recipe_dict),
-            "shard_size": recipe.output.shard_size, "backends": backends_config,
+            "shard_size": recipe.output.shard_size,
+            "backends": {kind: d for kind, d in backends_config.items() if kind in DATASET_KINDS},
             "concepts": concepts_public, "software": software_versions(),
             "fingerprint": fingerprints.parts("pack"), "items": pack_items,
         },

@@ -12,6 +12,7 @@
   g4g recover                                set aside DVC state files a killed run tore
   g4g diff [REV_A [REV_B]] [--json] [--html OUT.html] [--exit-code]
                                              what changed in the dataset, sample by sample
+  g4g card [--dataset DIR] [-o OUT.html]     write the dataset card page (dataset/card.html)
 """
 
 from __future__ import annotations
@@ -239,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)
     diff.add_parser(commands)
+    from stages import card  # `g4g card`: the dataset card page
+
+    card.add_parser(commands)
     return parser
 
 

@@ -11,7 +11,8 @@ from omegaconf import MISSING
 
 MIN_CONCEPTS_PER_IMAGE = 2
 MAX_CONCEPTS_PER_IMAGE = 5
-STAGE_KINDS = ("extract", "plan", "compose", "caption", "score", "train", "evaluate")
+DATASET_KINDS = ("extract", "plan", "compose", "caption", "score")  # the stages that make the dataset
+STAGE_KINDS = (*DATASET_KINDS, "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 
@@ -25,6 +26,7 @@ class Concept:
     images: List[str] = MISSING  # paths, globs or pkg:PACKAGE/PATH references
     cutout: bool = False  # the images are already cut out (RGBA with alpha)
     size: float = 1.0  # relative real-world size; the largest object of a scene is 1.0
+    aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
 
 
 @dataclass

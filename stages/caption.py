@@ -1,21 +1,31 @@
 """Stage `caption`: describe every laid-out image in words.
 
-Reads  build/compiled/caption.json (templates, tokens, phrases), build/layouts.json.
+Reads  build/compiled/caption.json (templates, tokens, phrases), build/layouts.json, and for a
+       backend that looks at the images (`vlm`, `vlm-openai`) build/images.json + build/images/.
 Writes build/captions.json: per image `short` (the paper's "<cat1> and <dog1> in the garden")
-       and `detailed` (where each concept is: left/right, in front of/behind, relative size).
+       and `detailed` (where each concept is: left/right, in front of/behind, relative size);
+       VLM backends add `vlm` (the model's description, tokens substituted) and `recaption`
+       (raw reply, request key, concepts not mentioned, cut, rejected replies).
+       The report adds caption lengths beside the paper's.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import ItemError
 from stages import backends
 from stages.layout import area, horizontal_position, intersection
 from stages.runtime.files import read_json
-from stages.runtime.runner import ItemOutput, attach, each_item, finish, run_cli, run_items
+from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
 from stages.runtime.settings import load_settings
+
+PAPER_CAPTION_WORDS = {"mean_words": 17.7, "over_20_words": 0.30}  # Gen4Gen's captions (LLaVA-1.5)
+EXAMPLES = 5  # captions shown per kind of problem in the report
 
 
 def concept_name(token: str, class_noun: str, token_style: str) -> str:
@@ -53,32 +63,82 @@ def describe_scene(layout: dict[str, Any], concepts: dict[str, dict[str, str]], 
     return {"background": phrase, "concepts": described}
 
 
-@each_item
-def caption_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
+def caption_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
+    """Caption a batch at once (a VLM runs it as one model batch)."""
     captioner = backends.create("caption", context["backend"], templates_dir=context["templates_dir"],
-                                templates=context["templates"])
-    layout = item["layout"]
-    scene = describe_scene(layout, context["concepts"], context["backgrounds"][layout["background"]["id"]],
-                           context["token_style"])
-    return captioner.caption(scene), {}
+                                templates=context["templates"], cache_dir=context["cache_dir"], root=context["root"],
+                                device=context["device"], precision=context["precision"],
+                                fingerprint=context["weights"])
+    aliases = {cid: info["aliases"] for cid, info in context["concepts"].items()}
+    samples = []
+    for item in items:
+        layout = item["layout"]
+        sample = {"id": item["id"], "seed": item["seed"], "aliases": aliases,
+                  "scene": describe_scene(layout, context["concepts"],
+                                          context["backgrounds"][layout["background"]["id"]], context["token_style"])}
+        if "image" in item:
+            sample.update(image=str(Path(context["images_dir"]) / item["image"]["image"]), files=item["image"]["files"])
+        samples.append(sample)
+    return [output if isinstance(output, ItemError) else (output, {}) for output in captioner.caption_batch(samples)]
 
 
-def run(items_file: Path, layouts_file: Path, templates_dir: Path, out_file: Path) -> None:
+def statistics(captions: list[dict[str, Any]], failures: dict[str, str], recaptioning: bool) -> dict[str, Any]:
+    """Caption lengths beside the paper's; for VLM captions, concepts the model did not
+    mention, captions cut to fit CLIP, and rejected replies by reason."""
+    lengths = {}
+    for role in ("short", "detailed", "vlm"):
+        words = [len(c[role].split()) for c in captions if role in c]
+        if words:
+            lengths[role] = {"captions": len(words), "mean_words": round(sum(words) / len(words), 2),
+                             "over_20_words": round(sum(w > 20 for w in words) / len(words), 3)}
+    out: dict[str, Any] = {"caption_words": lengths, "paper_caption_words": PAPER_CAPTION_WORDS}
+    recaptioned = [c for c in captions if "recaption" in c]
+    if recaptioning:
+        missing = [c for c in recaptioned if c["recaption"]["not_mentioned"]]
+        rejected = Counter(r["rejected"] for c in recaptioned for r in c["recaption"]["rejected"])
+        for reason in failures.values():
+            rejected.update(re.findall(r"\[(\w+)\]", reason))
+        out["recaption"] = {
+            "concepts_not_mentioned": sum(len(c["recaption"]["not_mentioned"]) for c in missing),
+            "captions_missing_a_concept": len(missing),
+            "not_mentioned_examples": [{"id": c["id"], "not_mentioned": c["recaption"]["not_mentioned"],
+                                        "reply": c["recaption"]["reply"][:300], "vlm": c["vlm"]}
+                                       for c in missing[:EXAMPLES]],
+            "cut_to_fit_clip": sum(c["recaption"]["cut"] for c in recaptioned),
+            "ambiguous_mentions": sum(c["recaption"]["ambiguous"] for c in recaptioned),
+            "max_clip_tokens": max((c["recaption"]["clip_tokens"] for c in recaptioned), default=0),
+            "rejected_replies": dict(sorted(rejected.items())),
+        }
+    return out
+
+
+def run(items_file: Path, layouts_file: Path, templates_dir: Path, out_file: Path,
+        images_file: Path = Path("build/images.json"), images_dir: Path = Path("build/images")) -> None:
     document = read_json(items_file)
-    layouts = read_json(layouts_file)
-    items, skipped = attach(document["items"], layouts, "layouts", "layout", "plan")
+    settings = load_settings()
+    items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
+    reads_images = getattr(backends.module("caption", document["backend"]["name"]), "READS_IMAGES", False)
+    if reads_images:
+        items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
+        skipped = {**skipped, **skipped_images}
     for item in items:  # what a caption reads of the layout: who stands where, on which background
         layout = item["layout"]
         item["parts"] = {**item["parts"], "layout": {
             "canvas": layout["canvas"], "background": layout["background"]["id"],
             "objects": [{"concept": o["concept"], "box": o["box"]} for o in layout["objects"]]}}
+        if reads_images:  # and the pixels it looks at: a recomputed image recaptions
+            item["parts"]["image"] = item["image"]["files"][item["image"]["image"]]["blake2b"]
     context = {"backend": document["backend"], "templates_dir": str(templates_dir),
                "templates": document["templates"],
                "concepts": document["concepts"], "backgrounds": document["backgrounds"],
-               "token_style": document["token_style"]}
-    result, _ = run_items("caption", items, caption_item, context, load_settings(), skipped)
+               "token_style": document["token_style"], "images_dir": str(images_dir),
+               "cache_dir": settings.cache_dir, "root": str(Path.cwd()), "device": settings.device,
+               "precision": settings.precision,
+               "weights": document["items"][0]["parts"].get("weights", {}) if document["items"] else {}}
+    result, _ = run_items("caption", items, caption_batch, context, settings, skipped)
     captions = result.entries()
-    finish("caption", result, document["backend"]["name"], out_file, {"captions": captions})
+    finish("caption", result, document["backend"]["name"], out_file, {"captions": captions},
+           **statistics(captions, result.failures, reads_images))
 
 
 def main() -> None:
@@ -86,9 +146,12 @@ def main() -> None:
     parser.add_argument("--items", type=Path, default=Path("build/compiled/caption.json"))
     parser.add_argument("--layouts", type=Path, default=Path("build/layouts.json"))
     parser.add_argument("--templates", type=Path, default=Path("templates"))
+    parser.add_argument("--images", type=Path, default=Path("build/images.json"),
+                        help="read only by backends that look at the images (vlm, vlm-openai)")
+    parser.add_argument("--images-dir", type=Path, default=Path("build/images"))
     parser.add_argument("--out", type=Path, default=Path("build/captions.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.layouts, args.templates, args.out))
+    run_cli(lambda: run(args.items, args.layouts, args.templates, args.out, args.images, args.images_dir))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def histogram_svg(values: list[int], title: str, marks: dict[str, float]) -> str
     return "".join(parts)
 
 
-def contact_sheet(thumbnails: list[Image.Image], columns: int = 4, side: int = 192, gap: int = 4) -> Image.Image:
+def contact_sheet(thumbnails: list[Image.Image], columns: int = 6, side: int = 128, gap: int = 4) -> Image.Image:
     """The thumbnails on a white grid, in order, each centred in a `side`-pixel square."""
     rows = max(1, -(-len(thumbnails) // columns))
     sheet = Image.new("RGB", (columns * side + (columns + 1) * gap, rows * side + (rows + 1) * gap), "white")

@@ -7,16 +7,14 @@ the software that built it. Images are inlined (base64), nothing is fetched: the
 offline, from a CI artifact or an e-mail. Byte-stable, like everything pack writes.
 
 Written by pack at the end of a build (recipe option `output.card_html`); `g4g card`
-regenerates it from a dataset folder.
+(stages/card.py) regenerates it from a dataset folder. The same summary feeds pack's DVC plots.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import tarfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +23,13 @@ import yaml
 from markupsafe import Markup
 
 from stages.card_figures import colorize, histogram_svg, position_counts, size_counts
-from stages.runtime.files import atomic_write_bytes, read_json
-from stages.runtime.thumbnails import png_uri, shrink, jpeg_uri
+from stages.runtime.files import read_json
+from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
 SHEET = 12  # samples on a composition's contact sheet: the first ones in key order
 SHEET_SIDE = 192  # thumbnail side, pixels: a card of a few compositions stays near 1 MB
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
-# MyCanvas (Gen4Gen, Section 3.4): images kept after human rating, by concepts per image
+# MyCanvas, the Gen4Gen paper's dataset: share of images kept by human rating, by concepts per image
 PAPER_KEEP_RATE = {3: 0.53, 4: 0.32, 5: 0.22}
 PAPER_CAPTION_WORDS = 17.7  # mean length of its detailed (LLaVA) captions
 PAPER_IMAGES = 65  # kept images per composition, about (2,684 over 41)
@@ -66,22 +64,28 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
     planned = recipe["recipe"]["compositions"]
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "samples": [], "sheet": [],
                           "rejected": []} for cid in sorted(planned)}
+    picked: dict[str, list[str]] = {}  # per composition, the first SHEET sample keys
     for name in sorted(shards):
+        provenance: dict[str, dict[str, Any]] = {}
+        images: dict[str, bytes] = {}  # of picked samples only: a shard's images are never all held
         with tarfile.open(shards[name]) as tar:
-            members: dict[str, dict[str, bytes]] = {}
             for member in tar:
                 key, _, extension = member.name.partition(".")
-                if extension == "json" or extension in IMAGE_EXTENSIONS:
-                    members.setdefault(key, {})[extension] = tar.extractfile(member).read()
-        for key in sorted(members):
-            provenance = json.loads(members[key]["json"])
-            composition = compositions[provenance["composition"]]
+                picks = picked.setdefault(_composition(key), [])
+                if key not in picks and len(picks) < SHEET:
+                    picks.append(key)
+                if extension == "json":
+                    provenance[key] = json.load(tar.extractfile(member))
+                elif extension in IMAGE_EXTENSIONS and key in picks:
+                    images[key] = tar.extractfile(member).read()
+        for key in sorted(provenance):
+            composition = compositions[provenance[key]["composition"]]
             if name not in composition["shards"]:
                 composition["shards"].append(name)
-            composition["samples"].append(provenance)
-            if len(composition["sheet"]) < SHEET:
-                image = next(members[key][e] for e in IMAGE_EXTENSIONS if e in members[key])
-                composition["sheet"].append({"key": key, "captions": provenance["captions"], "image": shrink(image, SHEET_SIDE)})
+            composition["samples"].append(provenance[key])
+            if key in images:
+                composition["sheet"].append({"key": key, "captions": provenance[key]["captions"],
+                                             "image": shrink(images[key], SHEET_SIDE)})
     for row in sorted(rejected, key=lambda r: r["key"]):
         compositions[_composition(row["key"])]["rejected"].append(row)
     for composition in compositions.values():
@@ -238,21 +242,3 @@ def read_dataset(dataset: Path) -> dict[str, Any]:
     rejected = [json.loads(line) for line in (dataset / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
                 if line]
     return summarize(recipe, {name: dataset / name for name in read_json(dataset / "sizes.json")}, rejected)
-
-
-def run(args: argparse.Namespace) -> int:
-    out = args.output or args.dataset / "card.html"
-    atomic_write_bytes(out, page(read_dataset(args.dataset)).encode("utf-8"))
-    print(f"wrote {out}")
-    return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `card` to the `g4g` subcommands."""
-    card = commands.add_parser("card", help="write the dataset card page (card.html) of a built dataset",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    card.add_argument("--dataset", type=Path, default=Path("dataset"), help="the dataset folder (default: dataset)")
-    card.add_argument("-o", "--output", type=Path, metavar="OUT.html",
-                      help="where to write the page (default: DATASET/card.html)")
-    card.set_defaults(run=run)
-    return card

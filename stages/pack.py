@@ -12,6 +12,8 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
        dataset/manifest.jsonl            one row per packed sample
        dataset/rejected.jsonl            one row per image not packed, with stage and reasons
        dataset/recipe.json               the resolved recipe, its key, backends, software
+       dataset/card.html                 the card people look at (recipe option output.card_html)
+       reports/pack_plots/               DVC plots: keep rates, caption lengths, contact sheets
 
 Shards are items too: a shard's key covers its samples' content keys, so editing one
 composition rewrites only that composition's shards; the others are reused byte for byte.
@@ -34,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from compiler.keys import canonical_json
+from stages.card_html import page as card_page, summarize
 from stages.dataset_card import dataset_card, read_shard
+from stages.pack_plots import write_plots
 from stages.runtime.files import dumps_json, read_json, write_json
 from stages.runtime.cache import ItemCache, verified_bytes
 from stages.runtime.runner import ItemOutput, StageFailed, StageResult, each_item, materialize, run_cli, run_items
@@ -197,15 +201,21 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     manifest = [{"key": s["id"], "shard": shard["id"], "composition": s["layout"]["composition"],
                  "concepts": [o["concept"] for o in s["layout"]["objects"]], "caption": s["captions"]["short"]}
                 for shard in planned for s in shard["samples"]]
-    materialize(result, cache, out_dir, extra={
+    recipe = {"name": document["name"], "key": document["recipe_key"], "recipe": document["recipe"],
+              "backends": document["backends"], "software": document["software"]}
+    summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
+                        rejected)
+    extra = {
         "README.md": card(document, planned, result, cache).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
         "manifest.jsonl": "".join(canonical_json(row) + "\n" for row in manifest).encode("utf-8"),
         "rejected.jsonl": "".join(canonical_json(row) + "\n" for row in rejected).encode("utf-8"),
-        "recipe.json": dumps_json({"name": document["name"], "key": document["recipe_key"],
-                                   "recipe": document["recipe"], "backends": document["backends"],
-                                   "software": document["software"]}).encode("utf-8"),
-    })
+        "recipe.json": dumps_json(recipe).encode("utf-8"),
+    }
+    if document["recipe"]["output"]["card_html"]:
+        extra["card.html"] = card_page(summary).encode("utf-8")
+    materialize(result, cache, out_dir, extra=extra)
+    write_plots(summary, reports_dir / "pack_plots")
     seconds = time.perf_counter() - start
     write_json(reports_dir / "pack.json", {
         "stage": "pack", "items": len(document["items"]), "packed": len(manifest), "rejected": len(rejected),
@@ -228,7 +238,9 @@ def card(document: dict[str, Any], planned: list[dict[str, Any]], result: StageR
         composition["shards"].append(shard["id"])
         composition["fields"] |= fields
         composition["provenance"] += provenance_rows
-    return dataset_card({"name": document["name"], "key": document["recipe_key"]}, compositions)
+    output = document["recipe"]["output"]
+    return dataset_card({"name": document["name"], "key": document["recipe_key"], "license": output["license"],
+                         "card_html": output["card_html"]}, compositions)
 
 
 def main() -> None:

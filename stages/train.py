@@ -136,6 +136,7 @@ def model_files(item: dict[str, Any], document: dict[str, Any], outcome: common.
             "composition": item["id"], "key": item["key"], "base": params["model"],
             "backend": document["backend"]["name"], "tokens": tokens, "global_token": item["global_token"],
             "steps": final, "checkpoints": sorted(outcome.checkpoints), "examples": len(examples),
+            "resolution": params["resolution"],
         }).encode(),
     }
 

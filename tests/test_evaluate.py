@@ -120,9 +120,10 @@ def test_an_experiment_without_evaluation_is_named_with_its_reason():
 
 # --- compile time: prompts ------------------------------------------------------------------
 
-def compile_evaluation(root: Path, recipe_name: str = "tiny", overrides: list[str] | None = None) -> dict:
-    recipe = compose_recipe(root / "recipes", recipe_name, overrides or [])
-    backends_config = validate(recipe, root / "recipes" / f"{recipe_name}.yaml", root / "templates")
+def compile_evaluation(root: Path, overrides: list[str]) -> dict:
+    """build/compiled/evaluate.json's content for the tiny recipe (the rest of the plan is not built)."""
+    recipe = compose_recipe(root / "recipes", "tiny", overrides)
+    backends_config = validate(recipe, root / "recipes/tiny.yaml", root / "templates")
     return evaluation_document(recipe, backends_config, Fingerprints(root, root / "templates", HashMemo(None)),
                                root / "templates")
 
@@ -131,7 +132,7 @@ EVALUATE_ON = ["backends.evaluate.name=clip", "backends.train.name=custom-diffus
 
 
 def test_default_prompt_uses_an_unseen_background_and_the_concept_names(project):
-    document = compile_evaluation(project, overrides=[*EVALUATE_ON, "strategy.global_token=true",
+    document = compile_evaluation(project, [*EVALUATE_ON, "strategy.global_token=true",
                                                       "strategy.token_style=token_noun"])
     prompts = document["compositions"]["cat_mug"]["prompts"]
     assert prompts == [{"text": "<cat_mug> a photo of <cat1> cat and <mug1> mug side by side on a wooden table in a "
@@ -150,24 +151,24 @@ def test_inline_prompts_render_in_the_sandbox_and_must_set_their_background(proj
         '{% set background = "in a snowy forest" %}{{ concepts[0].token }} next to {{ concepts[1].token }} '
         '{{ background }}']
     write_recipe(project, recipe)
-    document = compile_evaluation(project, overrides=EVALUATE_ON)
+    document = compile_evaluation(project, EVALUATE_ON)
     assert document["compositions"]["cat_mug"]["prompts"] == [
         {"text": "<cat1> next to <mug1> in a snowy forest", "background": "in a snowy forest"}]
 
     recipe["compositions"]["cat_mug"]["eval_prompts"] = ["{{ concepts[0].token }} on a beach"]
     write_recipe(project, recipe)
     with pytest.raises(RecipeError, match=r"compositions.cat_mug.eval_prompts\[0\]: .*must .*set `background`"):
-        compile_evaluation(project, overrides=EVALUATE_ON)
+        compile_evaluation(project, EVALUATE_ON)
     recipe["compositions"]["cat_mug"]["eval_prompts"] = ['{% set background = "x" %}{{ concepts.__class__ }}']
     write_recipe(project, recipe)
     with pytest.raises(RecipeError, match=r"eval_prompts\[0\]: SecurityError"):
-        compile_evaluation(project, overrides=EVALUATE_ON)
+        compile_evaluation(project, EVALUATE_ON)
 
 
 def test_metric_options_do_not_touch_the_generation_keys(project):
-    first = compile_evaluation(project, overrides=EVALUATE_ON)
-    other_metric = compile_evaluation(project, overrides=[*EVALUATE_ON, "+backends.evaluate.detection_threshold=0.3"])
-    other_sampler = compile_evaluation(project, overrides=[*EVALUATE_ON, "+backends.evaluate.guidance_scale=7.5"])
+    first = compile_evaluation(project, EVALUATE_ON)
+    other_metric = compile_evaluation(project, [*EVALUATE_ON, "+backends.evaluate.detection_threshold=0.3"])
+    other_sampler = compile_evaluation(project, [*EVALUATE_ON, "+backends.evaluate.guidance_scale=7.5"])
     assert [i["parts"] for i in first["items"]] == [i["parts"] for i in other_metric["items"]]
     assert first["measurement"] != other_metric["measurement"]
     assert first["items"][0]["parts"] != other_sampler["items"][0]["parts"]
@@ -176,7 +177,7 @@ def test_metric_options_do_not_touch_the_generation_keys(project):
 
 def test_a_baseline_with_training_off_needs_its_base_model(project):
     with pytest.raises(RecipeError, match="backends.evaluate.baseline_model: baseline: true with training off"):
-        compile_evaluation(project, overrides=["backends.evaluate.name=clip", "+backends.evaluate.baseline=true"])
+        compile_evaluation(project, ["backends.evaluate.name=clip", "+backends.evaluate.baseline=true"])
 
 
 # --- the stage on tiny models -----------------------------------------------------------------
@@ -198,7 +199,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def set_overrides(project: Path, tiny: dict[str, str], train: bool = True, **evaluation) -> list[str]:
+def set_overrides(project: Path, tiny: dict[str, str], train: bool = True, **evaluation) -> None:
     options = {"detector": tiny["detector"], "embedder": "tiny-clip", "embedder_weights": tiny["embedder_weights"],
                "embedder_config": tiny["embedder_config"], "detection_threshold": 0.0, "steps": 2, "resolution": 64,
                "samples_per_prompt": 2, **evaluation}
@@ -211,11 +212,12 @@ def set_overrides(project: Path, tiny: dict[str, str], train: bool = True, **eva
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["overrides"] = overrides
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    return overrides
 
 
-def evaluate_in_process(project: Path, overrides: list[str]) -> dict:
-    write_json(project / "build/compiled/evaluate.json", compile_evaluation(project, overrides=overrides))
+def evaluate_in_process(project: Path) -> dict:
+    from compiler import compile as compile_stage
+
+    assert compile_stage.main(["--params", "params.yaml", "--out", "build/compiled"]) == 0
     evaluate.run(project / "build/compiled/evaluate.json", project / "trained", project / "evaluation",
                  project / "metrics/evaluate.json")
     return json.loads((project / "reports/evaluate.json").read_text())
@@ -231,9 +233,9 @@ def train_in_process(project: Path) -> None:
 
 
 def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_changes(project, tiny, one_thread):
-    overrides = set_overrides(project, tiny, checkpoints="all", baseline="true")
+    set_overrides(project, tiny, checkpoints="all", baseline="true")
     train_in_process(project)
-    report = evaluate_in_process(project, overrides)
+    report = evaluate_in_process(project)
     # 2 compositions x 1 prompt x 2 samples x (base + checkpoints 1 and 2)
     assert (report["computed"], report["measure"]["computed"], report["failed"]) == (12, 12, 0)
     assert sorted(p.name for p in (project / "evaluation/cat_mug").iterdir()) == [
@@ -258,14 +260,14 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
                                                                 for v in ("trained", "base")}
     images = {p.name: p.read_bytes() for p in (project / "evaluation/cat_mug").iterdir()}
 
-    overrides = set_overrides(project, tiny, checkpoints="all", baseline="true", detection_threshold=0.5)
-    report = evaluate_in_process(project, overrides)
+    set_overrides(project, tiny, checkpoints="all", baseline="true", detection_threshold=0.5)
+    report = evaluate_in_process(project)
     assert (report["computed"], report["reused"]) == (0, 12)  # no image painted again
     assert (report["measure"]["computed"], report["measure"]["recomputed_because"]) == (12, {"backend": 12})
     assert {p.name: p.read_bytes() for p in (project / "evaluation/cat_mug").iterdir()} == images
 
-    overrides = set_overrides(project, tiny, detection_threshold=0.5, guidance_scale=3.0)
-    report = evaluate_in_process(project, overrides)
+    set_overrides(project, tiny, detection_threshold=0.5, guidance_scale=3.0)
+    report = evaluate_in_process(project)
     assert report["computed"] == 4 and report["measure"]["computed"] == 4  # final checkpoints only, no baseline
     assert sorted(p.name for p in (project / "evaluation/cat_mug").iterdir()) == ["step-2-p0-s0.png",
                                                                                  "step-2-p0-s1.png"]
@@ -283,21 +285,38 @@ def test_missing_metric_weights_say_what_to_download_and_which_key_to_set(tiny):
 
 
 def test_training_off_says_there_is_nothing_to_evaluate(project, tiny):
-    overrides = set_overrides(project, tiny, train=False)
+    set_overrides(project, tiny, train=False)
     build_in_process(project)
-    report = evaluate_in_process(project, overrides)
+    report = evaluate_in_process(project)
     assert report["items"] == 0 and "training is off" in report["note"]
     assert json.loads((project / "metrics/evaluate.json").read_text())["evaluated"] is False
     assert (project / "evaluation/rows.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
+def test_dvc_repro_trains_and_evaluates_end_to_end(dvc_project, tiny):
+    from tests.conftest import run_tool
+
+    set_overrides(dvc_project, tiny)
+    run_tool(dvc_project, "dvc", "repro")
+    shown = run_tool(dvc_project, "dvc", "metrics", "show").stdout
+    assert "bins.<=3.cp_clip" in shown and "bins.<=3.ti_clip" in shown and "bins.<=3.paper.cp_clip" in shown
+    metrics = json.loads((dvc_project / "metrics/evaluate.json").read_text())
+    assert metrics["bins"]["<=3"]["images"] == 4 and metrics["compositions"]["cat_mug"]["checkpoint"] == 2
+    plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
+    assert "evaluation/grids/cat_mug.png" in plots and "evaluation/compositions.json" in plots
+    assert run_tool(dvc_project, "dvc", "status").stdout.split() == ["compile:", "always", "changed"]
+
+
 def test_dvc_yaml_evaluate_deps_cover_every_module_it_runs():
     from compiler.fingerprint import closure
     from stages import backends
+    from stages.backends.train.trained import LOADERS
     from tests.conftest import REPO
 
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
-    modules = ["stages.evaluate", *backends.REGISTRY["evaluate"].values()]
+    # trained models load through their training backend's module, imported by name
+    modules = ["stages.evaluate", *backends.REGISTRY["evaluate"].values(), *LOADERS.values()]
     files = {path.relative_to(REPO).as_posix() for path in closure(modules)[0].values()}
     uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in stage["deps"]))
     assert not uncovered, f"dvc.yaml stage 'evaluate' misses deps {uncovered}"

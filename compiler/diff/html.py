@@ -7,17 +7,14 @@ reasons and recipe values are text, never markup.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from typing import Any
 
 import jinja2
-from PIL import Image
 
 from compiler.diff.snapshot import Snapshot
+from stages.runtime.thumbnails import thumbnail
 
-THUMBNAIL = 256  # longer side, pixels
 MAX_SAMPLES = 120  # sample cards on one page; the rest are counted
 VISUAL_PARTS = {"layout", "photos", "image", "masks"}
 
@@ -70,15 +67,6 @@ figcaption { font-size: 12px; color: #555; }
 {% endfor %}</div>{% if hidden %}<p>{{ hidden }} more samples differ; <code>g4g diff --json</code> lists them all.</p>{% endif %}{% endif %}
 </body></html>
 """)
-
-
-def thumbnail(data: bytes) -> str:
-    """A data URI of the image as a JPEG at most THUMBNAIL pixels on its longer side."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def cards(report: dict[str, Any]) -> list[dict[str, Any]]:

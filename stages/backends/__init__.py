@@ -28,7 +28,11 @@ REGISTRY: dict[str, dict[str, str]] = {
         "replay": "stages.backends.plan.replay",
     },
     "compose": {"paste": "stages.backends.compose.paste", "sdxl-inpaint": "stages.backends.compose.sdxl_inpaint"},
-    "caption": {"template": "stages.backends.caption.template"},
+    "caption": {
+        "template": "stages.backends.caption.template",
+        "vlm": "stages.backends.caption.vlm",
+        "vlm-openai": "stages.backends.caption.vlm_openai",
+    },
     "score": {"geometric": "stages.backends.score.geometric", "clip": "stages.backends.score.clip"},
     "train": {
         "none": "stages.backends.train.none",

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from stages.backends import BackendUnavailable
 from stages.runtime.replies import MAX_REPLY_CHARS, ReplyRejected, RequestFailed
@@ -24,6 +25,22 @@ from stages.runtime.untrusted import endpoint_allowed, redact_url, url_problem
 MAX_RESPONSE_BYTES = 8 * MAX_REPLY_CHARS + 64 * 1024  # the reply JSON-escaped, plus the envelope
 MASKED_KEY_LENGTH = 8  # keys this long or longer are masked in server text ("local" is no secret)
 T = TypeVar("T")
+
+
+@dataclass
+class EndpointParams:
+    """The recipe options of a backend that asks an endpoint."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    timeout: float = 60.0  # seconds per request
+    max_retries: int = 4  # on 429, 5xx, timeouts and connection errors, with backoff
+    concurrency: int = 4  # requests in flight per worker
+    URLS: ClassVar[tuple[str, ...]] = ("base_url",)  # options the runtime settings must approve
+
+    def check_endpoint(self) -> None:
+        if self.timeout <= 0 or self.max_retries < 0 or self.concurrency < 1:
+            raise ValueError("timeout > 0, max_retries >= 0, concurrency >= 1")
 
 
 class ResponseTooLarge(Exception):
@@ -62,9 +79,10 @@ class ChatEndpoint:
     """One approved endpoint; the client is made on the first request (a full reply cache
     needs no key)."""
 
-    def __init__(self, base_url: str, timeout: float, max_retries: int, concurrency: int, root: str | Path = "."):
-        self.base_url, self.timeout, self.max_retries, self.concurrency = base_url, timeout, max_retries, concurrency
-        self.endpoint = redact_url(base_url)  # what messages and the reply cache's keys name
+    def __init__(self, params: EndpointParams, root: str | Path = "."):
+        self.params = params
+        self.base_url = params.base_url
+        self.endpoint = redact_url(params.base_url)  # what messages and the reply cache's keys name
         self.root = Path(root)
         self._client = None
         self._key = ""
@@ -86,8 +104,8 @@ class ChatEndpoint:
                     f"the environment variable {variable} (runtime.llm_api_key_env) is not set: export your API key "
                     f"there (a local server accepts any value, e.g. `export {variable}=local`)")
             http_client = openai.DefaultHttpxClient(transport=_bounded_transport(), follow_redirects=False)
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key, timeout=self.timeout,
-                                         max_retries=self.max_retries, http_client=http_client)
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key, timeout=self.params.timeout,
+                                         max_retries=self.params.max_retries, http_client=http_client)
         return self._client
 
     def masked(self, text: str) -> str:
@@ -98,7 +116,7 @@ class ChatEndpoint:
         """`ask` for every request, `concurrency` in flight; connects first, so a missing key or
         an unapproved endpoint stops the stage before anything is sent."""
         self._connect()
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.params.concurrency) as pool:
             return list(pool.map(ask, requests))
 
     def send(self, request: dict[str, Any]) -> str | RequestFailed | ReplyRejected:

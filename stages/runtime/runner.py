@@ -18,7 +18,7 @@ from compiler.errors import ItemError
 from compiler.keys import content_key
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache
-from stages.runtime.executor import LocalExecutor, batched
+from stages.runtime.executor import WorkerFailed, batched, executor_for
 from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
 from stages.runtime.settings import Settings
 
@@ -119,7 +119,7 @@ def run_items(
         else:
             todo.append(item)
     work = functools.partial(_work, process=process, context=context, cache=cache)
-    executor = LocalExecutor(settings.workers)
+    executor = executor_for(stage, settings, context, cache.base)
     with tqdm(total=len(todo), desc=stage, unit="item", disable=None, file=sys.stderr) as progress:
         for outcomes in executor.imap_unordered(work, batched(todo, settings.batch_size)):
             for item_id, record, reason in outcomes:
@@ -217,7 +217,7 @@ def run_cli(run_stage: Callable[[], None]) -> None:
 
     try:
         run_stage()
-    except (BackendUnavailable, SettingsError, DiskFull, StageFailed) as error:
+    except (BackendUnavailable, SettingsError, DiskFull, StageFailed, WorkerFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

@@ -23,6 +23,10 @@ from stages.runtime.untrusted import redact_url, url_problem
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+EXECUTORS = ("local", "ray")
+STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "train-prior", "evaluate",
+          "evaluate-generate", "evaluate-measure")  # the stages, and the runs of their item loops
+RAY_ADDRESS = re.compile(r"(local|auto|(ray://)?[A-Za-z0-9_.-]+:[0-9]+)\Z")
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -40,6 +44,9 @@ class Settings:
     cpu_offload: bool = False  # keep diffusion models in CPU memory between uses (small GPUs)
     gradient_checkpointing: bool = False  # training: recompute activations (less memory, slower steps)
     cache_dir: str = ".g4g/cache"  # the item cache, shared by all recipes of this project
+    executor: str = "local"  # where item batches run: local, ray, or per stage (compose=ray,score=ray)
+    ray_address: str = "local"  # local (a private instance), auto (the `ray start` cluster), ray://host:port
+    ray_gpus: str = ""  # GPUs per Ray worker by stage (compose=1,score=0.5); model stages: 1 if the cluster has GPUs
     llm_endpoints: tuple = ("https://api.openai.com/v1",)  # URL prefixes a recipe's base_url may use
     llm_api_key_env: str = "OPENAI_API_KEY"  # the variable whose value is sent to them as the API key
 
@@ -84,10 +91,54 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
         if problem:
             raise SettingsError(f"{params_file}: runtime.llm_endpoints (or G4G_LLM_ENDPOINTS): "
                                 f"{redact_url(url)}: {problem}")
+    for name, valid in (("executor", EXECUTORS), ("ray_gpus", None)):
+        try:
+            per_stage(getattr(settings, name), valid)
+        except ValueError as error:
+            raise SettingsError(f"{params_file}: runtime.{name} (or G4G_{name.upper()}): {error}") from None
+    if not RAY_ADDRESS.match(settings.ray_address):
+        raise SettingsError(f"{params_file}: runtime.ray_address (or G4G_RAY_ADDRESS): {settings.ray_address!r}; "
+                            "valid: local, auto, ray://HOST:PORT or HOST:PORT")
     if not VARIABLE_NAME.match(settings.llm_api_key_env):
         raise SettingsError(f"{params_file}: runtime.llm_api_key_env (or G4G_LLM_API_KEY_ENV): "
                             f"{settings.llm_api_key_env!r} is not an environment variable name")
     return settings
+
+
+def per_stage(value: str, valid: tuple[str, ...] | None = None) -> dict[str, str]:
+    """A per-stage setting by stage: `V` (every stage, as `*`) or `stage=V,stage=V`; values are
+    from `valid`, or GPU counts (numbers >= 0) when `valid` is None."""
+    by_stage = _by_stage(value)
+    for stage, choice in by_stage.items():
+        if stage != "*" and stage not in STAGES:
+            raise ValueError(f"unknown stage '{stage}' in {value!r}; valid: {', '.join(STAGES)}")
+        if valid is not None and choice not in valid:
+            raise ValueError(f"'{choice}' in {value!r}; valid: {', '.join(valid)}, alone or per stage "
+                             f"(e.g. compose={valid[-1]},score={valid[-1]})")
+        if valid is None and not _is_gpus(choice):
+            raise ValueError(f"'{choice}' in {value!r} is not a number of GPUs >= 0 (e.g. compose=1,score=0.5)")
+    return by_stage
+
+
+def for_stage(value: str, stage: str) -> str | None:
+    """The value of a per-stage setting for `stage` (a run of it, like evaluate-measure, falls
+    back to its stage, then to the value for every stage); None when it names none of them."""
+    by_stage = _by_stage(value)
+    return by_stage.get(stage, by_stage.get(stage.split("-")[0], by_stage.get("*")))
+
+
+def _by_stage(value: str) -> dict[str, str]:
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if len(entries) == 1 and "=" not in entries[0]:
+        return {"*": entries[0]}
+    return {stage.strip(): choice.strip() for stage, _, choice in (entry.partition("=") for entry in entries)}
+
+
+def _is_gpus(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
 
 
 def _coerce(kind: str, value: object) -> object:

@@ -12,6 +12,7 @@ from typing import Any
 from stages.templating import Templates
 
 VERSION = "1"
+IGNORES = ("aliases", "seed")  # key parts it does not read: templates see no aliases and draw nothing
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Backend:
         self.roles = dict(sorted(templates.items()))
         for name in self.roles.values():
             self.templates.load(name)  # a syntax error stops the stage before any item
+
+    def caption_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [self.caption(sample["scene"]) for sample in samples]
 
     def caption(self, scene: dict[str, Any]) -> dict[str, str]:
         """One caption per template role, whitespace collapsed to single spaces."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.backends.plan.llm import LlmParams, LlmPlanner, RequestFailed
+from stages.backends.plan.llm import LlmParams, LlmPlanner
 from stages.metrics.models import ModelMissing, hub_offline
+from stages.runtime.replies import RequestFailed
 from stages.runtime.settings import torch_device
 
 VERSION = "1"

@@ -2,9 +2,9 @@
 rejected replies, and the paper's post-processing. Subclasses only say how to ask a model.
 
 Each request is keyed by (rendered prompt, backend, endpoint, model, sampling parameters,
-seed); its raw reply is stored in the item cache's `llm/` folder and in the layout record, so
-a rerun, an unrelated edit or a colleague with the same cache never pays for the same call
-twice, and a recipe asking another endpoint never reuses this one's replies.
+seed); its raw reply is stored in the reply cache (`stages.runtime.replies`) and in the layout
+record, so a rerun, an unrelated edit or a colleague with the same cache never pays for the
+same call twice, and a recipe asking another endpoint never reuses this one's replies.
 
 Replies are untrusted: one longer than `MAX_REPLY_CHARS` is rejected before it is cached,
 parsing is linear-time and rejects what it cannot use (retried like any bad reply, also when
@@ -21,18 +21,16 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from compiler.errors import ItemError
-from compiler.keys import content_key
 from compiler.sources import confined
 from stages.backends import BackendUnavailable
 from stages.backends.plan import choose_photo, choose_views
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
-from stages.runtime.files import read_json, write_json
+from stages.runtime.replies import ReplyCache, RequestFailed
 from stages.runtime.untrusted import escape_controls
 from stages.templating import Templates
 
 SIZE_SOURCES = ("none", "recipe", "llm")
-MAX_REPLY_CHARS = 64 * 1024  # a layout reply is a few hundred characters; anything this long is rejected
 KEPT = "\n\t"  # the control characters a stored reply keeps (JSON escapes them in files)
 
 
@@ -61,10 +59,6 @@ class LlmParams:
             raise ValueError(f"temperature {self.temperature}: valid 0-2")
 
 
-class RequestFailed(Exception):
-    """The model could not be asked: server errors after retries, a timeout, no connection."""
-
-
 def object_names(class_nouns: list[str]) -> list[str]:
     """Names the model sees: class nouns, numbered when a noun repeats ("cat", "cat 2")."""
     seen: dict[str, int] = {}
@@ -73,34 +67,6 @@ def object_names(class_nouns: list[str]) -> list[str]:
         seen[noun] = seen.get(noun, 0) + 1
         names.append(noun if seen[noun] == 1 else f"{noun} {seen[noun]}")
     return names
-
-
-def _bounded(reply: str | RequestFailed | None) -> str | RequestFailed | ReplyRejected | None:
-    """A reply as text that can be stored (lone surrogates escaped), or a rejection when too long."""
-    if not isinstance(reply, str):
-        return reply
-    if len(reply) > MAX_REPLY_CHARS:
-        return ReplyRejected("reply_too_large", f"a reply of {len(reply)} characters; at most {MAX_REPLY_CHARS}")
-    return reply.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class ReplyCache:
-    def __init__(self, root: Path):
-        self.root = root
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> str | None:
-        """The cached reply; None when there is none or the entry is unreadable (asked again)."""
-        try:
-            reply = read_json(self._path(key)).get("reply")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return reply if isinstance(reply, str) else None
-
-    def put(self, key: str, request: dict[str, Any], reply: str) -> None:
-        write_json(self._path(key), {"request": request, "reply": reply})
 
 
 @dataclass
@@ -129,24 +95,14 @@ class LlmPlanner:
             self.examples = load_examples(examples) if examples else []
         except (OSError, ValueError) as error:  # not UTF-8 is a ValueError too
             raise BackendUnavailable(f"examples file {params.examples}: {error}") from None
-        self.replies = ReplyCache(Path(cache_dir) / "llm")
+        self.replies = ReplyCache(cache_dir)
 
     def complete(self, prompts: list[tuple[str, int]]) -> list[str | RequestFailed | ReplyRejected]:
         raise NotImplementedError
 
     def _ask(self, prompts: list[tuple[str, int]]) -> list[tuple[str, str | RequestFailed | ReplyRejected]]:
-        """Replies for (text, seed) prompts, from the cache where possible; a reply over
-        `MAX_REPLY_CHARS` comes back as a rejection and is never cached."""
-        keys = [content_key("llm", self.identity, text, seed) for text, seed in prompts]
-        answers: list[str | RequestFailed | ReplyRejected | None] = [_bounded(self.replies.get(key)) for key in keys]
-        missing = [i for i, answer in enumerate(answers) if answer is None]
-        if missing:
-            for i, reply in zip(missing, self.complete([prompts[i] for i in missing])):
-                answers[i] = _bounded(reply)
-                if isinstance(answers[i], str):
-                    text, seed = prompts[i]
-                    self.replies.put(keys[i], {"prompt": text, "seed": seed, **self.identity}, answers[i])
-        return list(zip(keys, answers))
+        """Replies for (text, seed) prompts, from the reply cache where possible."""
+        return self.replies.ask(self.identity, prompts, self.complete)
 
     def plan_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
         jobs = [_Job(r, object_names([c["class_noun"] for c in r["concepts"]])) for r in requests]

@@ -13,13 +13,8 @@ from typing import Any, Sequence
 
 from stages.layout import (clamp, fit_aspect, minimum_side, paste_order_by_overlap, resize_about_centre,
                            scale_about_centre, to_pixels)
+from stages.runtime.replies import ReplyRejected
 from stages.runtime.untrusted import escape_controls
-
-
-class ReplyRejected(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"[{kind}] {message}")
-        self.kind = kind
 
 
 MAX_DEPTH = 32  # nesting a layout never needs; deeper replies are malformed, not a crash

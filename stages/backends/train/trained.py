@@ -1,6 +1,7 @@
 """A trained model's folder (`trained/<composition>/`) and how to load it.
 
-    model.json                   what was trained: base model, backend, tokens, steps, checkpoints
+    model.json                   what was trained: base model, backend, tokens, steps, checkpoints,
+                                 resolution, the training item's key
     pytorch_custom_diffusion_weights.bin | pytorch_lora_weights.safetensors
     token-N.safetensors          one new token's embedding each ({token: vector})
     checkpoints/NNNNNNN/         the same weight files at earlier steps (keep_checkpoints)
@@ -71,15 +72,16 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, check
 def sample(model_dir: Path, prompt: str, count: int, out_dir: Path, seed: int = 0, steps: int = 50,
            guidance_scale: float = 6.0, checkpoint: int | None = None, device: str = "cpu", dtype: Any = None
            ) -> list[Path]:
-    """`count` images of `prompt`, image i from its own generator seeded `seed + i` (the same
-    image whatever `count` is), written as out_dir/NNN.png."""
+    """`count` images of `prompt` at the training resolution, image i from its own generator
+    seeded `seed + i` (the same image whatever `count` is), written as out_dir/NNN.png."""
     import torch
 
     pipeline = load_pipeline(model_dir, device, dtype, checkpoint)
+    side = read_model(model_dir)["resolution"]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):
-        image = pipeline(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+        image = pipeline(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=side, width=side,
                          generator=torch.Generator().manual_seed(seed + index)).images[0]
         paths.append(out_dir / f"{index:03d}.png")
         image.save(paths[-1])

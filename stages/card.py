@@ -1,0 +1,32 @@
+"""`g4g card [--dataset DIR] [-o OUT.html]`: write the dataset card page of a built dataset.
+
+Regenerates `dataset/card.html` (what pack writes when the recipe's `output.card_html` is on)
+from the dataset folder alone: its shards, rejected.jsonl and recipe.json. The page is the same,
+byte for byte, as the one pack writes for that dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from stages.card_html import page, read_dataset  # numpy, Pillow and jinja2: only when a card is written
+    from stages.runtime.files import atomic_write_bytes
+
+    out = args.output or args.dataset / "card.html"
+    atomic_write_bytes(out, page(read_dataset(args.dataset)).encode("utf-8"))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `card` to the `g4g` subcommands."""
+    card = commands.add_parser("card", help="write the dataset card page (card.html) of a built dataset",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    card.add_argument("--dataset", type=Path, default=Path("dataset"), help="the dataset folder (default: dataset)")
+    card.add_argument("-o", "--output", type=Path, metavar="OUT.html",
+                      help="where to write the page (default: DATASET/card.html)")
+    card.set_defaults(run=run)
+    return card

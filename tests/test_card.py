@@ -1,0 +1,260 @@
+"""The dataset card (dataset/README.md's header, dataset/card.html, `g4g card`) and pack's DVC
+plots, on real builds of the tiny recipe in a temporary git + DVC repository:
+
+  a  the tiny recipe as it is (every image kept)
+  b  score's min_area raised, so that some images are rejected (the workspace is b too)
+
+dvc.yaml is the project's, with what PLOTS_YAML declares for pack's plots added where it is
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from compiler import compile as compile_stage
+from compiler.cli import main
+from stages import card_figures, card_html, pack
+from stages.card_html import SHEET
+from tests.conftest import THROUGHPUT_VARIABLES, build_in_process, copy_project, run_tool
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+PLOTS_YAML = """
+stages:
+  pack:
+    deps: [stages/card_html.py, stages/card_figures.py, stages/pack_plots.py]  # added to pack's deps
+    outs:
+      - dataset
+      - reports/pack_plots: {cache: false}  # written by pack; shown by the plots below
+plots:
+  - reports/pack_plots/keep_rate.csv:  # column paper_keep_rate: Gen4Gen's human rating kept 53% / 32% / 22%
+      template: bar_horizontal
+      x: keep_rate
+      y: composition
+      title: Keep rate per composition
+  - Caption length in words (Gen4Gen's detailed captions average 17.7):
+      template: linear
+      x: {reports/pack_plots/caption_lengths.csv: words}
+      y: {reports/pack_plots/caption_lengths.csv: [short, detailed]}
+      y_label: captions
+  - reports/pack_plots/contact_sheets  # each composition's first samples (those on dataset/card.html)
+"""
+CAPTION_PLOT = "Caption length in words (Gen4Gen's detailed captions average 17.7)"
+
+
+def patch_dvc_yaml(root: Path) -> None:
+    """Add what PLOTS_YAML declares and the copied dvc.yaml lacks (nothing, once the project's has it)."""
+    pipeline, plots = yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load(PLOTS_YAML)
+    stage = pipeline["stages"]["pack"]
+    stage["deps"] += [dep for dep in plots["stages"]["pack"]["deps"] if dep not in stage["deps"]]
+    stage["outs"] = plots["stages"]["pack"]["outs"]
+    declared = {next(iter(plot)) if isinstance(plot, dict) else plot for plot in pipeline["plots"]}
+    pipeline["plots"] += [plot for plot in plots["plots"]
+                          if (next(iter(plot)) if isinstance(plot, dict) else plot) not in declared]
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+
+
+def edit_recipe(root: Path, edit) -> None:
+    path = root / "recipes/tiny.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    edit(recipe)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def commit(root: Path, tag: str) -> None:
+    run_tool(root, "git", "add", "-A")
+    run_tool(root, "git", "commit", "-qm", tag, **GIT_ENV)
+
+
+def samples(root: Path) -> list[dict]:
+    """Every packed sample's provenance JSON, in shard order."""
+    rows = []
+    for shard in sorted((root / "dataset").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            rows += [json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")]
+    return rows
+
+
+def rejected(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "dataset/rejected.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, shared_data) -> Path:
+    """The repository after builds a (`dvc repro`) and b (the same stages in this process, which
+    is faster); two of b's images are rejected for their size."""
+    root = copy_project(tmp_path_factory.mktemp("card") / "project")
+    patch_dvc_yaml(root)
+    (root / ".gitignore").write_text("/.g4g/\n/dvc_plots/\n")
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run_tool(root, *command)
+    run_tool(root, "dvc", "repro", "-q", "pack", G4G_CACHE_DIR=str(root / ".g4g/cache"))
+    assert "up to date" in run_tool(root, "dvc", "status", "pack").stdout  # pack wrote every declared output
+    commit(root, "a")
+    areas = sorted(min(c["area"] for c in s["score"]["concepts"]) for s in samples(root))
+    threshold = (areas[1] + areas[2]) / 2  # rejects the two images with the smallest object
+    edit_recipe(root, lambda recipe: recipe.update(backends={"score": {"name": "geometric", "min_area": threshold}}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for variable in THROUGHPUT_VARIABLES:
+            patch.delenv(variable, raising=False)
+        build_in_process(root)
+    commit(root, "b")
+    assert len(rejected(root)) == 2 and {s["composition"] for s in samples(root)} == {"cat_mug", "cat_mug_plant"}
+    return root
+
+
+def front_matter(root: Path) -> dict:
+    text = (root / "dataset/README.md").read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def test_readme_header_describes_the_dataset_for_the_hub(history):
+    header = front_matter(history)
+    assert header["license"] == "unknown" and header["pretty_name"] == "tiny"
+    assert header["task_categories"] == ["text-to-image"] and header["size_categories"] == ["n<1K"]
+    assert "gen4gen" in header["tags"]
+    shards = json.loads((history / "dataset/sizes.json").read_text())
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
+    assert configs.pop("all") == sorted(shards)
+    assert configs == {c: sorted(s for s in shards if s.rsplit("-", 1)[0] == c) for c in ("cat_mug", "cat_mug_plant")}
+    assert "`card.html`" in (history / "dataset/README.md").read_text()
+
+
+def test_size_categories_follow_the_hub_buckets():
+    from stages.dataset_card import size_category
+
+    assert [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 2 * 10**9)] == [
+        "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "n>1B"]
+
+
+def test_plot_files_count_what_the_dataset_holds(history):
+    kept = Counter(s["composition"] for s in samples(history))
+    dropped = Counter(row["key"].rsplit("-", 1)[0] for row in rejected(history))
+    rows = (history / "reports/pack_plots/keep_rate.csv").read_text().splitlines()
+    assert rows[0] == "composition,concepts,images,kept,keep_rate,paper_keep_rate"
+    assert rows[1:] == [f"{c},{n},{kept[c] + dropped[c]},{kept[c]},{round(kept[c] / (kept[c] + dropped[c]), 4)},0.53"
+                        for c, n in (("cat_mug", 2), ("cat_mug_plant", 3))]
+    lengths = [line.split(",") for line in (history / "reports/pack_plots/caption_lengths.csv").read_text().splitlines()]
+    assert lengths[0] == ["words", "short", "detailed"]
+    for column, kind in ((1, "short"), (2, "detailed")):
+        counted = {int(row[0]): int(row[column]) for row in lengths[1:] if int(row[column])}
+        assert counted == Counter(len(s["captions"][kind].split()) for s in samples(history))
+    sheets = sorted(p.name for p in (history / "reports/pack_plots/contact_sheets").iterdir())
+    assert sheets == [f"{c}.jpg" for c in sorted(kept)]
+
+
+def plots(root: Path, *command: str) -> dict:
+    """`dvc plots ... --json`: our plots' data, none of them in error (the plots of train and
+    evaluate, which this build does not run, are)."""
+    shown = json.loads(run_tool(root, "dvc", "plots", *command, "--json").stdout)
+    ours = [e for e in shown.get("errors", []) if e["name"].startswith("reports/pack_plots") or e["name"] == CAPTION_PLOT]
+    assert not ours
+    return shown["data"]
+
+
+def test_dvc_plots_show_and_diff(history, tmp_path):
+    data = plots(history, "show", "-o", str(tmp_path / "show"))
+    rates = data["reports/pack_plots/keep_rate.csv"][0]["content"]["data"]["values"]
+    assert [row["composition"] for row in rates] == ["cat_mug", "cat_mug_plant"]
+    assert {row["field"] for row in data[CAPTION_PLOT][0]["content"]["data"]["values"]} == {"short", "detailed"}
+    images = {name for name, entries in data.items() if entries and entries[0]["type"] == "image"}
+    assert images == {f"reports/pack_plots/contact_sheets/{c}.jpg" for c in ("cat_mug", "cat_mug_plant")}
+
+    data = plots(history, "diff", "HEAD~1", "-o", str(tmp_path / "diff"))
+    rates = data["reports/pack_plots/keep_rate.csv"][0]["content"]["data"]["values"]
+    by_rev = {(row["rev"], row["composition"]): float(row["keep_rate"]) for row in rates}
+    assert {rev for rev, _ in by_rev} == {"HEAD~1", "workspace"}
+    assert all(by_rev["HEAD~1", c] == 1.0 for c in ("cat_mug", "cat_mug_plant"))
+    assert sum(by_rev["workspace", c] < 1.0 for c in ("cat_mug", "cat_mug_plant")) >= 1
+    sheets = data["reports/pack_plots/contact_sheets/cat_mug_plant.jpg"]
+    assert sorted(entry["revisions"][0] for entry in sheets) == ["HEAD~1", "workspace"]
+
+
+def test_card_is_byte_stable_and_g4g_card_rewrites_it(history, tmp_path, monkeypatch):
+    """A second build of the same recipe in another folder, from an empty item cache, writes the
+    same card and plot bytes; `g4g card` rewrites the same card from the dataset folder."""
+    other = copy_project(tmp_path / "other")
+    (other / "recipes/tiny.yaml").write_bytes((history / "recipes/tiny.yaml").read_bytes())
+    monkeypatch.chdir(other)
+    for variable in THROUGHPUT_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    build_in_process(other)
+    card = (history / "dataset/card.html").read_bytes()
+    assert (other / "dataset/card.html").read_bytes() == card
+    for plot in sorted((history / "reports/pack_plots").rglob("*.*")):
+        assert (other / plot.relative_to(history)).read_bytes() == plot.read_bytes(), plot.name
+
+    assert main(["card", "--dataset", str(history / "dataset"), "-o", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_bytes() == card
+    assert main(["card", "--dataset", str(tmp_path)]) == 2  # not a dataset: a clear error, no page
+
+    params = yaml.safe_load((other / "params.yaml").read_text())
+    (other / "params.yaml").write_text(yaml.safe_dump({**params, "overrides": ["output.card_html=false"]}))
+    assert compile_stage.main(["--params", str(other / "params.yaml"), "--out", str(other / "build/compiled")]) == 0
+    pack.run(other / "build/compiled/pack.json", other / "build", other / "dataset")
+    assert not (other / "dataset/card.html").exists()
+    assert "card.html" not in (other / "dataset/README.md").read_text()
+
+
+def test_reason_kinds_group_rejections_with_one_example():
+    rows = [{"key": "a-00001", "stage": "score", "reasons": ["mug: covers 0.77% of the image, below min_area 1.00%"]},
+            {"key": "a-00002", "stage": "score", "reasons": ["mug: covers 0.91% of the image, below min_area 1.00%",
+                                                             "cat: 52% visible, below min_visible 60%"]}]
+    assert card_html.reasons(rows) == [
+        {"stage": "score", "kind": "mug: covers #% of the image, below min_area #%", "images": 2,
+         "example": "a-00001: mug: covers 0.77% of the image, below min_area 1.00%"},
+        {"stage": "score", "kind": "cat: #% visible, below min_visible #%", "images": 1,
+         "example": "a-00002: cat: 52% visible, below min_visible 60%"}]
+
+
+def test_heat_maps_count_boxes_where_they_are():
+    cells = card_figures.POSITION_CELLS
+    position = card_figures.position_counts([[0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 0.5]])  # left half, bottom half
+    assert position[: cells // 2, : cells // 2].min() == position[: cells // 2, : cells // 2].max() == 1
+    assert (position[cells // 2:, : cells // 2] == 2).all() and (position[: cells // 2, cells // 2:] == 0).all()
+    size = card_figures.size_counts([[0, 0, 0.5, 1.0], [0, 0, 0.5, 1.0], [0, 0, 0.01, 0.01]])
+    bins = card_figures.SIZE_BINS
+    assert size.sum() == 3 and size[0, bins // 2] == 2 and size[bins - 1, 0] == 1  # tall boxes at the top
+    image = np.asarray(card_figures.colorize(size))
+    assert tuple(image[0, bins // 2]) == (253, 231, 37) and tuple(image[1, 1]) == card_figures.EMPTY
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium not installed (`apt-get install -y chromium`, "
+                    "as .ci/run does)")
+def test_card_renders_in_headless_chromium(history, tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' installs playwright"
+                                          ).sync_playwright
+    kept = Counter(s["composition"] for s in samples(history))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("request", lambda request: errors.append(f"fetched {request.url}")
+                    if not request.url.startswith(("file:", "data:")) else None)
+            page.goto((history / "dataset/card.html").as_uri(), wait_until="load")
+            widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth)")
+            assert widths and all(width > 0 for width in widths), widths
+            for composition, count in kept.items():
+                assert page.locator(f'.sheet[data-composition="{composition}"] figure.sample').count() == min(count, SHEET)
+            assert page.locator("img.heat").count() == 2 * len(kept)
+            assert page.locator("svg").count() == 2  # caption-length histograms
+            reasons = page.locator("td:has-text('below min_area')").all_inner_texts()
+            assert reasons and errors == []
+            page.screenshot(path=str(tmp_path / "card.png"), full_page=True)  # kept as a test artifact
+        finally:
+            browser.close()
