@@ -3,6 +3,7 @@ local pool, models loaded once per actor, killed workers retried, clear errors."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,14 @@ def test_an_unreachable_cluster_names_the_setting(project, monkeypatch):
     with pytest.raises(SettingsError, match=rf"runtime\.ray_address \(or G4G_RAY_ADDRESS\) 'ray://127\.0\.0\.1:{port}'"
                                             r": no Ray cluster answers there"):
         run_items("extract", numbered_items(1), die_once, {"marker": "m"}, settings)
+
+
+def test_installing_ray_changes_no_key(project):
+    """Where batches run changes no byte, so Ray's version is in no stage's environment."""
+    from compiler.compile import compile_recipe
+
+    documents = compile_recipe(project, "tiny", [])
+    assert '"pillow"' in json.dumps(documents) and '"ray"' not in json.dumps(documents)
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [

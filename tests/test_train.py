@@ -177,8 +177,16 @@ def test_stage_trains_each_composition_and_stock_loaders_read_the_weights(projec
     untrained = load_base(str(tiny_sd15), "m")
     untrained.load_textual_inversion([str(model_dir / model["token_files"][t]) for t in tokens], token=tokens)
     assert np.abs(generate(ours, prompt) - generate(untrained, prompt)).max() > 1e-3  # the UNet weights matter
-    earlier = load_pipeline(model_dir, checkpoint=2)
-    assert not np.array_equal(generate(earlier, prompt), generate(ours, prompt))
+    final = generate(ours, prompt)
+    earlier = generate(load_pipeline(model_dir, checkpoint=2), prompt)  # the base is reused, re-targeted
+    assert not np.array_equal(earlier, final)
+    other = project / "trained/cat_mug_plant"
+    reused_base = generate(load_pipeline(other), prompt)
+    from stages.backends.train import trained
+
+    trained._BASE.clear()
+    assert np.array_equal(reused_base, generate(load_pipeline(other), prompt))  # as from a fresh base
+    assert np.array_equal(final, generate(load_pipeline(model_dir), prompt))
 
     from compiler.cli import main as g4g
 

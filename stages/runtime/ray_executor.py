@@ -49,7 +49,7 @@ def connect(settings: Settings):
     """The `ray` module, connected as `runtime.ray_address` says (an existing connection, as in
     tests or notebooks, is kept)."""
     try:
-        import ray
+        ray = _ray()
     except ImportError:
         raise SettingsError("runtime.executor (or G4G_EXECUTOR) asks for Ray, which is not installed: "
                             "pip install 'g4g[ray]', or set the executor to local") from None
@@ -142,10 +142,15 @@ def importable(value: Any) -> Any:
     return value
 
 
-def _node() -> str:
-    import ray
+def _ray():
+    """The `ray` module. Imported by name: an `import` statement would make Ray's version part
+    of every stage's content keys (compiler/fingerprint.py reads the imports), yet where a batch
+    runs changes no byte, so installing or upgrading Ray must rebuild nothing."""
+    return importlib.import_module("ray")
 
-    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+
+def _node() -> str:
+    return f"{socket.gethostname()} ({importlib.import_module('ray.util').get_node_ip_address()})"
 
 
 def _on_node(fn: Callable[[Any], Any], placement: Placement, task: Any) -> Any:

@@ -62,11 +62,35 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, check
         if checkpoint not in model["checkpoints"]:
             raise ValueError(f"{model_dir}: no checkpoint at step {checkpoint}; saved: {model['checkpoints']}")
         folder = model_dir / "checkpoints" / f"{checkpoint:07d}"
-    pipeline = load_base(base or model["base"], "backends.train.model", dtype)
+    pipeline = _base(base or model["base"], device, dtype)
     importlib.import_module(LOADERS[model["backend"]]).load(pipeline, folder)
     load_tokens(pipeline, folder, model["token_files"])
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
+    return pipeline
+
+
+_BASE: dict[str, Any] = {}  # the last base model loaded in this process, to reuse
+
+
+def _base(source: str, device: str, dtype: Any) -> Any:
+    """The base pipeline on `device`, loaded once per process and stripped of the previous
+    model's weights and tokens (a 1 GB+ load per composition and checkpoint avoided). The
+    pipeline a previous call returned is the same object: it now holds the new model."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    memo = repr((source, device, str(dtype)))
+    pipeline = _BASE.get(memo)
+    if pipeline is None:
+        _BASE.clear()
+        pipeline = _BASE[memo] = load_base(source, "backends.train.model", dtype).to(device)
+        return pipeline
+    if getattr(pipeline.unet, "peft_config", None):
+        pipeline.unload_lora_weights()
+    pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    pipeline.unload_textual_inversion()
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        pipeline.unload_textual_inversion(tokenizer=pipeline.tokenizer_2, text_encoder=pipeline.text_encoder_2)
+    return pipeline
 
 
 def sample(model_dir: Path, prompt: str, count: int, out_dir: Path, seed: int = 0, steps: int = 50,
