@@ -21,11 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from compiler.keys import content_key
+from stages import backends
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache
 
 STAGES = ("extract", "plan", "compose", "caption", "score")
 MADE_FROM = {"plan": (), "compose": ("plan",), "caption": ("plan",), "score": ("plan", "compose")}
+
+
+def made_from(stage: str, documents: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The stages whose outputs an item of `stage` reads: a captioner that looks at the composed
+    images (`READS_IMAGES`) reads compose's too."""
+    if stage == "caption":
+        captioner = backends.module("caption", documents["caption"]["backend"]["name"])
+        if getattr(captioner, "READS_IMAGES", False):
+            return MADE_FROM[stage] + ("compose",)
+    return MADE_FROM[stage]
 
 
 @dataclass
@@ -61,7 +72,7 @@ def forecast(documents: dict[str, dict[str, Any]], cache_dir: Path,
             if stage == "extract":  # every part is known: the key is exact
                 key = content_key(stage, item["parts"])
             elif last is not None and (all(c in done["extract"].reused for c in cutouts.get(item["id"], ()))
-                                       and all(item["id"] in done[made].reused for made in MADE_FROM[stage])):
+                                       and all(item["id"] in done[made].reused for made in made_from(stage, documents))):
                 # Its inputs are reused, so the parts made from them are the last build's.
                 made_parts = {name: last_build["values"].get(digest) for name, digest in last["parts"].items()
                               if name not in item["parts"]}

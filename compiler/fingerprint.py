@@ -32,7 +32,9 @@ from compiler import sources
 from compiler.keys import content_key, file_sha256
 
 PROJECT_PACKAGES = ("compiler", "stages")
-NOT_OUTPUT_SHAPING = {"tqdm", "yaml"}  # progress bars and the settings file: no output byte depends on them
+# Progress bars, the settings file, where work runs (Ray) and which process trains what
+# (accelerate's process state): no output byte depends on them.
+NOT_OUTPUT_SHAPING = {"tqdm", "yaml", "ray", "accelerate"}
 
 
 def module_file(name: str) -> Path | None:

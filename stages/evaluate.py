@@ -4,7 +4,7 @@ Reads  build/compiled/evaluate.json (per composition: prompts, seeds, concepts, 
        trained/<composition>/model.json and its weights (the train stage), the concepts'
        reference photos.
 Writes evaluation/<composition>/<variant>-p<prompt>-s<sample>.png   every generated image
-       evaluation/grids/<composition>.png   per variant and prompt, a row of its samples (DVC image plot)
+       reports/evaluate_grids/<composition>.jpg   per variant and prompt, a row of its samples (DVC image plot)
        evaluation/rows.jsonl                one row per image: prompt, seed, scores, per-concept detections
        evaluation/compositions.json         per composition and variant CP-CLIP vs TI-CLIP (DVC plot)
        metrics/evaluate.json                per bin (<=3, 4, 5 concepts) and per composition, the
@@ -17,6 +17,7 @@ their measurements are separate cached items (`evaluate-generate`, `evaluate-mea
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import sys
@@ -32,7 +33,7 @@ from stages.backends.evaluate import sampling
 from stages.backends.train.trained import read_model
 from stages.metrics.aggregate import means, summarize
 from stages.runtime.cache import ItemCache
-from stages.runtime.files import dumps_json, read_json, write_json
+from stages.runtime.files import dumps_json, read_json, write_folder, write_json
 from stages.runtime.images import encode_png
 from stages.runtime.runner import ItemOutput, StageResult, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
@@ -192,7 +193,7 @@ def plot_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def grids(generated: StageResult, cache: ItemCache, resolution: int) -> dict[str, bytes]:
-    """grids/<composition>.png: one row per variant and prompt, one column per sample."""
+    """<composition>.jpg: one row per variant and prompt, one column per sample (thumbnails)."""
     side = min(resolution, THUMBNAIL)
     cells: dict[str, dict[tuple[str, int], dict[int, str]]] = {}
     for record in generated.entries():
@@ -206,7 +207,9 @@ def grids(generated: StageResult, cache: ItemCache, resolution: int) -> dict[str
             for x, path in row.items():
                 with Image.open(path) as image:
                     canvas.paste(image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS), (x * side, y * side))
-        files[f"grids/{comp_id}.png"] = encode_png(canvas, level=6)
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="JPEG", quality=85)
+        files[f"{comp_id}.jpg"] = buffer.getvalue()
     return files
 
 
@@ -235,6 +238,7 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
         print(f"evaluate: nothing to evaluate: {why_not}", file=sys.stderr)
         materialize(StageResult(), ItemCache(Path(settings.cache_dir), "evaluate-generate"), out_dir,
                     {"rows.jsonl": b"", "compositions.json": dumps_json([]).encode("utf-8")})
+        write_folder(reports_dir / "evaluate_grids", {})  # the image plots DVC declares: none
         write_json(metrics_file, {"evaluated": False, "reason": why_not})
         write_json(reports_dir / "evaluate.json", {**StageResult().report("evaluate", backend), "note": why_not})
         return
@@ -250,9 +254,9 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
     metrics = metrics_document(rows, document)
     if measured.records:
         metrics["models"] = next(iter(measured.records.values()))["models"]
-    extra = {"rows.jsonl": _jsonl(rows), "compositions.json": dumps_json(plot_rows(metrics)).encode("utf-8"),
-             **grids(generated, cache, document["sampler"]["resolution"])}
+    extra = {"rows.jsonl": _jsonl(rows), "compositions.json": dumps_json(plot_rows(metrics)).encode("utf-8")}
     materialize(generated, cache, out_dir, extra)
+    write_folder(reports_dir / "evaluate_grids", grids(generated, cache, document["sampler"]["resolution"]))
     write_json(metrics_file, metrics)
     report = {**generated.report("evaluate", backend), "measure": measured.report("evaluate-measure", backend),
               "left_out": dict(sorted(left_out.items())), "notes": dict(sorted(notes.items()))}

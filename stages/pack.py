@@ -6,6 +6,7 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
                                          evenly over its shards (Gen4Gen trains one model per
                                          composition); per sample: jpg (or png / webp), mask.png,
                                          mask.<concept>.png, txt (short caption), detailed.txt,
+                                         vlm.txt (with a VLM captioner),
                                          json (provenance)
        dataset/README.md                 the dataset card: Hugging Face loader configs, counts
        dataset/sizes.json                samples per shard (open_clip reads it)
@@ -46,6 +47,7 @@ from stages.runtime.settings import load_settings
 
 VERSION = "1"
 TAR_MTIME = 946684800  # 2000-01-01: fixed, so the same samples give the same bytes
+CAPTION_ROLES = ("short", "detailed", "vlm")  # vlm: only with a captioner that looks at the images
 UPSTREAM = {"plan": "layouts", "compose": "images", "caption": "captions", "score": "scores"}
 
 
@@ -104,7 +106,7 @@ def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any
         "canvas": layout["canvas"],
         "concepts": concepts,
         "background": background,
-        "captions": {"short": captions["short"], "detailed": captions["detailed"]},
+        "captions": {role: captions[role] for role in CAPTION_ROLES if role in captions},
         "score": {**{k: v for k, v in score.items() if k in ("keep", "metrics")},  # a kept sample has no reasons
                   "concepts": [{"id": cid, **score["concepts"][cid]} for cid in order]},
         "backends": context["backends"],
@@ -124,6 +126,7 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
             "mask.png": verified_bytes(images_dir, image["mask"], image["files"]),
             "txt": sample["captions"]["short"].encode("utf-8"),
             "detailed.txt": sample["captions"]["detailed"].encode("utf-8"),
+            **({"vlm.txt": sample["captions"]["vlm"].encode("utf-8")} if "vlm" in sample["captions"] else {}),
             "json": dumps_json(provenance(sample, context)).encode("utf-8"),
         }
         for concept in image["concepts"]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from stages.card_figures import contact_sheet
-from stages.runtime.files import atomic_write_bytes, replace_dir
+from stages.runtime.files import write_folder
 
 KEEP_RATE_COLUMNS = ["composition", "concepts", "images", "kept", "keep_rate", "paper_keep_rate"]
 
@@ -50,18 +49,11 @@ def caption_lengths(summary: dict[str, Any]) -> bytes:
 
 def write_plots(summary: dict[str, Any], directory: Path) -> None:
     """Write the plot files of `summary` (see stages.card_html.summarize) into `directory`."""
-    staging = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        atomic_write_bytes(staging / "keep_rate.csv", keep_rates(summary))
-        atomic_write_bytes(staging / "caption_lengths.csv", caption_lengths(summary))
-        (staging / "contact_sheets").mkdir()
-        for name, composition in summary["compositions"].items():
-            if composition["sheet"]:
-                buffer = io.BytesIO()
-                contact_sheet([s["image"] for s in composition["sheet"]]).save(buffer, format="JPEG", quality=85)
-                atomic_write_bytes(staging / "contact_sheets" / f"{name}.jpg", buffer.getvalue())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, directory)
+    files = {"keep_rate.csv": keep_rates(summary), "caption_lengths.csv": caption_lengths(summary)}
+    for name, composition in summary["compositions"].items():
+        if composition["sheet"]:
+            buffer = io.BytesIO()
+            contact_sheet([s["image"] for s in composition["sheet"]]).save(buffer, format="JPEG", quality=85)
+            files[f"contact_sheets/{name}.jpg"] = buffer.getvalue()
+    write_folder(directory, files)
+    (directory / "contact_sheets").mkdir(exist_ok=True)  # the image plot's folder, even with no sheet

@@ -34,7 +34,7 @@ from stages.backends.train import common
 from stages.backends.train.trained import MODEL_FILE, load_base
 from stages.caption import concept_name
 from stages.runtime.cache import blake2b_file
-from stages.runtime.files import dumps_json, write_json
+from stages.runtime.files import dumps_json, write_folder, write_json
 from stages.runtime.images import load_image
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
 from stages.runtime.settings import Settings, load_settings, torch_device, torch_dtype
@@ -97,6 +97,10 @@ def instances(item: dict[str, Any], document: dict[str, Any], context: dict[str,
             image = Image.open(io.BytesIO(sample[image_field])).convert("RGB")
             mask = Image.open(io.BytesIO(sample["mask.png"])).convert("L")
             phrase = item["backgrounds"].get(meta["background"]["id"], "")
+            if params["caption"] not in meta["captions"]:
+                raise ItemError(f"{item['id']}: sample {meta['key']} has no '{params['caption']}' caption (it has "
+                                f"{', '.join(sorted(meta['captions']))}); caption: vlm needs a VLM captioner "
+                                f"(backends.caption.name: vlm or vlm-openai)")
             examples.append(common.Example(image, training_caption(
                 templates, document["template"], document, item, meta["captions"][params["caption"]], phrase), mask,
                 origin=meta["key"]))
@@ -348,12 +352,9 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
     materialize(result, cache, out_dir, extra={
         "README.md": f"# Trained models ({name})\n\nLoad one with `g4g sample {out_dir}/<composition> \"prompt\"`.\n\n"
                      f"{models}".encode()})
-    curves = reports_dir / "train_loss"
-    shutil.rmtree(curves, ignore_errors=True)
-    curves.mkdir(parents=True)
-    for record in result.entries():
-        (curves / f"{record['composition']}.csv").write_bytes(
-            cache.file(record["key"], f"{record['composition']}/loss.csv").read_bytes())
+    write_folder(reports_dir / "train_loss", {
+        f"{r['composition']}.csv": cache.file(r["key"], f"{r['composition']}/loss.csv").read_bytes()
+        for r in result.entries()})
     report = result.report("train", name, models={r["composition"]: {k: r[k] for k in ("steps", "examples",
                                                   "final_loss", "resumed_from")} for r in result.entries()})
     write_json(reports_dir / "train.json", report)
@@ -367,8 +368,7 @@ def materialize_off(out_dir: Path, reports_dir: Path) -> None:
 
     materialize(StageResult(), ItemCache(Path(load_settings().cache_dir), "train"), out_dir,
                 extra={"README.md": OFF.encode()})
-    shutil.rmtree(reports_dir / "train_loss", ignore_errors=True)
-    (reports_dir / "train_loss").mkdir(parents=True)  # the plots DVC declares: no curves
+    write_folder(reports_dir / "train_loss", {})  # the plots DVC declares: no curves
     write_json(reports_dir / "train.json", {"stage": "train", "backend": "none", "items": 0, "computed": 0,
                                             "reused": 0, "failed": 0, "note": OFF.strip()})
     print(f"train: {OFF.strip()}", file=sys.stderr)

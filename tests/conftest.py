@@ -52,7 +52,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-THROUGHPUT_VARIABLES = ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE")
+THROUGHPUT_VARIABLES = ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE", "G4G_EXECUTOR",
+                        "G4G_RAY_ADDRESS", "G4G_RAY_GPUS")
 
 
 def copy_project(root: Path, **params: object) -> Path:

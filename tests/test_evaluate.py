@@ -240,7 +240,7 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
     assert (report["computed"], report["measure"]["computed"], report["failed"]) == (12, 12, 0)
     assert sorted(p.name for p in (project / "evaluation/cat_mug").iterdir()) == [
         f"{variant}-p0-s{s}.png" for variant in ("base", "step-1", "step-2") for s in (0, 1)]
-    with Image.open(project / "evaluation/grids/cat_mug.png") as grid:
+    with Image.open(project / "reports/evaluate_grids/cat_mug.jpg") as grid:
         assert grid.size == (2 * 64, 3 * 64)  # samples x (variant, prompt)
     rows = [json.loads(line) for line in (project / "evaluation/rows.jsonl").read_text().splitlines()]
     assert len(rows) == 12
@@ -304,7 +304,7 @@ def test_dvc_repro_trains_and_evaluates_end_to_end(dvc_project, tiny):
     metrics = json.loads((dvc_project / "metrics/evaluate.json").read_text())
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["compositions"]["cat_mug"]["checkpoint"] == 2
     plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
-    assert "evaluation/grids/cat_mug.png" in plots and "evaluation/compositions.json" in plots
+    assert "reports/evaluate_grids/cat_mug.jpg" in plots and "evaluation/compositions.json" in plots
     assert run_tool(dvc_project, "dvc", "status").stdout.split() == ["compile:", "always", "changed"]
 
 

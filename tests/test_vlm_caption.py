@@ -150,6 +150,25 @@ def test_a_reply_over_clip_context_is_cut_at_a_sentence_and_keeps_every_concept(
     assert result.not_mentioned == [] and result.added == ["mug", "felix"]
 
 
+def test_two_cats_are_told_apart_by_the_layout():
+    from stages.caption import describe_scene
+    from stages.templating import Templates
+
+    layout = {"canvas": [300, 300], "objects": [{"concept": "felix", "box": [200, 100, 80, 80]},
+                                                {"concept": "tom", "box": [10, 100, 80, 80]},
+                                                {"concept": "mug", "box": [120, 150, 50, 50]}]}
+    words = {"tom": {"token": "<cat1>", "class_noun": "cat"}, "felix": {"token": "<cat2>", "class_noun": "cat"},
+             "mug": {"token": "<mug1>", "class_noun": "mug"}}
+    scene = describe_scene(layout, words, "on the grass", "token")
+    instruction = Templates(Path(__file__).parents[1] / "templates").render("prompts/recaption_positions.j2", **scene)
+    assert "it shows a cat on the left, a mug in the center, a cat on the right;" in instruction
+    concepts = [{**c, "aliases": []} for c in scene["concepts"]]
+    assert recaption("A cat sleeps while another cat watches a mug.", concepts).caption == \
+        "A <cat1> sleeps while another <cat2> watches a <mug1>."
+    assert recaption("The cat in the middle? No: a mug in the middle, the cat on the right.", concepts).caption == \
+        "The <cat1> in the middle? No: a <mug1> in the middle, the <cat2> on the right."
+
+
 # --- local model -----------------------------------------------------------------------------
 
 def test_tiny_llava_runs_batched_and_seeded_through_the_auto_classes(tmp_path):
@@ -286,3 +305,12 @@ def test_keys_cover_the_instruction_template_and_aliases_only_for_vlm(project):
     template_item = compile_recipe(project, "tiny", [])["caption"]["items"][0]
     assert "aliases" not in template_item["parts"]["concepts"]["cat"] and "seed" not in template_item["parts"]
     assert "prompts/recaption.j2" not in template_item["parts"]["templates"]
+
+
+def test_an_endpoint_the_builder_did_not_approve_is_a_recipe_error(project):
+    from compiler.compile import compile_recipe
+    from compiler.errors import RecipeError
+
+    write_recipe(project, small_recipe(remote("https://vlm.example.com/v1")))
+    with pytest.raises(RecipeError, match=r"backends\.caption\.base_url.*not an approved LLM endpoint"):
+        compile_recipe(project, "tiny", [])

@@ -78,16 +78,24 @@ def stats(cache_root: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def referenced_keys(state_dir: Path = explain.STATE_DIR, layouts: Path = Path("build/layouts.json")) -> dict[str, set[str]]:
-    """Per stage, the keys the last build of each stage used; `llm`: the replies its layouts cite."""
+def referenced_keys(state_dir: Path = explain.STATE_DIR, layouts: Path = Path("build/layouts.json"),
+                    captions: Path = Path("build/captions.json")) -> dict[str, set[str]]:
+    """Per stage, the keys the last build of each stage used; `llm`: the replies its layouts
+    and its VLM captions cite."""
     used = {stage: {entry["key"] for entry in explain.load(stage, state_dir)["items"].values()}
             for stage in (p.stem for p in sorted(state_dir.glob("*.json")))} if state_dir.is_dir() else {}
-    try:
-        plans = read_json(layouts).get("layouts", [])
-    except (OSError, ValueError):
-        plans = []
+    plans, described = _records(layouts, "layouts"), _records(captions, "captions")
     used[REPLIES] = {a["request"] for layout in plans for a in layout.get("llm", {}).get("attempts", [])}
+    used[REPLIES] |= {a["request"] for caption in described if "recaption" in caption
+                      for a in (caption["recaption"], *caption["recaption"].get("rejected", []))}
     return used
+
+
+def _records(index: Path, name: str) -> list[dict]:
+    try:
+        return read_json(index).get(name, [])
+    except (OSError, ValueError):
+        return []
 
 
 @dataclass

@@ -101,3 +101,19 @@ def _exchange(first: Path, second: Path) -> bool:
     if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
         return False
     raise OSError(error, os.strerror(error), str(first), None, str(second))
+
+
+def write_folder(directory: Path, files: dict[str, bytes]) -> None:
+    """Replace `directory` by one holding exactly `files` (relative name -> bytes), built beside
+    it and swapped in whole, so a reader never sees a mix (an empty dict gives an empty folder)."""
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_dir(staging, directory)

@@ -17,6 +17,7 @@ probe folder into the cache that a worker on a node-local directory would not se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -159,7 +160,8 @@ def _on_node(fn: Callable[[Any], Any], placement: Placement, task: Any) -> Any:
         placement.enter()
         return fn(task)
     except Exception as error:
-        error.g4g_node = _node()
+        with contextlib.suppress(AttributeError):  # an exception type without a __dict__ goes as it is
+            error.g4g_node = _node()
         raise
 
 

@@ -20,7 +20,7 @@ from compiler.keys import item_seed
 from stages.backends.train.text import TextEncoders
 
 DATA_MODES = ("dataset", "source")
-CAPTIONS = ("short", "detailed")
+CAPTIONS = ("short", "detailed", "vlm")  # vlm: written by a VLM captioner (caption: vlm / vlm-openai)
 PRIOR_SOURCES = ("generate", "folder", "none")
 PAPER_STEPS = {2: 2000, 3: 2000, 4: 3000, 5: 3000}  # Gen4Gen: by the number of concepts
 
@@ -41,7 +41,7 @@ class Prior:
 class Params:
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local diffusers folder
     data: str = "dataset"  # dataset: the composition's packed samples; source: the concepts' own photos
-    caption: str = "short"  # the packed caption a training caption starts from: short or detailed
+    caption: str = "short"  # the packed caption a training caption starts from: short, detailed or vlm
     mask_loss: bool = False  # weight the loss by the union mask of the concepts (beyond the paper)
     resolution: int = 512
     batch_size: int = 8  # the paper's 8 (plus as many prior images when prior preservation is on)
@@ -286,7 +286,6 @@ class Trainer:
 
     def _step(self, step: int, instance_latents: Any, prior_latents: Any, masks: Any) -> float:
         import torch
-        import torch.nn.functional as F
 
         run, params = self.run, self.params
         generator = torch.Generator().manual_seed(item_seed(run.seed, "step", step))
