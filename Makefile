@@ -20,8 +20,8 @@ demo: install
 	@echo "dataset: $(CURDIR)/dataset (per-stage reports: reports/*.json, or dvc metrics show)"
 	@echo "in a new shell, run 'source $(VENV)/bin/activate' first: dvc and the stages' python live there"
 
-test: install
-	pytest -q
+test: install  # one process per core (at most 4); each test file stays on one process
+	pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: install
 	python bench/compose_throughput.py

@@ -305,7 +305,31 @@ def test_dvc_repro_trains_and_evaluates_end_to_end(dvc_project, tiny):
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["compositions"]["cat_mug"]["checkpoint"] == 2
     plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
     assert "reports/evaluate_grids/cat_mug.jpg" in plots and "evaluation/compositions.json" in plots
+    assert "reports/train_loss/cat_mug.csv" in plots
     assert run_tool(dvc_project, "dvc", "status").stdout.split() == ["compile:", "always", "changed"]
+    train = reports(dvc_project, "train")
+    assert (train["computed"], train["reused"]) == (2, 0)
+
+    # A metric option: no re-pack, no retraining, no image painted again; only re-measured.
+    set_overrides(dvc_project, tiny, detection_threshold=0.05)
+    log = run_tool(dvc_project, "dvc", "repro").stdout
+    assert "Stage 'pack' didn't change" in log and "Stage 'train' didn't change" in log
+    evaluated = reports(dvc_project, "evaluate")
+    assert (evaluated["computed"], evaluated["measure"]["reused"]) == (0, 0) and evaluated["reused"] > 0
+
+    # One composition edited: only its model is trained again.
+    untouched = (dvc_project / "trained/cat_mug_plant/pytorch_custom_diffusion_weights.bin").read_bytes()
+    params = yaml.safe_load((dvc_project / "params.yaml").read_text())
+    params["overrides"].append("compositions.cat_mug.num_images=5")
+    (dvc_project / "params.yaml").write_text(yaml.safe_dump(params))
+    run_tool(dvc_project, "dvc", "repro")
+    train = reports(dvc_project, "train")
+    assert (train["computed"], train["reused"], train["recomputed_because"]) == (1, 1, {"data": 1})
+    assert (dvc_project / "trained/cat_mug_plant/pytorch_custom_diffusion_weights.bin").read_bytes() == untouched
+
+
+def reports(root: Path, stage: str) -> dict:
+    return json.loads((root / "reports" / f"{stage}.json").read_text())
 
 
 def test_dvc_yaml_evaluate_deps_cover_every_module_it_runs():

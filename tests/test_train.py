@@ -258,30 +258,6 @@ def test_a_missing_base_model_says_what_to_download_and_which_key_to_set():
         load_base("stable-diffusion-v1-5/stable-diffusion-v1-5", "backends.train.model")
 
 
-def test_dvc_repro_trains_end_to_end_and_retrains_only_the_edited_composition(dvc_project, tiny_sd15):
-    from tests.conftest import run_tool
-
-    write_training(dvc_project, tiny_sd15, "custom-diffusion", ["strategy.global_token=true"],
-                   prior={"num_images": 1, "steps": 1}, steps=2)
-    run_tool(dvc_project, "dvc", "repro")
-    first = json.loads((dvc_project / "reports/train.json").read_text())
-    assert (first["computed"], first["reused"]) == (2, 0)
-    assert read_model(dvc_project / "trained/cat_mug")["steps"] == 2
-    assert sorted(p.name for p in (dvc_project / "reports/train_loss").iterdir()) == ["cat_mug.csv",
-                                                                                      "cat_mug_plant.csv"]
-    plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
-    assert "reports/train_loss/cat_mug.csv" in plots
-
-    untouched = (dvc_project / "trained/cat_mug_plant/pytorch_custom_diffusion_weights.bin").read_bytes()
-    params = yaml.safe_load((dvc_project / "params.yaml").read_text())
-    params["overrides"].append("compositions.cat_mug.num_images=5")
-    (dvc_project / "params.yaml").write_text(yaml.safe_dump(params))
-    run_tool(dvc_project, "dvc", "repro")
-    second = json.loads((dvc_project / "reports/train.json").read_text())
-    assert (second["computed"], second["reused"], second["recomputed_because"]) == (1, 1, {"data": 1})
-    assert (dvc_project / "trained/cat_mug_plant/pytorch_custom_diffusion_weights.bin").read_bytes() == untouched
-
-
 @pytest.mark.parametrize("backend", [lora, custom_diffusion], ids=["lora", "cd"])
 def test_an_sdxl_base_trains_and_loads_into_both_text_encoders(tmp_path, backend):
     from stages.backends.train.text import load_tokens
