@@ -31,8 +31,10 @@ from compiler.errors import ItemError
 from compiler.keys import canonical_json, item_seed
 from stages import backends
 from stages.backends.train import common
-from stages.backends.train.trained import MODEL_FILE, load_base
+from stages.backends.train.text import TOKEN_FILE
+from stages.backends.train.trained import load_base
 from stages.caption import concept_name
+from stages.metrics.pixels import flatten_alpha
 from stages.runtime.cache import blake2b_file
 from stages.runtime.files import dumps_json, write_folder, write_json
 from stages.runtime.images import load_image
@@ -43,17 +45,6 @@ from stages.templating import Templates
 STATE_ROOT = Path(".g4g/train")  # resume points of trainings in progress, by item key
 PRIOR_PROMPT = "a photo of a {noun}"
 OFF = "Training is off (backends.train.name: none): the build ends with the dataset.\n"
-
-
-def flatten(image: Any) -> Any:
-    """RGB; a transparent photo on mid grey (as the scorer sees cut-outs)."""
-    from PIL import Image
-
-    if image.mode != "RGBA":
-        return image.convert("RGB")
-    background = Image.new("RGB", image.size, (128, 128, 128))
-    background.paste(image, mask=image.getchannel("A"))
-    return background
 
 
 def read_samples(shard: Path) -> list[dict[str, bytes]]:
@@ -84,7 +75,7 @@ def instances(item: dict[str, Any], document: dict[str, Any], context: dict[str,
     if params["data"] == "source":
         for concept in item["concepts"]:
             for photo in item["photos"][concept["id"]]:
-                image = flatten(load_image(sources.resolve(photo["source"], Path.cwd()), photo["source"]))
+                image = flatten_alpha(load_image(sources.resolve(photo["source"], Path.cwd()), photo["source"]))
                 base = f"{concept['token']} {concept['class_noun']}"
                 examples.append(common.Example(image, training_caption(
                     templates, document["template"], document, {**item, "concepts": [concept]}, base, ""),
@@ -121,9 +112,7 @@ def model_files(item: dict[str, Any], document: dict[str, Any], outcome: common.
                 examples: list[common.Example]) -> dict[str, bytes]:
     """Everything of trained/<composition>/ but the weights: description, captions, curve."""
     params = document["backend"]["params"]
-    tokens = {c["token"]: c["class_noun"] for c in item["concepts"]}
-    if item["global_token"]:
-        tokens[item["global_token"]] = " ".join(c["class_noun"] for c in item["concepts"])
+    tokens = tokens_of(item)
     final = max(outcome.checkpoints)
     concept_list = [{"instance_prompt": f"{c['token']} {c['class_noun']}",
                      "class_prompt": PRIOR_PROMPT.format(noun=c["class_noun"]),
@@ -138,7 +127,9 @@ def model_files(item: dict[str, Any], document: dict[str, Any], outcome: common.
         "concept_list.json": dumps_json(concept_list).encode(),
         "model.json": dumps_json({
             "composition": item["id"], "key": item["key"], "base": params["model"],
-            "backend": document["backend"]["name"], "tokens": tokens, "global_token": item["global_token"],
+            "backend": document["backend"]["name"], "global_token": item["global_token"],
+            "tokens": {token: " ".join(words) for token, words in tokens.items()},
+            "token_files": {token: TOKEN_FILE.format(n) for n, token in enumerate(tokens)},
             "steps": final, "checkpoints": sorted(outcome.checkpoints), "examples": len(examples),
             "resolution": params["resolution"],
         }).encode(),
@@ -179,13 +170,9 @@ def train_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     for step, folder in outcome.checkpoints.items():
         if step != final:
             files.update(folder_files(folder, f"{prefix}checkpoints/{step:07d}/"))
-    token_files = {token: f"token-{n}.safetensors" for n, token in enumerate(tokens_of(item))}
-    for name, data in model_files(item, document, outcome, examples).items():
-        if name == MODEL_FILE:
-            data = dumps_json({**json.loads(data), "token_files": token_files}).encode()
-        files[prefix + name] = data
+    files.update({prefix + name: data for name, data in model_files(item, document, outcome, examples).items()})
     record = {"composition": item["id"], "steps": final, "examples": len(examples), "resumed_from": outcome.resumed_from,
-              "final_loss": round(outcome.losses[-1], 6), "losses": [round(v, 6) for v in outcome.losses]}
+              "final_loss": round(outcome.losses[-1], 6)}
     return record, files
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 SDXL_KEYS = ("clip_l", "clip_g")  # the usual names of SDXL embeddings' two halves
+TOKEN_FILE = "token-{}.safetensors"  # the n-th new token's embedding
 
 
 def add_tokens(tokenizer: Any, text_encoder: Any, tokens: dict[str, list[str]]) -> list[int]:
@@ -89,7 +90,7 @@ class TextEncoders:
         for number, token in enumerate(self.tokens):
             rows = [table[ids[number]].detach().float().cpu().clone()
                     for table, ids in zip(self.embeddings, self.token_ids)]
-            name = f"token-{number}.safetensors"
+            name = TOKEN_FILE.format(number)
             save_file(dict(zip(SDXL_KEYS, rows)) if self.sdxl else {token: rows[0]}, str(folder / name))
             files[token] = name
         return files
