@@ -72,9 +72,6 @@ class Params:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate {self.learning_rate} must be > 0")
 
-    def total_steps(self, concepts: int) -> int:
-        return self.steps or PAPER_STEPS[concepts]
-
 
 def weights(params: dict[str, Any]) -> list[str]:
     """The base model: its fingerprint joins every training key."""
@@ -95,7 +92,8 @@ class Method(Protocol):
 
 @dataclass
 class Example:
-    """One training image: RGB at the training resolution, its caption, an optional mask."""
+    """One training image (RGB, any size: fitted to the training resolution), its caption, an
+    optional mask."""
 
     image: Any  # PIL RGB
     caption: str
