@@ -41,22 +41,8 @@ sys.path.insert(0, str(REPO))
 
 from stages.backends.evaluate import clip, sampling  # noqa: E402
 from stages.backends.train import trained  # noqa: E402
+from bench.sd15 import build_pipeline, latent_side, synchronize  # noqa: E402
 
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                layers_per_block=2, sample_size=512)
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-              hidden_act="quick_gelu")
-TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-                 cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
-                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8,
-                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=64)
-TINY_CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
 TINY_OWLVIT = dict(
     text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
                  "max_position_embeddings": 16},
@@ -68,35 +54,8 @@ TINY_OPEN_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1,
 NOUNS = ("cat", "mug", "houseplant")
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def build_pipeline(tiny: bool, tokenizer_dir: Path, device: str, dtype: torch.dtype):
-    """An SD 1.5-architecture text-to-image pipeline with random weights, in memory."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
-        vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
-                                                    eos_token_id=49407, pad_token_id=49407,
-                                                    **(TINY_CLIP if tiny else CLIP_L)))
-    tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77)
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                              clip_sample=False)
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    return pipeline.to(device=device, dtype=dtype)
-
-
-def unet_seconds(unet, batch: int, steps: int, resolution: int, device: str, dtype: torch.dtype) -> float:
+def unet_seconds(unet, batch: int, steps: int, latent: int, device: str, dtype: torch.dtype) -> float:
     """The bare UNet for `steps` denoising steps at this batch size, with CFG (2x batch)."""
-    latent = resolution // 8
     sample = torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype)
     hidden = torch.randn(2 * batch, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
     with torch.inference_mode():
@@ -127,7 +86,8 @@ def bench_generation(args, device: str, dtype: torch.dtype, tokenizer_dir: Path)
         sampler.generate(source, [prompt] * batch, seeds)
         synchronize(device)
         stage = time.perf_counter() - start
-        unet = unet_seconds(pipeline.unet, batch, args.steps, resolution, device, dtype)
+        unet = unet_seconds(pipeline.unet, batch, args.steps, latent_side(pipeline.vae, resolution), device,
+                            dtype)
         print(f"generate batch {batch:2d}: {3600 * batch / stage:8.0f} images/h   stage {stage:7.3f} s   "
               f"UNet only {unet:7.3f} s   UNet / stage = {unet / stage:.2f}")
     return images

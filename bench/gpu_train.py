@@ -36,50 +36,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.sd15 import build_pipeline, latent_side, synchronize  # noqa: E402
 from stages.backends.train import common, custom_diffusion, lora  # noqa: E402
-
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                layers_per_block=2, sample_size=512)
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
-TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-                 cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
-                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8,
-                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=64)
-TINY_CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
-
-
-def build_pipeline(tiny: bool, tokenizer_dir: Path):
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    text = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                          pad_token_id=49407, **(TINY_CLIP if tiny else CLIP_L))
-    return StableDiffusionPipeline(
-        vae=AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE)), text_encoder=CLIPTextModel(text),
-        tokenizer=CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"),
-                                model_max_length=77),
-        unet=UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET)),
-        scheduler=DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
 
 def examples(count: int, resolution: int) -> list[common.Example]:
     rng = np.random.default_rng(0)
     return [common.Example(Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), np.uint8)),
                            f"<cat1> and <mug1> on the grass, photo {i}") for i in range(count)]
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def time_trainer(trainer: common.Trainer, warmup: int, device: str) -> float:
@@ -99,7 +62,7 @@ def time_trainer(trainer: common.Trainer, warmup: int, device: str) -> float:
 def time_bare(trainer: common.Trainer, steps: int, warmup: int, batch: int, resolution: int, device: str,
               dtype) -> float:
     """Seconds per bare step: the same forward, backward and AdamW step, inputs already on the GPU."""
-    size = resolution // 2 ** (len(trainer.vae.config.block_out_channels) - 1)  # the latents' side
+    size = latent_side(trainer.vae, resolution)
     latents = torch.randn(batch, 4, size, size, device=device)
     timesteps = torch.randint(0, 1000, (batch,), device=device)
     ids = trainer.tokenizer(["<cat1> and <mug1> on the grass"] * batch, padding="max_length", max_length=77,

@@ -38,6 +38,12 @@ def _hub_hint(source: str, option: str) -> str:
             f"{option}: {local}")
 
 
+def metric_weights(params: dict[str, Any]) -> list[str]:
+    """The detector's and embedder's weights (files, folders or hub ids) a backend's options
+    name: their fingerprints join the keys of what they measure."""
+    return [params["detector"], params["embedder_weights"], *([params["embedder_config"]] if params["embedder_config"] else [])]
+
+
 class ModelMismatch(BackendUnavailable):
     """A checkpoint is of another model type than the class that would load it."""
 

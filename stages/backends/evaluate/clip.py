@@ -17,6 +17,7 @@ import numpy as np
 from stages.metrics.clip_weights import ACTIVATIONS
 from stages.metrics.evaluate import ConceptReference, ImageToScore, describe_models, evaluate
 from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
+from stages.metrics.models import metric_weights as weights  # noqa: F401  (fingerprinted into the keys)
 from stages.runtime.images import load_image
 from stages.runtime.settings import torch_device
 
@@ -65,11 +66,6 @@ class Params:
             raise ValueError("eta and detection_threshold: valid 0-1")
         if self.embedder_activation not in ACTIVATIONS:
             raise ValueError(f"embedder_activation '{self.embedder_activation}': valid {', '.join(ACTIVATIONS)}")
-
-
-def weights(params: dict[str, Any]) -> list[str]:
-    """The metric models' weights (files, folders or hub ids): their fingerprints key the measurements."""
-    return [params["detector"], params["embedder_weights"], *([params["embedder_config"]] if params["embedder_config"] else [])]
 
 
 class Backend:

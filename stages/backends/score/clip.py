@@ -19,6 +19,7 @@ from stages.backends.score import geometric
 from stages.metrics.clip_weights import ACTIVATIONS
 from stages.metrics.evaluate import ConceptReference, ImageToScore, describe_models, evaluate
 from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
+from stages.metrics.models import metric_weights as weights  # noqa: F401  (fingerprinted into the keys)
 from stages.runtime.images import load_image
 from stages.runtime.settings import torch_device
 
@@ -44,11 +45,6 @@ class Params(geometric.Params):
             raise ValueError("min_identity and min_text are cosines in [-1, 1]")
         if self.embedder_activation not in ACTIVATIONS:
             raise ValueError(f"embedder_activation '{self.embedder_activation}': valid {', '.join(ACTIVATIONS)}")
-
-
-def weights(params: dict[str, Any]) -> list[str]:
-    """What this scorer loads (files, folders or hub ids): their fingerprints join its keys."""
-    return [params["detector"], params["embedder_weights"], *([params["embedder_config"]] if params["embedder_config"] else [])]
 
 
 class Backend:
