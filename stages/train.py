@@ -161,9 +161,9 @@ def train_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
             steps=item["steps"], state_dir=state_dir, device=device,
             dtype=None if str(dtype) == "torch.float32" else dtype,
             gradient_checkpointing=settings.gradient_checkpointing))
-    except ValueError as error:
+        outcome = trainer.fit()
+    except (ValueError, FloatingPointError) as error:  # a token that is a word; a diverging loss
         raise ItemError(f"{item['id']}: {error}") from None
-    outcome = trainer.fit()
     final = max(outcome.checkpoints)
     prefix = f"{item['id']}/"
     files = folder_files(outcome.checkpoints[final], prefix)
