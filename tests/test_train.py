@@ -346,3 +346,22 @@ def test_prior_images_from_a_folder_train_beside_the_instances(project, tiny_sd1
 
     with pytest.raises(StageFailed, match=r"prior.folder: no images in priors/mug for class 'mug'"):
         train_in_process(project)
+
+
+def test_sdxl_conditioning_is_what_the_diffusers_pipeline_feeds_its_unet(tmp_path):
+    """Prompt embeddings, pooled embeddings and size conditioning, against the stock SDXL
+    pipeline's own `encode_prompt` and `_get_add_time_ids`."""
+    from stages.backends.train.text import TextEncoders
+    from tests.tiny_models import save_tiny_sdxl
+
+    pipeline = load_base(str(save_tiny_sdxl(tmp_path / "sdxl")["base"]), "m")
+    text = TextEncoders(pipeline, {"<cat1>": ["cat"]}, resolution=64)
+    captions = ["<cat1> on the grass", "a <cat1> in the garden"]
+    with torch.no_grad():
+        states, added = text.encode(captions, "cpu")
+        embeds, _, pooled, _ = pipeline.encode_prompt(captions, device="cpu", num_images_per_prompt=1,
+                                                      do_classifier_free_guidance=False)
+        time_ids = pipeline._get_add_time_ids((64, 64), (0, 0), (64, 64), dtype=torch.float32,
+                                              text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim)
+    assert torch.allclose(states, embeds, atol=1e-6) and torch.allclose(added["text_embeds"], pooled, atol=1e-6)
+    assert torch.equal(added["time_ids"].float(), time_ids.repeat(2, 1))
