@@ -3,21 +3,15 @@ to download and which recipe key to set, for every backend that runs a diffusion
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from stages.metrics.models import ModelMissing, hub_offline
+from stages.metrics.models import ModelMissing, require_local_when_offline
 
 
 def load_pipeline(pipeline_class: Any, source: str, option: str, dtype: Any, **components: Any) -> Any:
     """`pipeline_class.from_pretrained(source)`; ModelMissing (a BackendUnavailable) when the
     weights are not here, naming the download command and the recipe key `option`."""
-    if hub_offline() and not Path(source).is_dir():
-        local = f"models/{source.rstrip('/').split('/')[-1]}"
-        raise ModelMissing(
-            f"{option}: '{source}' is not a local directory and HF_HUB_OFFLINE is set. On a machine with "
-            f"internet run `huggingface-cli download {source} --local-dir {local}`, copy it here and set "
-            f"{option}: {local}")
+    require_local_when_offline(source, option)
     try:
         return pipeline_class.from_pretrained(source, torch_dtype=dtype, **components)
     except (OSError, ValueError) as error:

@@ -38,6 +38,13 @@ def _hub_hint(source: str, option: str) -> str:
             f"{option}: {local}")
 
 
+def require_local_when_offline(source: str, option: str) -> None:
+    """With HF_HUB_OFFLINE set, weights that are not a local folder cannot load: ModelMissing,
+    naming the recipe key, the download command and the value to set."""
+    if hub_offline() and not Path(source).is_dir():
+        raise ModelMissing(f"{option}: {_hub_hint(source, option)}")
+
+
 def metric_weights(params: dict[str, Any]) -> list[str]:
     """The detector's and embedder's weights (files, folders or hub ids) a backend's options
     name: their fingerprints join the keys of what they measure."""
@@ -65,8 +72,7 @@ class OwlVitDetector:
                  option: str = "backends.score.detector"):
         from transformers import OwlViTForObjectDetection, OwlViTProcessor
 
-        if hub_offline() and not Path(source).is_dir():
-            raise ModelMissing(f"OWL-ViT detector: {_hub_hint(source, option)}")
+        require_local_when_offline(source, option)
         try:
             model_type = detector_model_type(source)
             if model_type != self.MODEL_TYPE:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from stages.backends.caption.recaption import Recaptioner, VlmParams
-from stages.metrics.models import ModelMissing, hub_offline
+from stages.metrics.models import ModelMissing, require_local_when_offline
 from stages.runtime.replies import ReplyRejected, RequestFailed
 from stages.runtime.settings import torch_device, torch_dtype
 
@@ -55,11 +54,7 @@ class Backend(Recaptioner):
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             source = self.params.model
-            if hub_offline() and not Path(source).is_dir():
-                local = f"models/{source.rstrip('/').split('/')[-1]}"
-                raise ModelMissing(f"{OPTION}: '{source}' is not a local directory and HF_HUB_OFFLINE is set. On a "
-                                   f"machine with internet run `huggingface-cli download {source} --local-dir {local}`, "
-                                   f"copy it here and set {OPTION}: {local}")
+            require_local_when_offline(source, OPTION)
             try:
                 processor = AutoProcessor.from_pretrained(source)
                 model = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype).to(self.device).eval()

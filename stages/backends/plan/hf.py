@@ -8,11 +8,10 @@ depends on which batch its item fell in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from stages.backends.plan.llm import LlmParams, LlmPlanner
-from stages.metrics.models import ModelMissing, hub_offline
+from stages.metrics.models import ModelMissing, require_local_when_offline
 from stages.runtime.replies import RequestFailed
 from stages.runtime.settings import torch_device
 
@@ -44,10 +43,7 @@ class Backend(LlmPlanner):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             source = self.params.model
-            if hub_offline() and not Path(source).is_dir():
-                raise ModelMissing(f"language model '{source}' is not a local directory and HF_HUB_OFFLINE is set; "
-                                   f"download it (`huggingface-cli download {source} --local-dir models/llm`) and "
-                                   f"set backends.plan.model: models/llm")
+            require_local_when_offline(source, "backends.plan.model")
             try:
                 tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
                 model = AutoModelForCausalLM.from_pretrained(source).to(self.device).eval()
