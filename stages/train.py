@@ -32,7 +32,7 @@ from compiler.keys import canonical_json, item_seed
 from stages import backends
 from stages.backends.train import common
 from stages.backends.train.text import TOKEN_FILE
-from stages.backends.train.trained import load_base
+from stages.backends.train.trained import base_pipeline, load_base
 from stages.caption import concept_name
 from stages.metrics.pixels import flatten_alpha
 from stages.runtime.cache import blake2b_file
@@ -192,7 +192,7 @@ def prior_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
 
     settings: Settings = context["settings"]
     device = torch_device(settings.device)
-    pipeline = _prior_pipeline(context["model"], device, torch_dtype(settings.precision, device))
+    pipeline = base_pipeline(context["model"], device, torch_dtype(settings.precision, device))
     prior = context["prior"]
     image = pipeline(PRIOR_PROMPT.format(noun=item["noun"]), num_inference_steps=prior["steps"],
                      guidance_scale=prior["guidance_scale"], height=context["resolution"],
@@ -201,16 +201,6 @@ def prior_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return {"noun": item["noun"]}, {f"{item['noun']}/{item['index']:04d}.png": buffer.getvalue()}
-
-
-_PIPELINES: dict[str, Any] = {}
-
-
-def _prior_pipeline(model: str, device: str, dtype: Any) -> Any:
-    if model not in _PIPELINES:
-        _PIPELINES[model] = load_base(model, "backends.train.model", dtype).to(device)
-        _PIPELINES[model].set_progress_bar_config(disable=True)
-    return _PIPELINES[model]
 
 
 class Processes:

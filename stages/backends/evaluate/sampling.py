@@ -51,7 +51,7 @@ class Sampler:
             if "model_dir" in source:
                 pipeline = trained.load_pipeline(source["model_dir"], self.device, self.dtype, source.get("checkpoint"))
             else:
-                pipeline = trained.load_base(source["base"], source["option"], self.dtype)
+                pipeline = trained.base_pipeline(source["base"], self.device, self.dtype, source["option"])
             scheduler_class = getattr(diffusers, SCHEDULERS[self.options["sampler"]])
             pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
             pipeline.set_progress_bar_config(disable=True)

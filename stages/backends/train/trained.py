@@ -62,7 +62,7 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, check
         if checkpoint not in model["checkpoints"]:
             raise ValueError(f"{model_dir}: no checkpoint at step {checkpoint}; saved: {model['checkpoints']}")
         folder = model_dir / "checkpoints" / f"{checkpoint:07d}"
-    pipeline = _base(base or model["base"], device, dtype)
+    pipeline = base_pipeline(base or model["base"], device, dtype)
     importlib.import_module(LOADERS[model["backend"]]).load(pipeline, folder)
     load_tokens(pipeline, folder, model["token_files"])
     pipeline.set_progress_bar_config(disable=True)
@@ -72,7 +72,7 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: Any = None, check
 _BASE: dict[str, Any] = {}  # the last base model loaded in this process, to reuse
 
 
-def _base(source: str, device: str, dtype: Any) -> Any:
+def base_pipeline(source: str, device: str, dtype: Any, option: str = "backends.train.model") -> Any:
     """The base pipeline on `device`, loaded once per process and stripped of the previous
     model's weights and tokens (a 1 GB+ load per composition and checkpoint avoided). The
     pipeline a previous call returned is the same object: it now holds the new model."""
@@ -82,7 +82,8 @@ def _base(source: str, device: str, dtype: Any) -> Any:
     pipeline = _BASE.get(memo)
     if pipeline is None:
         _BASE.clear()
-        pipeline = _BASE[memo] = load_base(source, "backends.train.model", dtype).to(device)
+        pipeline = _BASE[memo] = load_base(source, option, dtype).to(device)
+        pipeline.set_progress_bar_config(disable=True)
         return pipeline
     if getattr(pipeline.unet, "peft_config", None):
         pipeline.unload_lora_weights()
