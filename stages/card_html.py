@@ -62,8 +62,8 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         rejected: the rows of `dataset/rejected.jsonl` (key, stage, reasons).
     """
     planned = recipe["recipe"]["compositions"]
-    compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "samples": [], "sheet": [],
-                          "rejected": []} for cid in sorted(planned)}
+    compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
+                          "sheet": [], "rejected": []} for cid in sorted(planned)}
     picked: dict[str, list[str]] = {}  # per composition, the first SHEET sample keys
     for name in sorted(shards):
         provenance: dict[str, dict[str, Any]] = {}
@@ -71,6 +71,7 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         with tarfile.open(shards[name]) as tar:
             for member in tar:
                 key, _, extension = member.name.partition(".")
+                compositions[_composition(key)]["fields"].add(extension)
                 picks = picked.setdefault(_composition(key), [])
                 if key not in picks and len(picks) < SHEET:
                     picks.append(key)

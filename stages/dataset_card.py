@@ -9,9 +9,6 @@ composition's, a mask a sample does not have being None. Written by pack; byte-s
 
 from __future__ import annotations
 
-import json
-import tarfile
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,18 +24,6 @@ SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), 
 
 def size_category(samples: int) -> str:
     return next((name for bound, name in SIZE_CATEGORIES if samples < bound), "n>1B")
-
-
-def read_shard(path: Path) -> tuple[set[str], list[dict[str, Any]]]:
-    """A shard's field names (`jpg`, `mask.cat.png`, ...) and its samples' provenance JSON."""
-    fields, provenance = set(), []
-    with tarfile.open(path) as tar:
-        for member in tar:
-            field = member.name.split(".", 1)[1]
-            fields.add(field)
-            if field == "json":
-                provenance.append(json.load(tar.extractfile(member)))
-    return fields, provenance
 
 
 def json_feature(values: list[Any]) -> dict[str, Any]:

@@ -38,11 +38,11 @@ from typing import Any
 
 from compiler.keys import canonical_json
 from stages.card_html import page as card_page, summarize
-from stages.dataset_card import dataset_card, read_shard
+from stages.dataset_card import dataset_card
 from stages.pack_plots import write_plots
 from stages.runtime.files import dumps_json, read_json, write_json
-from stages.runtime.cache import ItemCache, verified_bytes
-from stages.runtime.runner import ItemOutput, StageFailed, StageResult, each_item, materialize, run_cli, run_items
+from stages.runtime.cache import verified_bytes
+from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
 from stages.runtime.settings import load_settings
 
 VERSION = "1"
@@ -209,7 +209,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
                         rejected)
     extra = {
-        "README.md": card(document, planned, result, cache).encode("utf-8"),
+        "README.md": card(document, summary).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
         "manifest.jsonl": "".join(canonical_json(row) + "\n" for row in manifest).encode("utf-8"),
         "rejected.jsonl": "".join(canonical_json(row) + "\n" for row in rejected).encode("utf-8"),
@@ -231,16 +231,10 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
           f"reused), {len(rejected)} not packed (see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)
 
 
-def card(document: dict[str, Any], planned: list[dict[str, Any]], result: StageResult, cache: ItemCache) -> str:
-    """The dataset card, from the shards as written (their fields and provenance)."""
-    compositions: dict[str, dict[str, Any]] = {}
-    for shard in (shard for shard in planned if shard["id"] in result.records):
-        composition = compositions.setdefault(shard["id"].rsplit("-", 1)[0],
-                                              {"shards": [], "fields": set(), "provenance": []})
-        fields, provenance_rows = read_shard(cache.file(result.records[shard["id"]]["key"], shard["id"]))
-        composition["shards"].append(shard["id"])
-        composition["fields"] |= fields
-        composition["provenance"] += provenance_rows
+def card(document: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The dataset card, from the shards as written (their fields and provenance, as summarized)."""
+    compositions = {cid: {"shards": c["shards"], "fields": c["fields"], "provenance": c["samples"]}
+                    for cid, c in summary["compositions"].items() if c["shards"]}
     output = document["recipe"]["output"]
     return dataset_card({"name": document["name"], "key": document["recipe_key"], "license": output["license"],
                          "card_html": output["card_html"]}, compositions)
