@@ -30,7 +30,7 @@ import yaml
 from PIL import Image, ImageChops
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "gen4gen"
+REFERENCE = REPO / "data" / "gen4gen"
 
 
 def make_project(root: Path, images: int) -> None:
@@ -40,12 +40,12 @@ def make_project(root: Path, images: int) -> None:
     recipe = {
         "defaults": ["schema", "_self_"], "name": "bench",
         "concepts": {
-            "cat": {"class_noun": "cat", "token": "<cat1>", "images": [str(SHARED / "sources/cat/*.jpg")], "size": 0.5},
-            "dog": {"class_noun": "dog", "token": "<dog1>", "images": [str(SHARED / "sources/dog/*.jpg")], "size": 0.6},
+            "cat": {"class_noun": "cat", "token": "<cat1>", "images": [str(REFERENCE / "sources/cat/*.jpg")], "size": 0.5},
+            "dog": {"class_noun": "dog", "token": "<dog1>", "images": [str(REFERENCE / "sources/dog/*.jpg")], "size": 0.6},
             "plant": {"class_noun": "houseplant", "token": "<plant1>", "cutout": True,
-                      "images": [str(SHARED / "cutouts/houseplant/*.png")]},
+                      "images": [str(REFERENCE / "cutouts/houseplant/*.png")]},
         },
-        "backgrounds": {"garden": {"phrase": "in the garden", "images": [str(SHARED / "backgrounds/garden/*.jpeg")]}},
+        "backgrounds": {"garden": {"phrase": "in the garden", "images": [str(REFERENCE / "backgrounds/garden/*.jpg")]}},
         "compositions": {"trio": {"concepts": ["cat", "dog", "plant"], "backgrounds": ["garden"], "num_images": images}},
         "output": {"resolution": 1024},
     }

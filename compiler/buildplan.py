@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from compiler import __version__, sources
 from compiler.fingerprint import HashMemo, code_and_environment, template_closure, weights_fingerprint
 from compiler.keys import canonical_json, content_key, item_seed, without
@@ -23,6 +25,7 @@ from compiler.training_plan import STRATEGIES, training_document
 from stages import backends
 from stages.backends.extract import alpha_description
 
+EXIF_ORIENTATION = 0x0112
 SOFTWARE = ("numpy", "pillow", "rembg", "onnxruntime", "webdataset", "jinja2")
 
 
@@ -52,6 +55,17 @@ def _unique_ids(prefix: str, references: list[str]) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         ids.append(f"{prefix}/{stem}" if seen[stem] == 1 else f"{prefix}/{stem}-{seen[stem]}")
     return ids
+
+
+def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> dict[str, Any]:
+    """A background's scene template with the pixel size of each of its photos, which the
+    template's photo fractions are mapped through onto the canvas."""
+    sizes = []
+    for photo in photos:
+        with Image.open(sources.resolve(photo["source"], root)) as image:  # reads the header only
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown rotated by 90 degrees
+            sizes.append(list(reversed(image.size)) if turned else list(image.size))
+    return {"template": dataclasses.asdict(background.scene), "sizes": sizes}
 
 
 MODEL_FIELDS = {"strategy": ("train_caption", *STRATEGIES), "compositions": ("token", "eval_prompts")}
@@ -151,6 +165,8 @@ def build(
         bid: _hash_files(_expand_all(bg.images, root, f"backgrounds.{bid}.images"), root, hashes, memo)
         for bid, bg in sorted(recipe.backgrounds.items())
     }
+    scenes = {bid: scene_entry(bg, background_photos[bid], root)
+              for bid, bg in sorted(recipe.backgrounds.items()) if bg.scene is not None}
     templates = {role: getattr(recipe.strategy, f"{role}_caption") for role in ("short", "detailed")}
     caption_parts = fingerprints.parts("caption", "caption", backends_config["caption"])
     stage_parts = {
@@ -168,13 +184,18 @@ def build(
     plan_items, compose_items, caption_items, score_items, pack_items = [], [], [], [], []
     for comp_id in sorted(recipe.compositions):
         comp = recipe.compositions[comp_id]
+        comp_scenes = {bid: scenes[bid] for bid in comp.backgrounds if bid in scenes}
+        geometry = {cid: {"size_cm": recipe.concepts[cid].size_cm, "placement": recipe.concepts[cid].placement}
+                    for cid in comp.concepts} if comp_scenes else {}
         concepts = [
             {"id": cid, "class_noun": recipe.concepts[cid].class_noun, "size": recipe.concepts[cid].size,
-             "cutouts": cutouts_of[cid]}
+             **geometry.get(cid, {}), "cutouts": cutouts_of[cid]}
             for cid in comp.concepts
         ]
-        allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid])}
+        allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid]),
+                    **({"scene": comp_scenes[bid]} if bid in comp_scenes else {})}
                    for bid in comp.backgrounds]
+        placed = {"geometry": geometry} if comp_scenes else {}  # the score stage adds its image's scene
         words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
                        "aliases": list(recipe.concepts[cid].aliases)} for cid in comp.concepts}
         looks = {cid: {"class_noun": recipe.concepts[cid].class_noun,
@@ -196,7 +217,8 @@ def build(
                 {**stage_parts["caption"], "id": item_id, "seed": seed, "concepts": words, "phrases": phrases},
                 ignores["caption"])})
             score_items.append({"id": item_id, "parts": without(
-                {**stage_parts["score"], **identity, "references": looks, "phrases": phrases}, ignores["score"])})
+                {**stage_parts["score"], **identity, "references": looks, "phrases": phrases, **placed},
+                ignores["score"])})
             pack_items.append({"id": item_id})
 
     recipe_dict = dataset_recipe(recipe)
@@ -228,6 +250,8 @@ def build(
                                "references": [item["source"] for item in extract_items if item["concept"] == cid]}
                          for cid in sorted(recipe.concepts)},
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
+            "scenes": scenes,
+            "geometry": {cid: {"size_cm": c.size_cm, "placement": c.placement} for cid, c in sorted(recipe.concepts.items())},
             "items": score_items,
         },
         "pack": {

@@ -13,6 +13,8 @@
   g4g diff [REV_A [REV_B]] [--json] [--html OUT.html] [--exit-code]
                                              what changed in the dataset, sample by sample
   g4g card [--dataset DIR] [-o OUT.html]     write the dataset card page (dataset/card.html)
+  g4g scene PHOTO [--template T] [-o OUT.png]
+                                             draw a scene template (or a grid to write one) over a photo
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from compiler import diff
+from compiler import diff, scene_preview
 from compiler.errors import ItemError, RecipeError
 
 
@@ -240,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)
     diff.add_parser(commands)
+    scene_preview.add_parser(commands)
     from stages import card  # `g4g card`: the dataset card page
 
     card.add_parser(commands)

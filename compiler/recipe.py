@@ -23,6 +23,7 @@ from compiler.schema import (
     IMAGE_FORMATS,
     MAX_CONCEPTS_PER_IMAGE,
     MIN_CONCEPTS_PER_IMAGE,
+    PLACEMENTS,
     STAGE_KINDS,
     TOKEN_STYLES,
     Recipe,
@@ -36,7 +37,7 @@ SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase
 SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
                                                 schema.Composition, schema.Strategy, schema.Backends,
-                                                schema.Output)}
+                                                schema.Output, schema.Scene, schema.Surface, schema.Region)}
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
 
@@ -215,6 +216,10 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
             fail(f"concepts.{cid}.images", "at least one image path, glob or pkg: reference")
         if concept.size <= 0:
             fail(f"concepts.{cid}.size", f"{concept.size} must be > 0 (the largest object is 1.0)")
+        if concept.size_cm < 0:
+            fail(f"concepts.{cid}.size_cm", f"{concept.size_cm} must be >= 0 (0: not given)")
+        if concept.placement not in PLACEMENTS:
+            fail(f"concepts.{cid}.placement", f"'{concept.placement}'; valid: {', '.join(PLACEMENTS)}")
         if concept.token in tokens:
             fail(f"concepts.{cid}.token", f"'{concept.token}' is also the token of '{tokens[concept.token]}'")
         tokens[concept.token] = cid
@@ -223,6 +228,9 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         if not background.images and not generates_backgrounds:
             fail(f"backgrounds.{bid}.images", "at least one image path, glob or pkg: reference (or use a compose "
                  f"backend that generates backgrounds: {', '.join(GENERATING_COMPOSERS)})")
+        if background.scene is not None:
+            for key, problem in scene_problems(background.scene):
+                fail(f"backgrounds.{bid}.scene.{key}", problem)
     for comp_id, comp in recipe.compositions.items():
         where = f"compositions.{comp_id}"
         count = len(comp.concepts)
@@ -241,6 +249,11 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
                 fail(f"{where}.backgrounds[{index}]", f"unknown background '{bid}'; valid: {', '.join(sorted(recipe.backgrounds))}")
         if comp.num_images < 1:
             fail(f"{where}.num_images", f"{comp.num_images} must be >= 1")
+        for bid in comp.backgrounds:
+            unsized = [cid for cid in comp.concepts if recipe.backgrounds[bid].scene and not recipe.concepts[cid].size_cm]
+            if unsized:
+                fail(f"concepts.{unsized[0]}.size_cm", f"not given; composition '{comp_id}' uses background '{bid}', "
+                     f"whose scene template sizes objects by their real size: give the longer side in cm (a cat: 40)")
     if recipe.strategy.token_style not in TOKEN_STYLES:
         fail("strategy.token_style", f"'{recipe.strategy.token_style}'; valid: {', '.join(TOKEN_STYLES)}")
     for role in ("short_caption", "detailed_caption"):
@@ -261,6 +274,38 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         fail("output.shard_size", f"{output.shard_size} must be >= 1")
     root = templates_dir.parent
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
+
+
+def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
+    """(key, problem) for every value of a scene template out of its valid range."""
+    if not 0 <= scene.horizon < 1:
+        yield "horizon", f"{scene.horizon}; the row of the horizon as a fraction of the photo height, 0-1"
+    if scene.camera_height_cm <= 0:
+        yield "camera_height_cm", f"{scene.camera_height_cm} must be > 0 (a photo taken standing: about 150)"
+    if not 0 < scene.size_tolerance <= 1:
+        yield "size_tolerance", f"{scene.size_tolerance}; valid: a fraction in (0, 1]"
+    if scene.view is not None and (len(scene.view) != 4 or not all(0 <= v <= 1 for v in scene.view)
+                                   or scene.view[2] <= 0 or scene.view[3] <= 0
+                                   or scene.view[0] + scene.view[2] > 1 or scene.view[1] + scene.view[3] > 1):
+        yield "view", f"{scene.view}; [x, y, w, h] of a region inside the photo, as fractions (0-1)"
+    polygons = [("ground", scene.ground)]
+    polygons += [(f"surfaces.{name}.polygon", surface.polygon) for name, surface in scene.surfaces.items()]
+    polygons += [(f"forbidden[{index}].polygon", region.polygon) for index, region in enumerate(scene.forbidden)]
+    for key, polygon in polygons:
+        if len(polygon) < 3 or not all(isinstance(point, list) and len(point) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in point)
+                for point in polygon):
+            yield key, "a polygon of at least 3 [x, y] points, each a fraction of the photo's width and height (0-1)"
+    for name, surface in scene.surfaces.items():
+        if not 0 < surface.height_cm < scene.camera_height_cm:
+            yield f"surfaces.{name}.height_cm", (f"{surface.height_cm}; above the ground and below the camera "
+                                                 f"(camera_height_cm {scene.camera_height_cm})")
+        if surface.max_size_cm <= 0:
+            yield f"surfaces.{name}.max_size_cm", f"{surface.max_size_cm} must be > 0 (the largest object it holds)"
+        if min(y for _, y in surface.polygon) <= scene.horizon:
+            yield f"surfaces.{name}.polygon", "reaches above the horizon; a surface below eye level is seen from above"
+    if all(y <= scene.horizon for _, y in scene.ground):
+        yield "ground", "lies wholly above the horizon; the ground is seen below eye level"
 
 
 def _check_endpoint(key: str, url: str, fail, root: Path) -> None:

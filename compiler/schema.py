@@ -5,7 +5,7 @@ backend's own `Params` dataclass (see `stages.backends`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -14,6 +14,7 @@ MAX_CONCEPTS_PER_IMAGE = 5
 DATASET_KINDS = ("extract", "plan", "compose", "caption", "score")  # the stages that make the dataset
 STAGE_KINDS = (*DATASET_KINDS, "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")
+PLACEMENTS = ("ground", "surface", "free")
 IMAGE_FORMATS = ("jpg", "png", "webp")
 
 
@@ -26,7 +27,46 @@ class Concept:
     images: List[str] = MISSING  # paths, globs or pkg:PACKAGE/PATH references
     cutout: bool = False  # the images are already cut out (RGBA with alpha)
     size: float = 1.0  # relative real-world size; the largest object of a scene is 1.0
+    size_cm: float = 0.0  # real extent of its longer side as photographed (needed on backgrounds with a scene)
+    placement: str = "ground"  # ground: stands on the ground; surface: on a bench or table that holds it,
+    #                            else the ground; free: hangs or floats (no support)
     aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
+
+
+@dataclass
+class Surface:
+    """Something other than the ground that objects stand on: a bench seat, a table top."""
+
+    polygon: List[Any] = MISSING  # where a foot may rest: [[x, y], ...] in the photo, 0-1
+    height_cm: float = MISSING  # its height above the ground
+    max_size_cm: float = MISSING  # the largest object it holds (a concept's size_cm)
+
+
+@dataclass
+class Region:
+    """A region nothing behind it may cover (a tree trunk, a window)."""
+
+    polygon: List[Any] = MISSING  # [[x, y], ...] in the photo, 0-1
+    front: float = 1.0  # objects whose foot is below this row (nearer the camera) may cover it
+
+
+@dataclass
+class Scene:
+    """A scene template: where things can stand in a background photo and how big they look.
+
+    Coordinates are fractions of the photo's width and height (0, 0 = top left). Sizes follow
+    a level camera: an object of size_cm whose foot is at row y looks
+    size_cm * (y - horizon) / (camera_height_cm - support height) photo heights tall.
+    """
+
+    horizon: float = MISSING  # the row of the horizon (eye level), 0-1
+    camera_height_cm: float = MISSING  # the camera's height above the ground
+    ground: List[Any] = MISSING  # polygon of the walkable ground: [[x, y], ...]
+    surfaces: Dict[str, Surface] = field(default_factory=dict)
+    forbidden: List[Region] = field(default_factory=list)
+    size_tolerance: float = 0.25  # kept sizes lie within x(1 + t) or /(1 + t) of the expected size
+    view: Optional[List[float]] = None  # [x, y, w, h]: the part of the photo the canvas shows (its centre
+    #                                     crop to the canvas shape); none: the whole photo
 
 
 @dataclass
@@ -35,6 +75,7 @@ class Background:
 
     phrase: str = MISSING  # "in the garden"
     images: List[str] = field(default_factory=list)  # none: painted from the phrase (compose: sdxl-inpaint)
+    scene: Optional[Scene] = None  # where objects stand, at what size; one camera view for all its photos
 
 
 @dataclass

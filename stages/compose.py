@@ -37,8 +37,8 @@ def _cutout(path: str) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=16)
-def _background(path: str, reference: str, width: int, height: int) -> Image.Image:
-    return fit_background(load_image(Path(path), reference), width, height)
+def _background(path: str, reference: str, width: int, height: int, crop: tuple[int, ...] | None) -> Image.Image:
+    return fit_background(load_image(Path(path), reference), width, height, crop)
 
 
 def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +49,12 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     photo = None
     if layout["background"]["photo"] is not None:
         reference = background["photos"][layout["background"]["photo"]]["source"]
-        photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height)
+        crop = layout["background"].get("crop")  # a scene template's view; default: the centre
+        photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height,
+                            tuple(crop) if crop else None)
     return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
             "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png")) for o in layout["objects"]],
+            "supports": [o.get("support") for o in layout["objects"]],
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 
 

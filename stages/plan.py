@@ -51,7 +51,7 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
         if missing:
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
-        concepts = [{"id": c["id"], "class_noun": c["class_noun"], "size": c["size"],
+        concepts = [{**{k: v for k, v in c.items() if k != "cutouts"},
                      "views": [v for v in views[c["id"]] if v["id"] in c["cutouts"]]} for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"]}

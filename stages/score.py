@@ -4,6 +4,8 @@ Reads  build/compiled/score.json, build/layouts.json, build/images.json (+ build
        build/cutouts/ and the concepts' reference photos for model-based scorers).
 Writes build/scores.json: per image `keep`, `reasons` (each failed check: check, concept,
        message) and per-concept measurements (and image metrics for model-based scorers).
+       On a background with a scene template every scorer also checks the geometry: `floating`
+       (a foot off its ground or surface), `scale` (size off the perspective's), `blocked`.
        The report gives keep rates per number of concepts beside the paper's manual rates.
 """
 
@@ -21,6 +23,7 @@ from stages import backends
 from stages.runtime.files import read_json
 from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
 from stages.runtime.settings import load_settings
+from stages.scene import judge, on_canvas
 
 PAPER_KEEP_RATES = {"<=3": 0.53, "4": 0.32, "5": 0.22}  # Gen4Gen's manual rating, 4-5 of 5 kept
 
@@ -44,11 +47,15 @@ def sample_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
             "background": context["backgrounds"][layout["background"]["id"]], "concepts": concepts}
 
 
-def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignores: list[str]) -> dict[str, Any]:
+def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignores: list[str],
+                scenes: dict[str, Any]) -> dict[str, Any]:
     """What a score reads, by content: the layout, the composed image (its files' digests and
-    measurements) and the pasted cut-outs (less what the scorer ignores)."""
+    measurements), the pasted cut-outs (less what the scorer ignores) and the scene template
+    of its background, if it has one (so editing a template re-scores that background only)."""
     layout = item["layout"]
+    scene = scenes.get(layout["background"]["id"])
     made_of = {
+        **({"scene": scene} if scene else {}),
         "layout": {"background": layout["background"]["id"], "objects": layout["objects"]},
         "image": {k: v for k, v in item["image"].items() if k not in ("id", "key")},
         "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
@@ -57,9 +64,28 @@ def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignore
     return {**item["parts"], **without(made_of, ignores)}
 
 
+def geometry_reasons(layout: dict[str, Any], context: dict[str, Any]) -> list[dict[str, str]]:
+    """Failed scene-template checks (floating, scale, blocked) of a layout on a templated background."""
+    background = layout["background"]
+    entry = context["scenes"].get(background["id"])
+    if entry is None or background["photo"] is None:
+        return []
+    scene = on_canvas(entry["template"], entry["sizes"][background["photo"]], context["canvas"])
+    reasons = []
+    for placed in layout["objects"]:
+        concept = context["geometry"][placed["concept"]]
+        for check, problem in judge(scene, placed["box"], concept["placement"], concept["size_cm"]):
+            reasons.append({"check": check, "concept": placed["concept"], "message": f"{placed['concept']}: {problem}"})
+    return reasons
+
+
 def score_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     scorer = backends.create("score", context["backend"], device=context["device"])
-    return [(result, {}) for result in scorer.score_batch([sample_for(item, context) for item in items])]
+    outputs: list[ItemOutput | ItemError] = []
+    for item, result in zip(items, scorer.score_batch([sample_for(item, context) for item in items])):
+        reasons = result["reasons"] + geometry_reasons(item["layout"], context)
+        outputs.append(({**result, "keep": not reasons, "reasons": reasons}, {}))
+    return outputs
 
 
 def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,11 +113,12 @@ def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
     cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}
     for item in items:
-        item["parts"] = score_parts(item, cutouts, document["ignores"])
+        item["parts"] = score_parts(item, cutouts, document["ignores"], document.get("scenes", {}))
     concepts = {cid: {**info, "references": [str(sources.resolve(ref, Path.cwd())) for ref in info["references"]]}
                 for cid, info in document["concepts"].items()}  # resolved once, not per image
     context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": concepts,
                "backgrounds": document["backgrounds"], "device": settings.device,
+               "scenes": document.get("scenes", {}), "geometry": document.get("geometry", {}),
                "images_dir": str(images_dir), "cutouts_dir": str(cutouts_dir)}
     result, _ = run_items("score", items, score_batch, context, settings, {**skipped, **skipped_images})
     scores = result.entries()

@@ -298,12 +298,11 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
 
     document = read_json(items_file)
     name = document["backend"]["name"]
+    if name == "none":  # training off: no accelerate or torch needed (the demo installs neither)
+        materialize_off(out_dir, reports_dir)
+        return
     processes = Processes()
     settings = processes.settings(load_settings())
-    if name == "none":
-        if processes.state.is_main_process:
-            materialize_off(out_dir, reports_dir)
-        return
     missing = attach_data(document, dataset_dir)
     prior_files = prior_images(document, settings, processes)
     for item in document["items"]:

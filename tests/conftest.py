@@ -15,8 +15,8 @@ import yaml
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "gen4gen"
-PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "dvc.yaml", "params.yaml", ".dvcignore")
+REFERENCE_DATA = REPO / "data" / "gen4gen"  # downscaled Gen4Gen photos shipped with the project (NOTICE.md)
+PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "data", "dvc.yaml", "params.yaml", ".dvcignore")
 
 TINY_RECIPE = {
     "defaults": ["schema", "_self_"],
@@ -26,10 +26,10 @@ TINY_RECIPE = {
         "cat": {"class_noun": "cat", "token": "<cat1>", "images": ["pkg:skimage/data/chelsea.png"], "size": 0.6},
         "mug": {"class_noun": "mug", "token": "<mug1>", "images": ["pkg:skimage/data/coffee.png"], "size": 0.4},
         "plant": {"class_noun": "houseplant", "token": "<plant1>", "cutout": True,
-                  "images": [str(SHARED_DATA / "cutouts/houseplant/houseplant_0[12].png")]},
+                  "images": [str(REFERENCE_DATA / "cutouts/houseplant/houseplant_0[12].png")]},
     },
     "backgrounds": {
-        "garden": {"phrase": "in the garden", "images": [str(SHARED_DATA / "backgrounds/garden/garden1.jpeg")]},
+        "garden": {"phrase": "in the garden", "images": [str(REFERENCE_DATA / "backgrounds/garden/garden1.jpg")]},
         "grass": {"phrase": "on the grass", "images": ["pkg:skimage/data/grass.png"]},
     },
     "compositions": {
@@ -47,9 +47,8 @@ def write_recipe(root: Path, recipe: dict, name: str = "tiny") -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"reference data expected at {SHARED_DATA}"
-    return SHARED_DATA
+def reference_data() -> Path:
+    return REFERENCE_DATA
 
 
 THROUGHPUT_VARIABLES = ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_DEVICE", "G4G_EXECUTOR",
@@ -74,7 +73,7 @@ def copy_project(root: Path, **params: object) -> Path:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_data: Path) -> Path:
     """A copy of the project selecting the tiny recipe, as the working directory."""
     root = copy_project(tmp_path / "project")
     monkeypatch.chdir(root)

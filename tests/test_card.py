@@ -87,7 +87,7 @@ def rejected(root: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory, shared_data) -> Path:
+def history(tmp_path_factory, reference_data) -> Path:
     """The repository after builds a (`dvc repro`) and b (the same stages in this process, which
     is faster); two of b's images are rejected for their size."""
     root = copy_project(tmp_path_factory.mktemp("card") / "project")

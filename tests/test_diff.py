@@ -52,7 +52,7 @@ def commit(root: Path, tag: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory, shared_data) -> dict:
+def history(tmp_path_factory, reference_data) -> dict:
     """The repository (the workspace is at c) and each build's samples."""
     root = copy_project(tmp_path_factory.mktemp("diff") / "project")
     (root / "photos").mkdir()

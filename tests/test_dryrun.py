@@ -35,11 +35,11 @@ def edit_recipe(root: Path, edit) -> None:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
 
 
-def test_forecast_matches_the_next_build(project, shared_data, capsys):
+def test_forecast_matches_the_next_build(project, reference_data, capsys):
     plants = project / "photos/plant"
     plants.mkdir(parents=True)
     for name in ("houseplant_01.png", "houseplant_02.png"):
-        shutil.copy(shared_data / "cutouts/houseplant" / name, plants / name)
+        shutil.copy(reference_data / "cutouts/houseplant" / name, plants / name)
     edit_recipe(project, lambda r: r["concepts"]["plant"].update(images=["photos/plant/*.png"]))
     first = predicted(project)
     assert first["extract"] == (0, 4, {"new": 4}) and first["score"] == (0, 10, {"new": 10})

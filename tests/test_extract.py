@@ -9,6 +9,7 @@ from PIL import Image
 from compiler.errors import ItemError
 from stages import backends
 from stages.extract import cut_out
+from stages.layout import iou as box_iou
 from stages.runtime.images import load_image
 
 
@@ -17,14 +18,23 @@ def u2netp():
                                                                          "min_confidence": 0.5}))
 
 
-@pytest.mark.parametrize("concept, photo", [("cat", "cat_01.jpg"), ("dog", "dog_05.jpg")])
-def test_u2netp_matches_the_papers_isnet_masks(shared_data, concept, photo):
-    image = load_image(shared_data / "sources" / concept / photo, photo)
-    reference = np.asarray(Image.open(shared_data / "isnet_masks" / concept / photo.replace(".jpg", ".png")).convert("L"))
+@pytest.mark.parametrize("concept, photo", [("cat", "cat_01.jpg"), ("dog", "dog_05.jpg"), ("dog", "dog_06.jpg")])
+def test_u2netp_matches_the_papers_isnet_masks(reference_data, concept, photo):
+    """At the shipped 768 px the masks agree with the paper's IS-Net masks (measured IoU
+    0.96 / 0.93 / 0.95) and the threshold-70 tight boxes match theirs (IoU 0.96 / 0.97 / 0.99)."""
+    image = load_image(reference_data / "sources" / concept / photo, photo)
+    reference = np.asarray(Image.open(reference_data / "isnet_masks" / concept / photo.replace(".jpg", ".png")).convert("L"))
     mask = u2netp().soft_mask(image)
     assert mask.shape == reference.shape and mask.dtype == np.uint8
     ours, theirs = mask > 127, reference > 127
-    assert (ours & theirs).sum() / (ours | theirs).sum() > 0.85
+    assert (ours & theirs).sum() / (ours | theirs).sum() > 0.9
+    assert box_iou(tight_box(mask > 70), tight_box(reference > 70)) > 0.95
+
+
+def tight_box(foreground: np.ndarray) -> list[int]:
+    """[x, y, w, h] of the foreground pixels."""
+    rows, columns = np.nonzero(foreground)
+    return [int(columns.min()), int(rows.min()), int(columns.max() - columns.min()) + 1, int(rows.max() - rows.min()) + 1]
 
 
 @pytest.mark.parametrize("name", ["blank", "noise"])
@@ -59,9 +69,9 @@ def test_cut_out_is_shrunk_to_max_side():
     assert cutout.size == (100, 50)
 
 
-def test_alpha_backend_uses_the_alpha_channel_and_refuses_opaque_images(shared_data):
+def test_alpha_backend_uses_the_alpha_channel_and_refuses_opaque_images(reference_data):
     alpha = backends.create("extract", backends.describe("extract", "alpha", {"threshold": 70, "max_side": 512}))
-    plant = load_image(shared_data / "cutouts/houseplant/houseplant_02.png", "houseplant_02")
+    plant = load_image(reference_data / "cutouts/houseplant/houseplant_02.png", "houseplant_02")
     mask = alpha.soft_mask(plant)
     assert mask.shape == (plant.height, plant.width) and 0 < (mask > 70).mean() < 1
     with pytest.raises(ItemError, match="no alpha channel"):

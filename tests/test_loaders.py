@@ -139,7 +139,7 @@ def test_no_machine_path_and_no_empty_struct_in_any_sample(tiny):
     sources = {c["cutout"]["source"] for row in rows for c in row["concepts"]}
     assert {"pkg:skimage/data/chelsea.png", "pkg:skimage/data/coffee.png"} <= sources <= {
         "pkg:skimage/data/chelsea.png", "pkg:skimage/data/coffee.png", "houseplant_01.png", "houseplant_02.png"}
-    assert {row["background"]["source"] for row in rows} <= {"garden1.jpeg", "pkg:skimage/data/grass.png"}
+    assert {row["background"]["source"] for row in rows} <= {"garden1.jpg", "pkg:skimage/data/grass.png"}
 
 
 def test_portable_source_keeps_project_paths_relative(tmp_path, monkeypatch):

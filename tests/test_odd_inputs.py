@@ -125,10 +125,10 @@ def test_float_images_are_refused_by_name(tmp_path):
         load_image(path, path.name)
 
 
-def test_16bit_photos_are_cut_out_like_their_8bit_version(tmp_path, shared_data):
+def test_16bit_photos_are_cut_out_like_their_8bit_version(tmp_path, reference_data):
     """The reported bug: a 16-bit photo was clipped to white and 'had no salient object'."""
-    photo = Image.open(shared_data / "sources/dog/dog_05.jpg").convert("RGB")
-    paper_mask = np.asarray(Image.open(shared_data / "isnet_masks/dog/dog_05.png").convert("L")) > 127
+    photo = Image.open(reference_data / "sources/dog/dog_05.jpg").convert("RGB")
+    paper_mask = np.asarray(Image.open(reference_data / "isnet_masks/dog/dog_05.png").convert("L")) > 127
     luminance = np.asarray(photo, float) @ [0.299, 0.587, 0.114]  # ITU-R 601, as Pillow's "L"
     grey16 = tmp_path / "grey16.png"
     Image.fromarray(np.round(luminance * 257).astype(np.uint16)).save(grey16)
@@ -141,8 +141,8 @@ def test_16bit_photos_are_cut_out_like_their_8bit_version(tmp_path, shared_data)
         assert iou(ours, paper_mask) > 0.85, deep.name
 
 
-def test_g4g_extract_cuts_a_16bit_photo_out(tmp_path, shared_data):
-    grey = np.asarray(Image.open(shared_data / "sources/dog/dog_05.jpg").convert("L"), np.uint16) * 257
+def test_g4g_extract_cuts_a_16bit_photo_out(tmp_path, reference_data):
+    grey = np.asarray(Image.open(reference_data / "sources/dog/dog_05.jpg").convert("L"), np.uint16) * 257
     photo, output = tmp_path / "scan 16-bit.png", tmp_path / "cut.png"
     Image.fromarray(grey).save(photo)
     assert g4g(["extract", str(photo), "-o", str(output)]) == 0

@@ -177,12 +177,12 @@ def test_the_builder_cannot_approve_plain_http_elsewhere(project, monkeypatch):
 
 # 3. `pkg:` ran code.
 
-def test_pkg_references_import_nothing(project, shared_data):
+def test_pkg_references_import_nothing(project, reference_data):
     for package in (project / "downloads", project / "downloads/mydata"):
         package.mkdir(exist_ok=True)
         (package / "__init__.py").write_text("import pathlib\npathlib.Path('pwned').write_text('ran')\n"
                                              "print('PWNED')\n")
-    (project / "downloads/mydata/cat.png").write_bytes((shared_data / "backgrounds/garden/garden1.jpeg").read_bytes())
+    (project / "downloads/mydata/cat.png").write_bytes((reference_data / "backgrounds/garden/garden1.jpg").read_bytes())
     script = (
         "import sys\nfrom pathlib import Path\n"
         "from compiler.errors import RecipeError\nfrom compiler.sources import expand\n"
@@ -284,10 +284,10 @@ def test_a_template_linked_out_of_templates_is_refused(project, tmp_path, capsys
 # 7. Loops, unchecked replay files, config from outside recipes/, files outside their folder,
 #    ids with a newline, raw server text on the terminal and in reports, tracebacks.
 
-def test_a_glob_over_links_to_parent_folders_ends(project, shared_data):
+def test_a_glob_over_links_to_parent_folders_ends(project, reference_data):
     photos = project / "photos"
     (photos / "deep").mkdir(parents=True)
-    (photos / "deep/cat.jpeg").write_bytes((shared_data / "backgrounds/garden/garden1.jpeg").read_bytes())
+    (photos / "deep/cat.jpeg").write_bytes((reference_data / "backgrounds/garden/garden1.jpg").read_bytes())
     (photos / "deep/up").symlink_to("..")
     (photos / "deep/top").symlink_to("../..")
     start = time.perf_counter()

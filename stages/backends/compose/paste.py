@@ -1,44 +1,58 @@
 """Copy-paste composition: cut-outs pasted on a real background photo with a soft alpha.
 
-The embedded composer (no diffusion): the background photo is centre-cropped and resized to
-the canvas, each cut-out is resized into its box, its alpha softened with the paper's 5x5 box
-blur and its colours pulled slightly toward the background under it. Besides the image it
-returns the union mask and each concept's visible (occlusion-aware) soft mask.
+The embedded composer (no diffusion): the background photo is cropped and resized to the
+canvas; each cut-out's edge colours are decontaminated (foreground colour estimation, so no
+rim of its old background survives), it is resized into its box, its alpha softened with the
+paper's 5x5 box blur and its colours pulled slightly toward the background under it; an
+object standing on something casts a soft contact shadow first. Poisson blending (OpenCV) is
+an option. Besides the image it returns the union mask and each concept's visible
+(occlusion-aware) soft mask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageChops, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from compiler.errors import ItemError
+from stages.scene import centre_crop
 
-VERSION = "1"
+VERSION = "2"
 IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
 PREPARED_CACHE = 64  # cut-outs whose size levels and mean colour a worker keeps
+BLENDS = ("alpha", "poisson")
+UNSUPPORTED = (None, "free")  # layout supports under which no shadow falls
+POISSON_MARGIN = 3  # pixels of background around an object that Poisson blending solves over
 
 
 @dataclass
 class Params:
     feather: int = 5  # box-blur kernel on the alpha (the paper's 5x5); 1 = hard edge
     harmonize: float = 0.25  # 0 = paste as is; 1 = match the background's mean colour
+    decontaminate: bool = True  # re-estimate edge colours (pymatting), so no rim of the old background shows
+    shadow: float = 0.45  # contact shadow darkness under objects standing on a scene's support; 0 = off
+    shadow_height: float = 0.25  # the shadow ellipse's height / its width (flatter = lower camera)
+    blend: str = "alpha"  # alpha: soft-alpha paste; poisson: OpenCV seamless cloning (shifts object colours)
 
     def __post_init__(self) -> None:
         if self.feather < 1 or self.feather % 2 == 0:
             raise ValueError(f"feather {self.feather}: an odd kernel size >= 1")
         if not 0 <= self.harmonize <= 1:
             raise ValueError(f"harmonize {self.harmonize}: valid 0-1")
+        if not 0 <= self.shadow <= 1 or not 0 < self.shadow_height <= 1:
+            raise ValueError(f"shadow {self.shadow} and shadow_height {self.shadow_height}: valid 0-1 (height > 0)")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend '{self.blend}': valid {', '.join(BLENDS)}")
 
 
-def fit_background(photo: Image.Image, width: int, height: int) -> Image.Image:
-    """Centre-crop `photo` to the canvas aspect ratio and resize it to the canvas."""
+def fit_background(photo: Image.Image, width: int, height: int, crop: Sequence[int] | None = None) -> Image.Image:
+    """The photo's region `crop` ([left, top, width, height] in pixels; default: the centred
+    region of the canvas's shape) resized to the canvas."""
     photo = photo.convert("RGB")
-    scale = max(width / photo.width, height / photo.height)
-    crop_w, crop_h = round(width / scale), round(height / scale)
-    left, top = (photo.width - crop_w) // 2, (photo.height - crop_h) // 2
+    left, top, crop_w, crop_h = crop or centre_crop(photo.size, (width, height))
     return photo.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
 
 
@@ -51,10 +65,13 @@ class Backend:
         """Each job: `boxes`, `cutouts`, `background` (canvas-sized RGB, or None), `phrase`, `seed`."""
         return [ItemError(f"background '{job['phrase']}' has no photo; the paste composer needs one "
                           f"(or use compose: sdxl-inpaint, which generates it)") if job["background"] is None
-                else self.compose(job["boxes"], job["cutouts"], job["background"]) for job in jobs]
+                else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"))
+                for job in jobs]
 
-    def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image) -> dict[str, Any]:
-        """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB).
+    def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image,
+                supports: list[str | None] | None = None) -> dict[str, Any]:
+        """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB);
+        objects whose `supports` entry names a support cast a contact shadow.
 
         Returns `image` (RGB), `mask` (L, union), `masks` (L per object: its alpha where no
         later paste covers it) and `stats` per object: `full`, `inside` and `visible` alpha
@@ -64,12 +81,19 @@ class Backend:
         union = Image.new("L", canvas.size, 0)
         visible: list[Image.Image] = []
         stats, regions = [], []
-        for box, cutout in zip(boxes, cutouts):
+        for box, cutout, support in zip(boxes, cutouts, supports or [None] * len(boxes)):
             levels, mean_colour = self._prepare(cutout)
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
             region = (box[0], box[1], box[0] + box[2], box[1] + box[3])
-            canvas.paste(self._harmonize(piece, mean_colour, canvas.crop(region)), region[:2], alpha)
+            if self.params.shadow and support not in UNSUPPORTED:
+                canvas = contact_shadow(canvas, box, piece.getchannel("A"), self.params.shadow,
+                                        self.params.shadow_height)
+            piece = self._harmonize(piece, mean_colour, canvas.crop(region))
+            if self.params.blend == "poisson":
+                canvas = poisson_paste(canvas, piece, alpha, region)
+            else:
+                canvas.paste(piece, region[:2], alpha)
             hidden = ImageOps.invert(alpha)
             for earlier in visible:
                 earlier.paste(ImageChops.multiply(earlier.crop(region), hidden), region[:2])
@@ -90,7 +114,8 @@ class Backend:
         if id(cutout) not in self._prepared:
             if len(self._prepared) >= PREPARED_CACHE:
                 self._prepared.clear()
-            levels = [cutout if cutout.mode == "RGBA" else cutout.convert("RGBA")]
+            rgba = cutout if cutout.mode == "RGBA" else cutout.convert("RGBA")
+            levels = [decontaminate(rgba) if self.params.decontaminate else rgba]
             while min(levels[-1].size) >= 128:
                 levels.append(levels[-1].reduce(2))
             smallest = np.asarray(levels[-1], dtype=np.float64)
@@ -123,6 +148,67 @@ class Backend:
         target = np.asarray(under.reduce(4), dtype=np.float64).reshape(-1, 3).mean(axis=0)
         shift = [int(v) for v in np.round(self.params.harmonize * (target - own))] + [0]
         return piece.point([min(255, max(0, value + offset)) for offset in shift for value in range(256)])
+
+
+def decontaminate(cutout: Image.Image) -> Image.Image:
+    """The cut-out with the colours of its partly transparent pixels replaced by estimated
+    foreground colours (pymatting's multilevel estimator), so that blending it over a new
+    background leaves no trace of the old one. Opaque and transparent pixels keep their bytes."""
+    from pymatting import estimate_foreground_ml
+
+    pixels = np.asarray(cutout)
+    alpha = pixels[..., 3]
+    soft = (alpha > 0) & (alpha < 255)
+    if not soft.any():
+        return cutout
+    foreground = estimate_foreground_ml(pixels[..., :3] / 255.0, alpha / 255.0)
+    out = pixels.copy()
+    out[soft, :3] = np.clip(np.round(foreground[soft] * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
+
+
+def contact_shadow(canvas: Image.Image, box: list[int], alpha: Image.Image, darkness: float,
+                   flatness: float) -> Image.Image:
+    """Darken a soft ellipse under the object's footprint: as wide as its alpha's lowest tenth,
+    `flatness` times as high, blurred by a quarter of its width."""
+    rows = np.asarray(alpha)[-max(1, alpha.height // 10):]
+    columns = np.nonzero(rows.max(axis=0) > 127)[0]
+    if columns.size == 0:
+        return canvas
+    width = max(4.0, float(columns[-1] - columns[0] + 1) * 1.15)
+    centre_x, foot_y = box[0] + float(columns[0] + columns[-1] + 1) / 2, box[1] + box[3]
+    height, blur = max(2.0, width * flatness), width / 4
+    pad = int(blur * 2 + 2)
+    left, top = int(centre_x - width / 2) - pad, int(foot_y - height * 0.6) - pad
+    size = (int(width) + 2 * pad, int(height) + 2 * pad)
+    ellipse = Image.new("L", size, 0)
+    ImageDraw.Draw(ellipse).ellipse((pad, pad, pad + width, pad + height), fill=round(255 * darkness))
+    ellipse = ellipse.filter(ImageFilter.GaussianBlur(blur / 2))
+    shade = Image.new("L", canvas.size, 0)
+    shade.paste(ellipse, (left, top))
+    return ImageChops.multiply(canvas, ImageOps.invert(shade).convert("RGB"))
+
+
+def poisson_paste(canvas: Image.Image, piece: Image.Image, alpha: Image.Image, region: tuple[int, ...]) -> Image.Image:
+    """Seamless cloning (Perez et al. 2003, OpenCV) of the alpha-pasted piece into the canvas,
+    over the object dilated by a few pixels so that its own outline keeps its contrast; the
+    plain alpha paste where the region touches the canvas edge (OpenCV needs a margin)."""
+    import cv2
+
+    pasted = canvas.copy()
+    pasted.paste(piece, region[:2], alpha)
+    margin = POISSON_MARGIN + 1
+    inside = (region[0] >= margin and region[1] >= margin and region[2] <= canvas.width - margin
+              and region[3] <= canvas.height - margin)
+    if not inside or not np.asarray(alpha).any():
+        return pasted
+    mask = np.zeros((canvas.height, canvas.width), np.uint8)
+    mask[region[1]:region[3], region[0]:region[2]] = (np.asarray(alpha) > 0).astype(np.uint8) * 255
+    mask = cv2.dilate(mask, np.ones((2 * POISSON_MARGIN + 1,) * 2, np.uint8))
+    ys, xs = np.nonzero(mask)
+    centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+    blended = cv2.seamlessClone(np.asarray(pasted), np.asarray(canvas), mask, centre, cv2.NORMAL_CLONE)
+    return Image.fromarray(blended)
 
 
 def _alpha_area(mask: Image.Image, region: tuple[int, int, int, int] | None = None) -> float:

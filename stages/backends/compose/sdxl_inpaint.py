@@ -17,6 +17,7 @@ offload are runtime settings, not recipe values.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from stages.backends.pretrained import load_pipeline
 from stages.runtime.settings import torch_device, torch_dtype
 from stages.templating import Templates
 
-VERSION = "1"
+VERSION = "2"
 LIBRARIES = ("transformers", "safetensors")  # reached through diffusers: text encoders, weights
 PAPER_NEGATIVE_PROMPT = (  # the paper's list in its order, as far as CLIP's 77 tokens reach
     "semi-realistic, cgi, 3d, render, sketch, cartoon, drawing, anime, text, close up, cropped, out of frame, "
@@ -85,7 +86,8 @@ class Backend:
     def __init__(self, params: Params, templates_dir: str = "templates", device: str = "auto",
                  precision: str = "auto", torch_compile: bool = False, cpu_offload: bool = False):
         self.params = params
-        self.paste = paste.Backend(paste.Params(feather=params.feather, harmonize=params.harmonize))
+        self.paste = paste.Backend(paste.Params(**{f.name: getattr(params, f.name)
+                                                   for f in dataclasses.fields(paste.Params)}))
         self.templates = Templates(templates_dir)
         self.templates.load(params.prompt_template)
         self.device = torch_device(device)
@@ -154,7 +156,8 @@ class Backend:
         outputs = []
         for job, result, repainted in zip(jobs, pasted, images):
             repainted = repainted.convert("RGB")
-            final = self.paste.compose(job["boxes"], job["cutouts"], repainted)["image"] if p.paste_back else repainted
+            final = (self.paste.compose(job["boxes"], job["cutouts"], repainted, job.get("supports"))["image"]
+                     if p.paste_back else repainted)
             outputs.append({**result, "image": final, **({"unpasted": repainted} if p.keep_unpasted else {})})
         return outputs
 

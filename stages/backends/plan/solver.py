@@ -1,8 +1,11 @@
 """A seeded layout solver: the embedded, LLM-free planner.
 
-One box per concept with the chosen cut-out's aspect ratio, sizes from the concepts' relative
-real-world sizes, Gen4Gen's minimum-area rule, boxes inside the canvas resting in the lower
-part of the frame, pairwise overlap bounded, and Gen4Gen's paste order.
+On a background with a scene template, every object stands where it can stand: its foot on
+the ground or on a surface that holds it, its size the perspective's for its real size
+(within half the template's tolerance), clear of forbidden regions, pasted far to near.
+Without a template: one box per concept with the chosen cut-out's aspect ratio, sizes from
+the concepts' relative sizes, Gen4Gen's minimum-area rule, boxes resting in the lower part of
+the frame, pairwise overlap bounded, and Gen4Gen's paste order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from compiler.errors import ItemError
 from stages.backends.plan import choose_photo, choose_views
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
+from stages.scene import BLOCK_LIMIT, CanvasScene, centre_crop, on_canvas, sample_point
 
 VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
@@ -30,6 +34,7 @@ class Params:
     max_side: float = 0.9  # no box side exceeds this fraction of the canvas
     paste_order: str = "overlap"  # overlap: Gen4Gen's rule; depth: lower in frame = in front
     attempts: int = 200  # layouts tried before the item is reported as unplaceable
+    min_size: float = 0.12  # on a scene template: no object's longer side under this fraction of the canvas
 
     def __post_init__(self) -> None:
         if len(self.coverage) != 2 or not 0 < self.coverage[0] <= self.coverage[1] <= 1:
@@ -42,6 +47,8 @@ class Params:
             raise ValueError(f"paste_order '{self.paste_order}': valid {', '.join(PASTE_ORDERS)}")
         if self.attempts < 1:
             raise ValueError(f"attempts {self.attempts}: must be >= 1")
+        if not 0 <= self.min_size < 1:
+            raise ValueError(f"min_size {self.min_size}: a fraction of the canvas in [0, 1)")
 
 
 def box_sizes(aspects: list[float], sizes: list[float], coverage: float, width: int, height: int,
@@ -78,33 +85,100 @@ class Backend:
 
     def plan(self, request: dict[str, Any]) -> dict[str, Any]:
         """Lay out one image (see the request format in `stages.backends.plan`)."""
-        p = self.params
         rng = np.random.default_rng(request["seed"])
+        views = choose_views(request, rng)
+        candidates = request["backgrounds"]
+        first = int(rng.integers(len(candidates)))
+        background = candidates[first]
+        photo = choose_photo(background, rng)
+        if "scene" not in background:
+            boxes = self._free_layout(request, views, rng)
+            order = PASTE_ORDERS[self.params.paste_order](boxes)
+            return layout(background, photo, request, views, boxes, order)
+        problems = []
+        for background in candidates[first:] + candidates[:first]:  # another scene when this one cannot hold them
+            if "scene" not in background:
+                continue
+            if background is not candidates[first]:
+                photo = choose_photo(background, rng)
+            scene = on_canvas(background["scene"]["template"], background["scene"]["sizes"][photo], request["canvas"])
+            placed = self._scene_layout(scene, request["concepts"], views, rng)
+            if isinstance(placed, str):
+                problems.append(f"{background['id']}: {placed}")
+                continue
+            boxes, supports = placed
+            crop = centre_crop(background["scene"]["sizes"][photo], request["canvas"],
+                               background["scene"]["template"].get("view"))
+            heights = {s.name: s.height_cm for s in scene.supports}
+            depth = [scene.ground_row(box[1] + box[3], heights.get(name, 0.0)) for box, name in zip(boxes, supports)]
+            order = sorted(range(len(boxes)), key=lambda i: (depth[i], i))  # far to near: the nearest on top
+            return {**layout(background, photo, request, views, boxes, order, supports),
+                    "background": {"id": background["id"], "photo": photo, "crop": list(crop)}}
+        raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
+                        f"{'; '.join(problems)}; lower backends.plan.min_size or max_overlap, or widen the templates' "
+                        f"ground")
+
+    def _free_layout(self, request: dict[str, Any], views: list[dict[str, Any]], rng: np.random.Generator):
+        p = self.params
         width, height = request["canvas"]
         concepts = request["concepts"]
-        views = choose_views(request, rng)
-        background = request["backgrounds"][int(rng.integers(len(request["backgrounds"])))]
-        photo = choose_photo(background, rng)
         aspects = [v["aspect"] for v in views]
         sizes = [c["size"] / max(c2["size"] for c2 in concepts) for c in concepts]
         for _ in range(p.attempts):
             dims = box_sizes(aspects, sizes, float(rng.uniform(*p.coverage)), width, height, p.max_side)
             boxes = self._place(dims, width, height, rng)
             if boxes is not None:
-                break
-        else:
-            raise ItemError(
-                f"cannot place {len(concepts)} concepts ({', '.join(c['id'] for c in concepts)}) on a "
-                f"{width}x{height} canvas with coverage {p.coverage} and max_overlap {p.max_overlap} "
-                f"after {p.attempts} attempts; lower backends.plan.coverage, raise max_overlap or ground, "
-                f"or use fewer concepts"
-            )
-        order = PASTE_ORDERS[p.paste_order](boxes)
-        return {
-            "background": {"id": background["id"], "photo": photo},
-            "objects": [{"concept": concepts[i]["id"], "cutout": views[i]["id"], "box": list(boxes[i])}
-                        for i in order],
-        }
+                return boxes
+        raise ItemError(
+            f"cannot place {len(concepts)} concepts ({', '.join(c['id'] for c in concepts)}) on a "
+            f"{width}x{height} canvas with coverage {p.coverage} and max_overlap {p.max_overlap} "
+            f"after {p.attempts} attempts; lower backends.plan.coverage, raise max_overlap or ground, "
+            f"or use fewer concepts"
+        )
+
+    def _scene_layout(self, scene: CanvasScene, concepts: list[dict[str, Any]], views: list[dict[str, Any]],
+                      rng: np.random.Generator) -> tuple[list[list[int]], list[str]] | str:
+        """Boxes standing on the template's supports, largest real size first; a reason when
+        some concept finds no place in `attempts` tries."""
+        placed: dict[int, tuple[list[int], str]] = {}
+        for index in sorted(range(len(concepts)), key=lambda i: (-concepts[i]["size_cm"], i)):
+            spot = None
+            for _ in range(self.params.attempts):
+                spot = self._stand(scene, concepts[index], views[index]["aspect"], rng)
+                if spot and all(overlap(spot[0], other) <= self.params.max_overlap for other, _ in placed.values()):
+                    break
+                spot = None
+            if spot is None:
+                return (f"no place for {concepts[index]['id']} ({concepts[index]['size_cm']:g} cm, "
+                        f"{concepts[index]['placement']}) at least {self.params.min_size:g} of the canvas tall")
+            placed[index] = spot
+        return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
+
+    def _stand(self, scene: CanvasScene, concept: dict[str, Any], aspect: float,
+               rng: np.random.Generator) -> tuple[list[int], str] | None:
+        """One try: a foot point on a support, the perspective's size there; None if it fails."""
+        supports = scene.supports_for(concept["placement"], concept["size_cm"])
+        if supports:
+            support = supports[int(rng.integers(len(supports)))]
+            foot = sample_point(support.polygon, rng)
+        else:  # free: anywhere below the horizon, sized as if standing there
+            support = scene.supports[0]
+            foot = (float(rng.uniform(0, scene.width)), float(rng.uniform(scene.horizon, scene.height)))
+        if foot is None:
+            return None
+        spread = math.log1p(scene.size_tolerance / 2)
+        longer = scene.size_at(foot[1], support, concept["size_cm"]) * math.exp(rng.uniform(-spread, spread))
+        if longer < self.params.min_size * scene.height:
+            return None
+        w, h = (longer, longer / aspect) if aspect >= 1 else (longer * aspect, longer)
+        box = [round(foot[0] - w / 2), round(foot[1] - h), max(1, round(w)), max(1, round(h))]
+        if box[0] < 0 or box[1] < 0 or box[0] + box[2] > scene.width or box[1] + box[3] > scene.height:
+            return None
+        if supports and scene.support_under(box, concept["placement"], concept["size_cm"]) is not support:
+            return None
+        if scene.blocked(box, support.height_cm) > BLOCK_LIMIT / 2:
+            return None
+        return box, support.name if supports else "free"
 
     def _place(self, dims: list[tuple[int, int]], width: int, height: int, rng: np.random.Generator):
         """Drop boxes largest first at random spots until each respects max_overlap; None if stuck."""
@@ -122,3 +196,16 @@ class Backend:
             else:
                 return None
         return [placed[i] for i in range(len(dims))]
+
+
+def layout(background: dict[str, Any], photo: int | None, request: dict[str, Any], views: list[dict[str, Any]],
+           boxes: list[list[int]], order: list[int], supports: list[str] | None = None) -> dict[str, Any]:
+    """The layout record: background and objects in paste order (with what each stands on)."""
+    concepts = request["concepts"]
+    objects = []
+    for i in order:
+        entry = {"concept": concepts[i]["id"], "cutout": views[i]["id"], "box": list(boxes[i])}
+        if supports:
+            entry["support"] = supports[i]
+        objects.append(entry)
+    return {"background": {"id": background["id"], "photo": photo}, "objects": objects}

@@ -1,0 +1,117 @@
+"""`g4g scene PHOTO [--template T]`: draw a scene template over its photo, to write one in minutes.
+
+Always a grid of photo fractions (the template's coordinates). With a template: the horizon,
+the ground (green), surfaces (yellow, with their height), forbidden regions (red, with the row
+in front of which objects may cover them), the canvas view (white) and reference poles of
+`pole_cm` standing on the ground and surfaces at the perspective's size: if a pole beside the
+bench looks as tall as a pole of that height would, the horizon and camera height are right.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw, ImageFont
+
+from compiler.errors import RecipeError
+from stages.scene import centre_crop, contains, on_canvas
+
+GRID = (255, 255, 255, 90)
+GROUND = (40, 220, 80, 70)
+SURFACE = (255, 210, 40, 110)
+FORBIDDEN = (230, 40, 40, 100)
+HORIZON = (60, 220, 255, 255)
+POLE = (255, 255, 255, 255)
+CANVAS = (1024, 1024)
+
+
+def load_template(spec: str, root: Path, recipe: str | None) -> dict[str, Any]:
+    """A template from a YAML file (a scene mapping) or by background id from the recipe."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        template = yaml.safe_load(path.read_text())
+        return template.get("scene", template) if isinstance(template, dict) else {}
+    from compiler.compile import compile_recipe, read_params
+
+    name, overrides = (recipe, []) if recipe else read_params(root / "params.yaml")
+    scenes = compile_recipe(root, name, overrides)["score"]["scenes"]
+    if spec not in scenes:
+        raise RecipeError(f"--template {spec}: no background with a scene template of that id in recipe '{name}' "
+                          f"(valid: {', '.join(sorted(scenes)) or 'none'}), and not a .yaml file")
+    return scenes[spec]["template"]
+
+
+def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0) -> Image.Image:
+    """The photo with the grid and, given a template, everything it declares drawn over it."""
+    base = photo.convert("RGBA")
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    width, height = base.size
+    line = max(1, round(max(base.size) / 500))
+    draw.font = ImageFont.load_default(size=max(10, round(max(base.size) / 60)))
+    for step in range(1, 10):
+        x, y = width * step / 10, height * step / 10
+        draw.line([(x, 0), (x, height)], fill=GRID, width=line)
+        draw.line([(0, y), (width, y)], fill=GRID, width=line)
+        draw.text((x + 3, 3), f"{step / 10:.1f}", fill=(255, 255, 255, 255))
+        draw.text((3, y + 3), f"{step / 10:.1f}", fill=(255, 255, 255, 255))
+    if template:
+        scene = on_canvas({**template, "view": None}, base.size, base.size)  # photo pixels
+        draw.polygon([tuple(p) for p in scene.supports[0].polygon], fill=GROUND)
+        for surface in scene.supports[1:]:
+            draw.polygon([tuple(p) for p in surface.polygon], fill=SURFACE)
+            draw.text(tuple(surface.polygon.min(axis=0) - (0, 14)),
+                      f"{surface.name}: {surface.height_cm:g} cm, holds <= {surface.max_size_cm:g} cm", fill=SURFACE)
+        for blocker in scene.forbidden:
+            draw.polygon([tuple(p) for p in blocker.polygon], fill=FORBIDDEN)
+            left, right = blocker.polygon[:, 0].min(), blocker.polygon[:, 0].max()
+            if blocker.front < height:
+                draw.line([(left, blocker.front), (right, blocker.front)], fill=FORBIDDEN[:3] + (255,), width=line)
+        draw.line([(0, scene.horizon), (width, scene.horizon)], fill=HORIZON, width=2 * line)
+        draw.text((6, scene.horizon - 16), f"horizon {template['horizon']:g}, camera {template['camera_height_cm']:g} cm",
+                  fill=HORIZON)
+        for support in scene.supports:
+            for foot in lattice(support.polygon, scene.horizon):
+                tall = scene.size_at(foot[1], support, pole_cm)
+                draw.line([foot, (foot[0], foot[1] - tall)], fill=POLE, width=2 * line)
+                draw.ellipse([foot[0] - 2 * line, foot[1] - line, foot[0] + 2 * line, foot[1] + line], fill=POLE)
+        left, top, crop_w, crop_h = centre_crop(base.size, CANVAS, template.get("view"))
+        draw.rectangle([left, top, left + crop_w - 1, top + crop_h - 1], outline=(255, 255, 255, 255), width=2 * line)
+        draw.text((left + 6, top + 6), f"canvas view ({pole_cm:g} cm poles)", fill=(255, 255, 255, 255))
+    return Image.alpha_composite(base, layer).convert("RGB")
+
+
+def lattice(polygon: np.ndarray, horizon: float, rows: int = 4, columns: int = 5) -> list[tuple[float, float]]:
+    """Foot points spread over the polygon below the horizon, each row shifted by a fraction
+    of a column so that no pole stands in front of another."""
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    points = np.array([(low[0] + (c + (r + 0.5) / rows) / columns * (high[0] - low[0]),
+                        low[1] + (r + 0.5) / rows * (high[1] - low[1]))
+                       for r in range(rows) for c in range(columns)])
+    inside = contains(polygon, points) & (points[:, 1] > horizon)
+    return [tuple(p) for p in points[inside]]
+
+
+def run(args: argparse.Namespace) -> int:
+    from stages.runtime.images import load_image
+
+    photo = load_image(Path(args.photo), args.photo)
+    template = load_template(args.template, Path.cwd(), args.recipe) if args.template else None
+    out = Path(args.output or f"{Path(args.photo).stem}.scene.png")
+    render(photo, template, args.pole_cm).save(out)
+    print(f"wrote {out}" + ("" if template else " (grid only: give --template BACKGROUND or FILE.yaml)"))
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    scene = commands.add_parser("scene", help="draw a scene template (or a grid to write one) over a photo")
+    scene.add_argument("photo", help="a background photo")
+    scene.add_argument("--template", help="a background id of the recipe, or a YAML file with a scene mapping")
+    scene.add_argument("--recipe", help="the recipe to take --template from (default: params.yaml's)")
+    scene.add_argument("--pole-cm", type=float, default=50.0, help="height of the reference poles (default 50)")
+    scene.add_argument("-o", "--output", help="the PNG to write (default: PHOTO.scene.png here)")
+    scene.set_defaults(run=run)

@@ -1,0 +1,200 @@
+"""Scene templates on the canvas: where a foot may rest, how big an object looks there, what
+it may not cover.
+
+A recipe's template (`backgrounds.<id>.scene`) is written in fractions of the photo; `on_canvas`
+maps it through the same centre crop the composers apply to the photo. Sizes follow a level
+pinhole camera: an object of real size `size_cm` whose foot rests at canvas row `y` on a
+support `height_cm` above the ground is `size_cm * (y - horizon) / (camera_height_cm -
+height_cm)` pixels tall. Shared by the planners (placing), the score stage (checking) and
+`g4g scene` (drawing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+FOOTPRINT = (-0.3, 0.0, 0.3)  # where an object touches its support: offsets across its box bottom, x width
+BLOCK_GRID = 8  # a box is probed on an 8 x 8 grid for forbidden regions
+
+
+def centre_crop(photo_size: Sequence[int], canvas: Sequence[int],
+                view: Sequence[float] | None = None) -> tuple[int, int, int, int]:
+    """(left, top, width, height) in photo pixels of the part of the photo the canvas shows:
+    the largest centred region of the canvas's shape inside `view` ([x, y, w, h] fractions of
+    the photo; None: the whole photo)."""
+    x, y, w, h = view or (0.0, 0.0, 1.0, 1.0)
+    region = (round(x * photo_size[0]), round(y * photo_size[1]), round(w * photo_size[0]), round(h * photo_size[1]))
+    scale = max(canvas[0] / region[2], canvas[1] / region[3])
+    width, height = round(canvas[0] / scale), round(canvas[1] / scale)
+    return region[0] + (region[2] - width) // 2, region[1] + (region[3] - height) // 2, width, height
+
+
+@dataclass(frozen=True)
+class Support:
+    """The ground or a surface, in canvas pixels."""
+
+    name: str
+    polygon: np.ndarray  # (n, 2)
+    height_cm: float = 0.0
+    max_size_cm: float = math.inf
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A forbidden region: nothing whose foot lies above row `front` may cover it."""
+
+    polygon: np.ndarray
+    front: float
+
+
+@dataclass(frozen=True)
+class CanvasScene:
+    width: int
+    height: int
+    horizon: float  # canvas row
+    camera_height_cm: float
+    supports: tuple[Support, ...]  # the ground first
+    forbidden: tuple[Blocker, ...]
+    size_tolerance: float
+
+    def supports_for(self, placement: str, size_cm: float) -> list[Support]:
+        """Where a concept may stand: `ground` on the ground; `surface` on the surfaces that
+        hold it, the ground when none does; `free` nowhere in particular (empty list)."""
+        if placement == "free":
+            return []
+        ground = [self.supports[0]]
+        if placement == "ground":
+            return ground
+        holding = [s for s in self.supports[1:] if s.max_size_cm >= size_cm]
+        return holding or ground
+
+    def size_at(self, foot_y: float, support: Support, size_cm: float) -> float:
+        """Expected longer side in pixels of an object of `size_cm` standing at row `foot_y`
+        on `support`; 0 at or above the horizon."""
+        return max(0.0, size_cm * (foot_y - self.horizon) / (self.camera_height_cm - support.height_cm))
+
+    def support_under(self, box: Sequence[float], placement: str, size_cm: float,
+                      tolerance: float = 0.0) -> Support | None:
+        """The first support the box's footprint rests on (every foot point within `tolerance`
+        pixels of it), among those the concept may use; None when it floats."""
+        feet = footprint(box)
+        for support in self.supports_for(placement, size_cm):
+            if all(within(point, support.polygon, tolerance) for point in feet):
+                return support
+        return None
+
+    def ground_row(self, foot_y: float, height_cm: float) -> float:
+        """The row of the ground point under a foot at `foot_y` on a support `height_cm` high:
+        where depth is compared (a cat on a bench seat is as near as the seat's legs)."""
+        return self.horizon + (foot_y - self.horizon) * self.camera_height_cm / (self.camera_height_cm - height_cm)
+
+    def blocked(self, box: Sequence[float], height_cm: float = 0.0) -> float:
+        """Fraction of the box over forbidden regions it stands behind (its ground row above
+        their front) when it stands on a support `height_cm` high."""
+        depth = self.ground_row(box[1] + box[3], height_cm)
+        behind = [b.polygon for b in self.forbidden if depth < b.front]
+        if not behind:
+            return 0.0
+        steps = (np.arange(BLOCK_GRID) + 0.5) / BLOCK_GRID
+        xs, ys = np.meshgrid(box[0] + steps * box[2], box[1] + steps * box[3])
+        points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        covered = np.zeros(len(points), bool)
+        for polygon in behind:
+            covered |= contains(polygon, points)
+        return float(covered.mean())
+
+
+def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Sequence[int]) -> CanvasScene:
+    """The template of a photo of `photo_size` (w, h) mapped onto the canvas (w, h)."""
+    left, top, crop_w, crop_h = centre_crop(photo_size, canvas, template.get("view"))
+    scale = canvas[1] / crop_h
+
+    def points(polygon: Sequence[Sequence[float]]) -> np.ndarray:
+        array = np.asarray(polygon, dtype=np.float64) * (photo_size[0], photo_size[1])
+        return (array - (left, top)) * scale
+
+    def row(y: float) -> float:
+        return (y * photo_size[1] - top) * scale
+
+    supports = [Support("ground", points(template["ground"]))]
+    supports += [Support(name, points(s["polygon"]), float(s["height_cm"]), float(s["max_size_cm"]))
+                 for name, s in sorted(template.get("surfaces", {}).items())]
+    blockers = [Blocker(points(r["polygon"]), row(r.get("front", 1.0))) for r in template.get("forbidden", [])]
+    return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),
+                       tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)))
+
+
+def footprint(box: Sequence[float]) -> list[tuple[float, float]]:
+    """The points where a box's object touches its support: across the bottom edge."""
+    centre, bottom = box[0] + box[2] / 2, box[1] + box[3]
+    return [(centre + offset * box[2], bottom) for offset in FOOTPRINT]
+
+
+def contains(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Even-odd rule: which of `points` (m, 2) lie inside `polygon` (n, 2)."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    x1, y1 = polygon[:, 0], polygon[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    crosses = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return ((crosses & (x < at)).sum(axis=1) % 2) == 1
+
+
+def distance(point: Sequence[float], polygon: np.ndarray) -> float:
+    """Distance in pixels from `point` to the polygon's outline."""
+    p = np.asarray(point, dtype=np.float64)
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    edge = b - a
+    length = np.maximum((edge * edge).sum(axis=1), 1e-12)
+    t = np.clip(((p - a) * edge).sum(axis=1) / length, 0, 1)
+    nearest = a + t[:, None] * edge
+    return float(np.sqrt(((nearest - p) ** 2).sum(axis=1)).min())
+
+
+def within(point: Sequence[float], polygon: np.ndarray, tolerance: float = 0.0) -> bool:
+    """Inside the polygon, or no farther than `tolerance` pixels from it."""
+    if contains(polygon, np.asarray([point], dtype=np.float64))[0]:
+        return True
+    return tolerance > 0 and distance(point, polygon) <= tolerance
+
+
+def sample_point(polygon: np.ndarray, rng: np.random.Generator, attempts: int = 64) -> tuple[float, float] | None:
+    """A point drawn uniformly inside the polygon (rejection sampling in its bounding box)."""
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    for _ in range(attempts):
+        point = low + rng.random(2) * (high - low)
+        if contains(polygon, point[None, :])[0]:
+            return float(point[0]), float(point[1])
+    return None
+
+
+FOOT_TOLERANCE = 0.015  # a foot may miss its support by this fraction of the canvas height
+BLOCK_LIMIT = 0.05  # share of a box that may lie over forbidden regions behind which it stands
+
+
+def judge(scene: CanvasScene, box: Sequence[float], placement: str, size_cm: float) -> list[tuple[str, str]]:
+    """(check, problem) for each way a placed object breaks the template: `floating` (its foot
+    is off every support it may use), `scale` (its size is off the perspective's by more than
+    the template's tolerance), `blocked` (it covers a forbidden region it stands behind)."""
+    problems = []
+    tolerance = FOOT_TOLERANCE * scene.height
+    support = scene.support_under(box, placement, size_cm, tolerance)
+    if placement != "free" and support is None:
+        allowed = " or ".join(s.name for s in scene.supports_for(placement, size_cm))
+        problems.append(("floating", f"foot at ({box[0] + box[2] / 2:.0f}, {box[1] + box[3]:.0f}) is off the {allowed}"))
+    if support is not None:
+        expected = scene.size_at(box[1] + box[3], support, size_cm)
+        ratio = max(box[2], box[3]) / expected if expected > 0 else math.inf
+        if not 1 / (1 + scene.size_tolerance) <= ratio <= 1 + scene.size_tolerance:
+            problems.append(("scale", f"{max(box[2], box[3]):.0f} px where the perspective gives {expected:.0f} px "
+                                      f"for {size_cm:g} cm on the {support.name} (x{ratio:.2f}, tolerance "
+                                      f"{scene.size_tolerance:g})"))
+    covered = scene.blocked(box, support.height_cm if support else 0.0)
+    if covered > BLOCK_LIMIT:
+        problems.append(("blocked", f"covers a forbidden region for {covered:.0%} of its box"))
+    return problems

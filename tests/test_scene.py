@@ -1,0 +1,180 @@
+"""Scene templates: perspective and supports on hand-made cases, the solver standing every
+object on its support, the score stage's geometry checks, recipe errors, the preview, and
+rebuilds limited to the edited background."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compiler.compile import compile_recipe
+from compiler.errors import ItemError, RecipeError
+from compiler.scene_preview import render
+from stages import backends
+from stages.scene import centre_crop, judge, on_canvas
+from stages.score import geometry_reasons
+from tests.conftest import REFERENCE_DATA, TINY_RECIPE, build_in_process, write_recipe
+
+# A 200 x 100 photo shown on a 100 x 100 canvas: the centre crop is x 50-150, scale 1.
+# Horizon at row 40, camera 100 cm high; ground below row 60; a seat 50 cm high at rows 70-80.
+TEMPLATE = {
+    "horizon": 0.4, "camera_height_cm": 100.0, "size_tolerance": 0.25, "view": None,
+    "ground": [[0.0, 0.6], [1.0, 0.6], [1.0, 1.0], [0.0, 1.0]],
+    "surfaces": {"seat": {"polygon": [[0.4, 0.7], [0.6, 0.7], [0.6, 0.8], [0.4, 0.8]], "height_cm": 50.0,
+                          "max_size_cm": 30.0}},
+    "forbidden": [{"polygon": [[0.25, 0.0], [0.35, 0.0], [0.35, 0.9], [0.25, 0.9]], "front": 0.9}],
+}
+
+
+def scene(template=TEMPLATE):
+    return on_canvas(template, (200, 100), (100, 100))
+
+
+def test_centre_crop_and_view_select_the_part_of_the_photo_the_canvas_shows():
+    assert centre_crop((200, 100), (100, 100)) == (50, 0, 100, 100)
+    assert centre_crop((200, 100), (100, 100), [0.5, 0.5, 0.5, 0.5]) == (125, 50, 50, 50)
+    mapped = on_canvas({**TEMPLATE, "view": [0.5, 0.5, 0.5, 0.5]}, (200, 100), (100, 100))
+    assert mapped.horizon == pytest.approx((40 - 50) * 2)  # row 40 of the photo, 10 px above the view
+
+
+def test_perspective_sizes_by_distance_below_the_horizon_and_support_height():
+    s = scene()
+    ground, seat = s.supports
+    assert (s.horizon, ground.name, seat.name) == (40, "ground", "seat")
+    assert s.size_at(100, ground, 50) == pytest.approx(30)  # 50 cm * 60 px / 100 cm
+    assert s.size_at(80, seat, 20) == pytest.approx(16)  # 20 cm * 40 px / (100 - 50) cm
+    assert s.size_at(30, ground, 50) == 0  # above the horizon nothing stands
+    assert s.ground_row(80, 50) == pytest.approx(120)  # the seat at row 80 is as near as ground row 120
+
+
+def test_supports_follow_placement_and_what_a_surface_holds():
+    s = scene()
+    assert [x.name for x in s.supports_for("ground", 20)] == ["ground"]
+    assert [x.name for x in s.supports_for("surface", 20)] == ["seat"]
+    assert [x.name for x in s.supports_for("surface", 40)] == ["ground"]  # too big for the seat
+    assert s.supports_for("free", 20) == []
+
+
+def test_judge_names_floating_scale_and_blocked():
+    s = scene()
+    assert judge(s, [60, 70, 30, 30], "ground", 50) == []  # foot row 100: 30 px expected, 30 px placed
+    assert [c for c, _ in judge(s, [60, 20, 30, 30], "ground", 50)] == ["floating"]  # foot row 50
+    assert [c for c, _ in judge(s, [55, 60, 40, 40], "ground", 50)] == ["scale"]  # 40 px: x1.33
+    # the trunk covers canvas columns 0-20 down to row 90: 7 of the 8 probed columns of a box over x 0-24
+    assert [c for c, _ in judge(s, [0, 64, 24, 24], "ground", 50)] == ["blocked"]  # foot row 88: behind it
+    assert judge(s, [0, 64, 24, 24], "free", 50) == [("blocked", "covers a forbidden region for 88% of its box")]
+    assert judge(s, [0, 70, 30, 30], "ground", 50) == []  # foot row 100: in front of the trunk
+    assert judge(s, [42, 64, 16, 16], "surface", 20) == []  # on the seat: 16 px at row 80
+
+
+def test_solver_stands_every_object_on_its_support_at_the_perspectives_size():
+    solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.1, "max_overlap": 0.3}))
+    concepts = [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": 60.0, "placement": "ground",
+                 "views": [{"id": "dog/a", "aspect": 0.8}]},
+                {"id": "plant", "class_noun": "plant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
+                 "views": [{"id": "plant/a", "aspect": 1.0}]}]
+    background = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    s = scene()
+    for seed in range(20):
+        layout = solver.plan({"id": f"x-{seed}", "seed": seed, "canvas": [100, 100], "concepts": concepts,
+                              "backgrounds": [background]})
+        placed = {o["concept"]: o for o in layout["objects"]}
+        assert placed["plant"]["support"] == "seat" and placed["dog"]["support"] == "ground"
+        assert layout["background"]["crop"] == [50, 0, 100, 100]
+        for o in layout["objects"]:
+            concept = next(c for c in concepts if c["id"] == o["concept"])
+            assert judge(s, o["box"], concept["placement"], concept["size_cm"]) == []
+        feet = [o["box"][1] + o["box"][3] for o in layout["objects"]]
+        depth = [s.ground_row(f, 50 if o["support"] == "seat" else 0) for f, o in zip(feet, layout["objects"])]
+        assert depth == sorted(depth)  # pasted far to near
+
+
+def test_solver_tries_the_other_scenes_and_says_why_none_holds_them():
+    solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.5}))
+    concepts = [{"id": c, "class_noun": c, "size": 1.0, "size_cm": 20.0, "placement": "ground",
+                 "views": [{"id": f"{c}/a", "aspect": 1.0}]} for c in ("cat", "mug")]
+    background = {"id": "park", "phrase": "p", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    with pytest.raises(ItemError, match=r"cannot stand cat, mug in any scene: park: no place for .* at least 0\.5"):
+        solver.plan({"id": "x", "seed": 0, "canvas": [100, 100], "concepts": concepts, "backgrounds": [background]})
+
+
+def test_score_rejects_a_floating_object_on_a_templated_background():
+    context = {"canvas": [100, 100], "scenes": {"park": {"template": TEMPLATE, "sizes": [[200, 100]]}},
+               "geometry": {"dog": {"size_cm": 50.0, "placement": "ground"}}}
+    layout = {"background": {"id": "park", "photo": 0}, "objects": [{"concept": "dog", "box": [60, 20, 30, 30]}]}
+    reasons = geometry_reasons(layout, context)
+    assert [(r["check"], r["concept"]) for r in reasons] == [("floating", "dog")]
+    assert reasons[0]["message"] == "dog: foot at (75, 50) is off the ground"
+    assert geometry_reasons({**layout, "background": {"id": "other", "photo": 0}}, context) == []
+
+
+def scene_recipe() -> dict:
+    recipe = copy.deepcopy(TINY_RECIPE)
+    for cid, size in (("cat", 40), ("mug", 25), ("plant", 30)):
+        recipe["concepts"][cid].update(size_cm=size)
+    recipe["concepts"]["mug"]["placement"] = "surface"
+    garden = str(REFERENCE_DATA / "backgrounds/garden")
+    recipe["backgrounds"] = {
+        "bench": {"phrase": "by a bench", "images": [f"{garden}/garden2.jpg"], "scene": {
+            "horizon": 0.51, "camera_height_cm": 100, "view": [0.2, 0.35, 0.6, 0.65],
+            "ground": [[0, 0.7], [1, 0.7], [1, 1], [0, 1]],
+            "surfaces": {"seat": {"polygon": [[0.385, 0.645], [0.615, 0.645], [0.63, 0.675], [0.37, 0.675]],
+                                  "height_cm": 45, "max_size_cm": 60}}}},
+        "path": {"phrase": "on a path", "images": [f"{garden}/garden3.jpg"], "scene": {
+            "horizon": 0.52, "camera_height_cm": 120, "view": [0.15, 0.45, 0.7, 0.55],
+            "ground": [[0.41, 0.59], [0.535, 0.59], [0.93, 1.0], [0.04, 1.0]]}},
+    }
+    recipe["compositions"] = {"cat_mug": {"concepts": ["cat", "mug"], "backgrounds": ["bench", "path"], "num_images": 6}}
+    recipe["backends"] = {"plan": {"name": "solver", "min_size": 0.08}}
+    return recipe
+
+
+def test_editing_one_scene_template_rebuilds_only_the_images_on_that_background(project):
+    recipe = scene_recipe()
+    write_recipe(project, recipe)
+    first = build_in_process(project)
+    assert first["plan"]["failed"] == 0 and first["compose"]["computed"] == 6
+    layouts = json.loads((project / "build/layouts.json").read_text())["layouts"]
+    on_path = sum(layout["background"]["id"] == "path" for layout in layouts)
+    assert 0 < on_path < 6
+    recipe["backgrounds"]["path"]["scene"]["camera_height_cm"] = 110
+    write_recipe(project, recipe)
+    second = build_in_process(project)
+    assert second["compose"]["computed"] == on_path and second["compose"]["reused"] == 6 - on_path
+    assert second["score"]["computed"] == on_path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s.update(horizon=1.5), r"backgrounds\.bench\.scene\.horizon: 1\.5; the row of the horizon"),
+    (lambda s: s.update(ground=[[0, 1], [1, 1]]), r"scene\.ground: a polygon of at least 3 \[x, y\] points"),
+    (lambda s: s["surfaces"]["seat"].update(height_cm=120), r"surfaces\.seat\.height_cm: 120.*below the camera"),
+    (lambda s: s.update(view=[0.5, 0.5, 0.6, 0.2]), r"scene\.view: .*a region inside the photo"),
+])
+def test_bad_scene_templates_name_the_key(project, edit, message):
+    recipe = scene_recipe()
+    edit(recipe["backgrounds"]["bench"]["scene"])
+    write_recipe(project, recipe)
+    with pytest.raises(RecipeError, match=message):
+        compile_recipe(project, "tiny", [])
+
+
+def test_a_concept_on_a_templated_background_needs_its_real_size(project):
+    recipe = scene_recipe()
+    del recipe["concepts"]["mug"]["size_cm"]
+    write_recipe(project, recipe)
+    with pytest.raises(RecipeError, match=r"concepts\.mug\.size_cm: not given; composition 'cat_mug' uses "
+                                          r"background 'bench'"):
+        compile_recipe(project, "tiny", [])
+
+
+def test_preview_draws_the_template_over_the_photo():
+    photo = Image.new("RGB", (200, 100), (0, 0, 0))
+    plain, drawn = np.asarray(render(photo, None)), np.asarray(render(photo, TEMPLATE))
+    assert drawn.shape == (100, 200, 3)
+    assert drawn[95, 5, 1] > drawn[95, 5, 0]  # the ground is tinted green
+    assert drawn[75, 100, 0] > 0 and drawn[75, 100, 0] >= drawn[75, 100, 2]  # the seat yellow
+    assert (drawn[40, 190] != plain[40, 190]).any()  # the horizon line
