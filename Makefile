@@ -1,18 +1,24 @@
-# Two commands for a newcomer: `make demo` (install everything, build the demo dataset) and
-# `make test`. Everything lives in .venv; stage commands find it through PATH.
+# Two commands for a newcomer: `make demo` (install what the demo needs, build the demo
+# dataset) and `make test` (add the test extras, run the suite). Everything lives in .venv;
+# stage commands find it through PATH.
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test bench clean
+.PHONY: install install-dev demo test bench clean
 
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	test -d $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/g4g fetch-weights
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed  # the models (torch, diffusers, ...), ray and the test tools
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: install
@@ -20,10 +26,10 @@ demo: install
 	@echo "dataset: $(CURDIR)/dataset (per-stage reports: reports/*.json, or dvc metrics show)"
 	@echo "in a new shell, run 'source $(VENV)/bin/activate' first: dvc and the stages' python live there"
 
-test: install  # one process per core (at most 4); each test file stays on one process
+test: install-dev  # one process per core (at most 4); each test file stays on one process
 	pytest -q -n auto --maxprocesses 4 --dist loadfile
 
-bench: install
+bench: install-dev
 	python bench/compose_throughput.py
 
 clean:

@@ -328,6 +328,11 @@ def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> di
     name = config.pop("name", None)
     if name not in backends.names(kind):
         fail(f"backends.{kind}.name", f"'{name}'; valid: {', '.join(backends.names(kind))}")
+    missing = backends.missing_packages(kind, name)
+    if missing:
+        fail(f"backends.{kind}.name", f"'{name}' runs PyTorch models, and {', '.join(missing)} "
+             f"{'is' if len(missing) == 1 else 'are'} not installed here: pip install -e '.[models]' "
+             f"(`make test` installs every extra)")
     params_class = backends.module(kind, name).Params
     try:
         params = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(params_class), config))

@@ -54,6 +54,8 @@ def test_dvc_repro_needs_the_virtualenv(newcomer_project):
     if not system_python_can_build():  # a dvc installed elsewhere runs the stages with the wrong python
         global_dvc = shell(newcomer_project, f"{VENV_BIN / 'dvc'} repro")
         assert global_dvc.returncode != 0 and "failed to reproduce 'compile'" in global_dvc.stderr
+        assert "does not have g4g's dependencies" in global_dvc.stderr
+        assert "source .venv/bin/activate" in global_dvc.stderr
     assert not (newcomer_project / "dataset").exists()
 
 

@@ -108,3 +108,15 @@ def test_package_resources_and_globs_resolve(project, reference_data):
     assert sources["cat/chelsea"] == "pkg:skimage/data/chelsea.png"
     assert sources["plant/houseplant_01"].endswith("houseplant_01.png")
     assert set(sources) == {"cat/chelsea", "mug/coffee", "plant/houseplant_01", "plant/houseplant_02"}
+
+
+def test_a_model_backend_without_the_models_extra_says_what_to_install(project, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "torch" else real(name, *rest))
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["backends"] = {"score": {"name": "clip"}}
+    with pytest.raises(RecipeError, match=r"backends\.score\.name: 'clip' runs PyTorch models, and torch is not "
+                                          r"installed here: pip install -e '\.\[models\]'"):
+        compile_tiny(project, recipe)

@@ -178,3 +178,66 @@ def test_preview_draws_the_template_over_the_photo():
     assert drawn[95, 5, 1] > drawn[95, 5, 0]  # the ground is tinted green
     assert drawn[75, 100, 0] > 0 and drawn[75, 100, 0] >= drawn[75, 100, 2]  # the seat yellow
     assert (drawn[40, 190] != plain[40, 190]).any()  # the horizon line
+
+
+def test_llm_boxes_off_the_template_are_snapped_to_the_ground_and_rescaled_about_the_foot():
+    from stages.backends.plan.scene_fit import fit_to_scene
+
+    s = scene()
+    concepts = [{"id": "dog", "size_cm": 50.0, "placement": "ground"},
+                {"id": "plant", "size_cm": 20.0, "placement": "surface"},
+                {"id": "cat", "size_cm": 50.0, "placement": "ground"}]
+    boxes = [[60, 10, 20, 20],  # in the sky: foot row 30, above the horizon
+             [42, 64, 16, 16],  # already right: on the seat, 16 px at row 80
+             [20, 50, 50, 50]]  # on the ground at row 100, but 50 px where 30 are expected
+    fitted, supports, rules, order = fit_to_scene(s, boxes, concepts, [1.0, 1.0, 0.6], "repair")
+    assert fitted[0] == [65, 50, 10, 10] and rules[0] == ["snapped", "rescaled"]  # foot to row 60: 10 px there
+    assert fitted[1] == [42, 64, 16, 16] and rules[1] == [] and supports[1] == "seat"
+    assert fitted[2] == [36, 70, 18, 30] and rules[2] == ["rescaled"]  # about the foot (45, 100), 0.6 wide
+    assert order == [0, 2, 1]  # ground rows 60, 100 and 120 (the seat's row 80 is that near): far to near
+    assert all(judge(s, b, c["placement"], c["size_cm"]) == [] for b, c in zip(fitted, concepts))
+
+
+def test_llm_boxes_off_the_template_are_rejected_when_asked():
+    from stages.backends.plan.reply import ReplyRejected
+    from stages.backends.plan.scene_fit import fit_to_scene
+
+    concepts = [{"id": "dog", "size_cm": 50.0, "placement": "ground"}]
+    with pytest.raises(ReplyRejected, match=r"\[floating\] dog: foot at \(70, 30\) is off the ground \(off_scene: reject\)"):
+        fit_to_scene(scene(), [[60, 10, 20, 20]], concepts, [1.0], "reject")
+
+
+def test_llm_planner_tells_the_model_the_scene_and_repairs_its_boxes(tmp_path):
+    from stages.backends.plan.llm import LlmParams, LlmPlanner
+    from tests.conftest import REPO
+
+    class Canned(LlmPlanner):
+        """A model that always gives the same layout: a dog in the sky, a plant on the seat."""
+
+        def __init__(self):
+            super().__init__(LlmParams(), str(REPO / "templates"), str(tmp_path))
+            self.identity, self.prompts = {"backend": "canned"}, []
+
+        def complete(self, prompts):
+            self.prompts += [text for text, _ in prompts]
+            return ['{"objects": [{"name": "dog", "box": [300, 20, 80, 80]}, '
+                    '{"name": "houseplant", "box": [215, 330, 80, 80]}]}' for _ in prompts]
+
+    concepts = [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": 50.0, "placement": "ground",
+                 "views": [{"id": "dog/a", "aspect": 1.0}]},
+                {"id": "plant", "class_noun": "houseplant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
+                 "views": [{"id": "plant/a", "aspect": 1.0}]}]
+    background = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    planner = Canned()
+    [layout] = planner.plan_batch([{"id": "x", "seed": 3, "canvas": [100, 100], "concepts": concepts,
+                                    "backgrounds": [background]}])
+    assert "Its horizon (eye level) is at y = 205" in planner.prompts[0]
+    assert "- the ground: [[0, 307], [512, 307], [512, 512], [0, 512]]\n" in planner.prompts[0]
+    assert "- the seat, for objects up to 30.0 cm: [[154, 358], [358, 358], [358, 410], [154, 410]]\n" in planner.prompts[0]
+    assert "- dog (50.0 cm): 77 px tall standing at y = 358, 153 px tall at y = 511" in planner.prompts[0]
+    placed = {o["concept"]: o for o in layout["objects"]}
+    assert placed["dog"]["repaired"] == ["snapped", "rescaled"] and placed["dog"]["support"] == "ground"
+    assert layout["background"] == {"id": "park", "photo": 0, "crop": [50, 0, 100, 100]}
+    s = scene()
+    assert all(judge(s, o["box"], c["placement"], c["size_cm"]) == [] for o, c in
+               zip([placed["dog"], placed["plant"]], concepts))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 from types import ModuleType
@@ -41,6 +42,20 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "evaluate": {"none": "stages.backends.evaluate.none", "clip": "stages.backends.evaluate.clip"},
 }
+
+
+# Backends that run PyTorch models: they need the `models` extra (torch, diffusers, transformers,
+# open_clip), which the demo's install leaves out.
+MODEL_BACKENDS = {("plan", "hf"), ("compose", "sdxl-inpaint"), ("caption", "vlm"), ("score", "clip"),
+                  ("train", "custom-diffusion"), ("train", "lora"), ("evaluate", "clip")}
+MODEL_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "open_clip", "accelerate", "peft")
+
+
+def missing_packages(kind: str, name: str) -> list[str]:
+    """The model libraries backend `name` needs that are not installed (empty when it needs none)."""
+    if (kind, name) not in MODEL_BACKENDS:
+        return []
+    return [package for package in MODEL_PACKAGES if importlib.util.find_spec(package) is None]
 
 
 def names(kind: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 Interface: `Backend(params[, templates_dir, cache_dir, root, device])` with
 `plan_batch(requests) -> list[layout | ItemError]`. A request holds the item `id`, `seed`,
-`canvas`, `concepts` (id, class noun, size, views with id and aspect) and `backgrounds` (id,
-phrase, number of photos); a layout holds `background` {id, photo} and `objects` in paste
-order (first = bottom), each {concept, cutout, box: [x, y, w, h]}.
+`canvas`, `concepts` (id, class noun, size, views with id and aspect; on templated backgrounds
+also size_cm and placement) and `backgrounds` (id, phrase, number of photos, and `scene`:
+template and photo sizes, when it has one); a layout holds `background` {id, photo, and the
+photo `crop` on templated backgrounds} and `objects` in paste order (first = bottom), each
+{concept, cutout, box: [x, y, w, h], and `support` on templated backgrounds}.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from stages.scene import CanvasScene, centre_crop, on_canvas
 
 
 def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -22,3 +26,12 @@ def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict
 def choose_photo(background: dict[str, Any], rng: np.random.Generator) -> int | None:
     """A photo index for the chosen background; None when it has no photo (to be generated)."""
     return int(rng.integers(background["photos"])) if background["photos"] else None
+
+
+def scene_of(background: dict[str, Any], photo: int | None, canvas: list[int]) -> tuple[CanvasScene, list[int]] | None:
+    """The background's scene template on the canvas and the photo crop it shows, or None
+    when the background has no template (or no photo)."""
+    if "scene" not in background or photo is None:
+        return None
+    template, size = background["scene"]["template"], background["scene"]["sizes"][photo]
+    return on_canvas(template, size, canvas), list(centre_crop(size, canvas, template.get("view")))

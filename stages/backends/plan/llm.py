@@ -23,11 +23,13 @@ import numpy as np
 from compiler.errors import ItemError
 from compiler.sources import confined
 from stages.backends import BackendUnavailable
-from stages.backends.plan import choose_photo, choose_views
+from stages.backends.plan import choose_photo, choose_views, scene_of
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
+from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
 from stages.runtime.replies import ReplyCache, RequestFailed
 from stages.runtime.untrusted import escape_controls
+from stages.scene import CanvasScene
 from stages.templating import Templates
 
 SIZE_SOURCES = ("none", "recipe", "llm")
@@ -46,6 +48,7 @@ class LlmParams:
     layout_template: str = "prompts/layout.j2"
     background_template: str = "prompts/background.j2"
     sizes_template: str = "prompts/sizes.j2"
+    off_scene: str = "repair"  # on a scene template: repair (snap feet, rescale) or reject what breaks it
     FILES: ClassVar[dict[str, str]] = {  # options naming files, and the folder they are relative to
         "examples": ".", "layout_template": "templates", "background_template": "templates",
         "sizes_template": "templates"}
@@ -57,6 +60,8 @@ class LlmParams:
             raise ValueError("max_attempts >= 1, num_examples >= 0, prompt_canvas >= 64, max_tokens >= 1")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"temperature {self.temperature}: valid 0-2")
+        if self.off_scene not in OFF_SCENE:
+            raise ValueError(f"off_scene '{self.off_scene}': valid {', '.join(OFF_SCENE)}")
 
 
 def object_names(class_nouns: list[str]) -> list[str]:
@@ -153,17 +158,23 @@ class LlmPlanner:
 
     def _layout_prompt(self, job: _Job, attempt: int) -> str:
         examples = sample_examples(self.examples, self.params.num_examples, job.request["seed"] + attempt)
-        return self.templates.render(self.params.layout_template, objects=job.names,
-                                     canvas=self.params.prompt_canvas, examples=examples)
+        _, background, photo = self._choice(job)
+        scene = scene_of(background, photo, [self.params.prompt_canvas] * 2)
+        return self.templates.render(self.params.layout_template, objects=job.names, canvas=self.params.prompt_canvas,
+                                     examples=examples, scene=describe(scene[0], job) if scene else None)
+
+    def _choice(self, job: _Job) -> tuple[list[dict[str, Any]], dict[str, Any], int | None]:
+        """The item's views, its background (the model's pick, or the only one) and photo."""
+        rng = np.random.default_rng(job.request["seed"])
+        views = choose_views(job.request, rng)
+        backgrounds = job.request["backgrounds"]
+        phrase = job.outputs.get("background", backgrounds[0]["phrase"])
+        background = next(b for b in backgrounds if b["phrase"] == phrase)
+        return views, background, choose_photo(background, rng)
 
     def _layout(self, job: _Job) -> dict[str, Any] | ItemError:
         request = job.request
-        rng = np.random.default_rng(request["seed"])
-        views = choose_views(request, rng)
-        backgrounds = request["backgrounds"]
-        phrase = job.outputs.get("background", backgrounds[0]["phrase"])
-        background = next(b for b in backgrounds if b["phrase"] == phrase)
-        photo = choose_photo(background, rng)
+        views, background, photo = self._choice(job)
         ratios = None
         if self.params.sizes == "llm":
             ratios = [job.outputs["sizes"][name] for name in job.names]
@@ -173,11 +184,38 @@ class LlmPlanner:
         try:
             boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
                                        [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
+            scene = scene_of(background, photo, request["canvas"])
+            supports, rules = [None] * len(boxes), [[]] * len(boxes)
+            if scene:
+                boxes, supports, rules, order = fit_to_scene(scene[0], boxes, request["concepts"],
+                                                             [v["aspect"] for v in views], self.params.off_scene)
         except ReplyRejected as rejection:
             return ItemError(f"{rejection} (layout: {', '.join(job.names)})")
-        return {
-            "background": {"id": background["id"], "photo": photo},
-            "objects": [{"concept": request["concepts"][i]["id"], "cutout": views[i]["id"], "box": boxes[i]}
-                        for i in order],
-            "llm": {"attempts": job.attempts},
-        }
+        objects = []
+        for i in order:
+            placed = {"concept": request["concepts"][i]["id"], "cutout": views[i]["id"], "box": boxes[i]}
+            if supports[i]:
+                placed.update(support=supports[i], **({"repaired": rules[i]} if rules[i] else {}))
+            objects.append(placed)
+        return {"background": {"id": background["id"], "photo": photo, **({"crop": scene[1]} if scene else {})},
+                "objects": objects, "llm": {"attempts": job.attempts}}
+
+
+def describe(scene: CanvasScene, job: _Job) -> dict[str, Any]:
+    """What the layout prompt tells the model of a scene template, on the prompt canvas: the
+    horizon, where things stand, what they may not cover, and each object's expected height
+    standing far (halfway between horizon and bottom) and near (at the bottom)."""
+    ground = scene.supports[0]
+    far, near = round((scene.horizon + scene.height) / 2), scene.height - 1
+    objects = []
+    for name, concept in zip(job.names, job.request["concepts"]):
+        objects.append({"name": name, "size_cm": concept["size_cm"], "placement": concept["placement"],
+                        "far": {"y": far, "height": round(scene.size_at(far, ground, concept["size_cm"]))},
+                        "near": {"y": near, "height": round(scene.size_at(near, ground, concept["size_cm"]))}})
+    def shown(polygon: np.ndarray) -> list[list[int]]:  # whole pixels, clamped to the canvas the model sees
+        return np.clip(polygon.round(), 0, [scene.width, scene.height]).astype(int).tolist()
+
+    return {"horizon": round(scene.horizon), "ground": shown(ground.polygon),
+            "surfaces": [{"name": s.name, "polygon": shown(s.polygon), "holds_cm": s.max_size_cm}
+                         for s in scene.supports[1:]],
+            "forbidden": [shown(b.polygon) for b in scene.forbidden], "objects": objects}

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import ItemError
-from stages.backends.plan import choose_photo, choose_views
+from stages.backends.plan import choose_photo, choose_views, scene_of
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
-from stages.scene import BLOCK_LIMIT, CanvasScene, centre_crop, on_canvas, sample_point
+from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
 
 VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
@@ -101,19 +101,14 @@ class Backend:
                 continue
             if background is not candidates[first]:
                 photo = choose_photo(background, rng)
-            scene = on_canvas(background["scene"]["template"], background["scene"]["sizes"][photo], request["canvas"])
+            scene, crop = scene_of(background, photo, request["canvas"])
             placed = self._scene_layout(scene, request["concepts"], views, rng)
             if isinstance(placed, str):
                 problems.append(f"{background['id']}: {placed}")
                 continue
             boxes, supports = placed
-            crop = centre_crop(background["scene"]["sizes"][photo], request["canvas"],
-                               background["scene"]["template"].get("view"))
-            heights = {s.name: s.height_cm for s in scene.supports}
-            depth = [scene.ground_row(box[1] + box[3], heights.get(name, 0.0)) for box, name in zip(boxes, supports)]
-            order = sorted(range(len(boxes)), key=lambda i: (depth[i], i))  # far to near: the nearest on top
-            return {**layout(background, photo, request, views, boxes, order, supports),
-                    "background": {"id": background["id"], "photo": photo, "crop": list(crop)}}
+            return {**layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports),
+                    "background": {"id": background["id"], "photo": photo, "crop": crop}}
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
                         f"{'; '.join(problems)}; lower backends.plan.min_size or max_overlap, or widen the templates' "
                         f"ground")

@@ -1,0 +1,83 @@
+"""LLM layouts on a background with a scene template: repair, or reject, what breaks it.
+
+Rules (`off_scene: repair`, the default), per object, largest real size first:
+1. rescale: the box takes the perspective's size at its foot (box bottom centre), about the
+   foot, keeping the cut-out's shape;
+2. snap: if its footprint is then off every support the concept may use, the foot moves to the
+   nearest row of the nearest such support where it stands (first straight down or up, then
+   sideways toward the support's middle), and the box is rescaled there;
+3. what still lies outside the canvas, or covers a forbidden region it stands behind, rejects
+   the layout with that reason.
+`off_scene: reject` rejects any layout with an object off the template. Either way the paste
+order becomes far to near, like the solver's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from stages.backends.plan.reply import ReplyRejected
+from stages.scene import BLOCK_LIMIT, FOOT_TOLERANCE, CanvasScene, Support, judge
+
+ROW_STEP = 4  # pixels between the rows tried when snapping a foot
+SIDE_STEPS = 6  # sideways positions tried, from the box's own toward the support's middle
+OFF_SCENE = ("repair", "reject")
+EDGE = 1.0  # a foot on a support's outline (a box resting on the canvas bottom) stands on it
+
+
+def sized_box(scene: CanvasScene, foot: Sequence[float], support: Support, size_cm: float,
+              aspect: float) -> list[int]:
+    """A box whose foot is `foot` and whose longer side is the perspective's there."""
+    longer = scene.size_at(foot[1], support, size_cm)
+    w, h = (longer, longer / aspect) if aspect >= 1 else (longer * aspect, longer)
+    return [round(foot[0] - w / 2), round(foot[1] - h), max(1, round(w)), max(1, round(h))]
+
+
+def inside_canvas(scene: CanvasScene, box: Sequence[int]) -> bool:
+    return box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= scene.width and box[1] + box[3] <= scene.height
+
+
+def stand(scene: CanvasScene, box: Sequence[int], concept: dict[str, Any], aspect: float) -> tuple[list[int], str, list[str]]:
+    """The repaired box, the support it stands on and the rules applied ([] when none was needed)."""
+    size_cm, placement = concept["size_cm"], concept["placement"]
+    if placement == "free":
+        return list(box), "free", []
+    if not judge(scene, box, placement, size_cm):  # already stands where it can, at a size it can have
+        return list(box), scene.support_under(box, placement, size_cm, FOOT_TOLERANCE * scene.height).name, []
+    foot = (box[0] + box[2] / 2, box[1] + box[3])
+    supports = scene.supports_for(placement, size_cm)
+    for support in supports:  # rule 1: the box's own foot, at the perspective's size
+        resized = sized_box(scene, foot, support, size_cm, aspect)
+        if scene.support_under(resized, placement, size_cm, EDGE) is support and inside_canvas(scene, resized):
+            return resized, support.name, ["rescaled"]
+    for support in supports:  # rule 2: the nearest place on a support
+        low, high = support.polygon[:, 1].min(), support.polygon[:, 1].max()
+        middle = float(support.polygon[:, 0].mean())
+        rows = sorted(range(int(low), int(high) + 1, ROW_STEP), key=lambda y: abs(y - foot[1]))
+        for step in range(SIDE_STEPS):
+            x = foot[0] + (middle - foot[0]) * step / (SIDE_STEPS - 1)
+            for y in rows:
+                moved = sized_box(scene, (x, y), support, size_cm, aspect)
+                if inside_canvas(scene, moved) and scene.support_under(moved, placement, size_cm, EDGE) is support:
+                    return moved, support.name, ["snapped", "rescaled"]
+    allowed = " or ".join(s.name for s in supports)
+    raise ReplyRejected("off_scene", f"{concept['id']}: no place on the {allowed} where a {size_cm:g} cm object "
+                                     f"fits inside the canvas")
+
+
+def fit_to_scene(scene: CanvasScene, boxes: list[list[int]], concepts: list[dict[str, Any]],
+                 aspects: list[float], mode: str) -> tuple[list[list[int]], list[str], list[list[str]], list[int]]:
+    """(boxes, supports, rules applied per object, paste order far to near); ReplyRejected
+    names the first object the template refuses."""
+    if mode == "reject":
+        for box, concept in zip(boxes, concepts):
+            problems = judge(scene, box, concept["placement"], concept["size_cm"])
+            if problems:
+                raise ReplyRejected(problems[0][0], f"{concept['id']}: {problems[0][1]} (off_scene: reject)")
+    fitted = [stand(scene, box, concept, aspect) for box, concept, aspect in zip(boxes, concepts, aspects)]
+    heights = {s.name: s.height_cm for s in scene.supports}
+    for (box, support, _), concept in zip(fitted, concepts):
+        if scene.blocked(box, heights.get(support, 0.0)) > BLOCK_LIMIT:
+            raise ReplyRejected("blocked", f"{concept['id']}: its box {box} covers a forbidden region of the scene")
+    boxes, supports = [f[0] for f in fitted], [f[1] for f in fitted]
+    return boxes, supports, [f[2] for f in fitted], scene.far_to_near(boxes, supports)
