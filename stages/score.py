@@ -70,8 +70,11 @@ def geometry_reasons(layout: dict[str, Any], context: dict[str, Any]) -> list[di
     entry = context["scenes"].get(background["id"])
     if entry is None or background["photo"] is None:
         return []
-    scene = on_canvas(entry["template"], entry["sizes"][background["photo"]], context["canvas"])
-    reasons = []
+    memo = context.setdefault("canvas_scenes", {})  # one mapping per photo, not per image
+    key = (background["id"], background["photo"])
+    if key not in memo:
+        memo[key] = on_canvas(entry["template"], entry["sizes"][background["photo"]], context["canvas"])
+    scene, reasons = memo[key], []
     for placed in layout["objects"]:
         concept = context["geometry"][placed["concept"]]
         for check, problem in judge(scene, placed["box"], concept["placement"], concept["size_cm"]):
