@@ -46,6 +46,7 @@ def render_prompts(recipe: Recipe, comp_id: str, templates: Templates) -> list[d
     style = recipe.strategy.token_style
     context = {
         "composition": comp_id,
+        "seed": item_seed(recipe.seed, "evaluate-prompt", comp_id, comp.seed),
         "concepts": [{"id": cid, "token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
                       "name": concept_name(recipe.concepts[cid].token, recipe.concepts[cid].class_noun, style)}
                      for cid in comp.concepts],

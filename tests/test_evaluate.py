@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,8 @@ def compile_evaluation(root: Path, overrides: list[str]) -> dict:
                                root / "templates")
 
 
+TEMPLATE_BACKGROUNDS = {"on a frozen lake in the snow", "in a sunlit kitchen", "on a sandy beach at sunset",
+                        "in an old library", "on a city street at night", "in an autumn park"}
 EVALUATE_ON = ["backends.evaluate.name=clip", "backends.train.name=custom-diffusion", "+backends.train.model=base"]
 
 
@@ -135,8 +138,17 @@ def test_default_prompt_uses_an_unseen_background_and_the_concept_names(project)
     document = compile_evaluation(project, [*EVALUATE_ON, "strategy.global_token=true",
                                                       "strategy.token_style=token_noun"])
     prompts = document["compositions"]["cat_mug"]["prompts"]
-    assert prompts == [{"text": "<cat_mug> a photo of <cat1> cat and <mug1> mug side by side on a wooden table in a "
-                                "sunlit kitchen", "background": "on a wooden table in a sunlit kitchen"}]
+    [prompt] = prompts  # the paper's kind: a long scene, objects the concepts did not come with, positions
+    text, background = prompt["text"], prompt["background"]
+    assert text.startswith("<cat_mug> ") and len(text.split()) >= 20 and background in TEMPLATE_BACKGROUNDS
+    assert re.search(r"\. A <cat1> cat [a-z ]+, a <mug1> mug [a-z ]+\.$", text), text
+    training = {b["phrase"] for b in TINY_RECIPE["backgrounds"].values()}
+    assert background not in training
+    scenes = {comp["prompts"][0]["background"] for comp in document["compositions"].values()}
+    assert compile_evaluation(project, [*EVALUATE_ON, "strategy.global_token=true",
+                                        "strategy.token_style=token_noun"])["compositions"] == document["compositions"]
+    reseeded = compile_evaluation(project, [*EVALUATE_ON, "seed=1"])["compositions"]
+    assert scenes | {comp["prompts"][0]["background"] for comp in reseeded.values()} != {background}  # seeded choice
     items = [i for i in document["items"] if i["composition"] == "cat_mug"]
     assert [i["id"] for i in items] == [f"cat_mug/p0-s{s}" for s in range(6)]  # the paper's 6 samples
     assert len({i["seed"] for i in items}) == 6
