@@ -8,6 +8,7 @@
   g4g explain ITEM                           why the last build recomputed (or reused) an item
   g4g cache verify [--repair] | gc | stats   check, prune or measure the item cache
   g4g sample MODEL_DIR PROMPT [-n N] -o OUT/ images from a trained model (trained/<composition>)
+  g4g export diffusers|imagefolder [-o DIR]  the training images and captions for other trainers
   g4g table [--json EXP_SHOW.json]           Table 1 (CP-CLIP / TI-CLIP per bin) of the DVC experiments
   g4g recover                                set aside DVC state files a killed run tore
   g4g diff [REV_A [REV_B]] [--json] [--html OUT.html] [--exit-code]
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     from stages import card  # `g4g card`: the dataset card page
 
     card.add_parser(commands)
+    from stages import export  # `g4g export`: the training data for other trainers
+
+    export.add_parser(commands)
     return parser
 
 

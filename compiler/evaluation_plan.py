@@ -31,46 +31,71 @@ GENERATION_MODULES = ("stages.evaluate", "stages.backends.evaluate.sampling")
 
 
 def training_setting(recipe: Recipe, backends_config: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """How the models were trained, and which row of the paper's Table 1 that is (strings only:
-    `dvc metrics show` and `dvc exp show` drop lists)."""
+    """How the models were trained and measured, and which row of the paper's Table 1 that is
+    (only a Custom Diffusion training has one). Strings only: `dvc metrics show` and
+    `dvc exp show` drop lists."""
     train = backends_config["train"]
     data = train["params"].get("data")
     strategies = [name for name in STRATEGIES if getattr(recipe.strategy, name)]
+    evaluate = backends_config["evaluate"]["params"]
     return {"train": train["name"], "data": data, "strategies": "+".join(strategies) or "none",
-            "paper_row": paper_row(data, strategies)}
+            "paper_row": paper_row(data, strategies) if train["name"] == "custom-diffusion" else "",
+            "checkpoints": evaluate.get("checkpoints", ""), "protocol": protocol(evaluate)}
+
+
+def protocol(params: dict[str, Any]) -> str:
+    """The sampling and metric options in one line: rows that differ in it are not comparable."""
+    if "detector" not in params:
+        return ""
+    return (f"{params['sampler']} {params['steps']} steps, guidance {params['guidance_scale']}, eta {params['eta']}, "
+            f"{params['resolution']}px; {params['detector']} threshold {params['detection_threshold']}; "
+            f"{params['embedder']} ({params['embedder_weights']})")
 
 
 def render_prompts(recipe: Recipe, comp_id: str, templates: Templates) -> list[dict[str, str]]:
-    """The composition's evaluation prompts, each {text, background}, in the sandbox."""
+    """The composition's evaluation prompts, each {text, background, baseline}, in the sandbox.
+    `baseline` is the same prompt with class nouns in place of the tokens and no composition
+    token: what the untrained base model paints, the same in every experiment on the recipe."""
     comp = recipe.compositions[comp_id]
     style = recipe.strategy.token_style
+    concepts = [{"id": cid, "token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
+                 "name": concept_name(recipe.concepts[cid].token, recipe.concepts[cid].class_noun, style)}
+                for cid in comp.concepts]
     context = {
         "composition": comp_id,
-        "concepts": [{"id": cid, "token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
-                      "name": concept_name(recipe.concepts[cid].token, recipe.concepts[cid].class_noun, style)}
-                     for cid in comp.concepts],
+        "seed": item_seed(recipe.seed, "evaluate-prompt", comp_id, comp.seed),
+        "concepts": concepts,
         "global_token": global_token(recipe, comp_id) if recipe.strategy.global_token else "",
         "training_backgrounds": [recipe.backgrounds[bid].phrase for bid in comp.backgrounds],
     }
+    nouns = {**context, "global_token": "",
+             "concepts": [{**c, "token": c["class_noun"], "name": c["class_noun"]} for c in concepts]}
     inline = [(f"compositions.{comp_id}.eval_prompts[{i}]", text) for i, text in enumerate(comp.eval_prompts)]
     default = [(f"template {templates.directory / DEFAULT_PROMPT} (for composition {comp_id})", None)]
     prompts = []
     for where, text in inline or default:
-        try:
-            template = templates.load(DEFAULT_PROMPT) if text is None else templates.environment.from_string(text)
-            module = template.make_module(context)
-            rendered = " ".join(str(module).split())
-            background = getattr(module, "background", None)
-        except Exception as error:  # syntax, undefined variables, sandbox refusals: the prompt's fault
-            raise RecipeError(f"{where}: {type(error).__name__}: {error}", key=where if text is not None else None) from None
-        if not rendered or not isinstance(background, str) or not background.strip():
-            raise RecipeError(
-                f"{where}: an evaluation prompt must render text and set `background`, the text TI-CLIP compares "
-                f"each image with, e.g. '{{% set background = \"on a beach\" %}}a photo of "
-                f"{{{{ concepts | map(attribute=\"name\") | join(\" and \") }}}} {{{{ background }}}}'",
-                key=where if text is not None else None)
-        prompts.append({"text": rendered, "background": " ".join(background.split())})
+        text_, background = _render(templates, where, text, context)
+        prompts.append({"text": text_, "background": background,
+                        "baseline": _render(templates, where, text, nouns)[0]})
     return prompts
+
+
+def _render(templates: Templates, where: str, text: str | None, context: dict[str, Any]) -> tuple[str, str]:
+    """(prompt, background) of one evaluation prompt (`text`: inline Jinja, None: the default template)."""
+    try:
+        template = templates.load(DEFAULT_PROMPT) if text is None else templates.environment.from_string(text)
+        module = template.make_module(context)
+        rendered = " ".join(str(module).split())
+        background = getattr(module, "background", None)
+    except Exception as error:  # syntax, undefined variables, sandbox refusals: the prompt's fault
+        raise RecipeError(f"{where}: {type(error).__name__}: {error}", key=where if text is not None else None) from None
+    if not rendered or not isinstance(background, str) or not background.strip():
+        raise RecipeError(
+            f"{where}: an evaluation prompt must render text and set `background`, the text TI-CLIP compares "
+            f"each image with, e.g. '{{% set background = \"on a beach\" %}}a photo of "
+            f"{{{{ concepts | map(attribute=\"name\") | join(\" and \") }}}} {{{{ background }}}}'",
+            key=where if text is not None else None)
+    return rendered, " ".join(background.split())
 
 
 def _references(recipe: Recipe, cid: str, fingerprints: Any) -> list[dict[str, str]]:

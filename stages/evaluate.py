@@ -10,7 +10,9 @@ Writes evaluation/<composition>/<variant>-p<prompt>-s<sample>.png   every genera
        metrics/evaluate.json                per bin (<=3, 4, 5 concepts) and per composition, the
                                             paper's Table 1 values beside ours
 A variant is a trained model's checkpoint (`step-<N>`: the final one, or every saved one with
-`checkpoints: all`) or the untrained base model (`base`, with `baseline: true`). Images and
+`checkpoints: all`) or the untrained base model (`base`, with `baseline: true`), which paints
+the prompt with class nouns in place of the tokens: one fixed row, the same images in every
+experiment on the recipe (they are keyed on that prompt, the seed, sampler and base weights). Images and
 their measurements are separate cached items (`evaluate-generate`, `evaluate-measure`).
 """
 
@@ -87,12 +89,13 @@ def generation_items(document: dict[str, Any], variants: dict[str, list[dict[str
         comp_id = request["composition"]
         prompt = document["compositions"][comp_id]["prompts"][request["prompt"]]
         for variant in variants.get(comp_id, []):
+            text = prompt["baseline"] if variant["name"] == BASE else prompt["text"]
             items.append({
                 "id": f"{comp_id}/{variant['name']}-p{request['prompt']}-s{request['sample']}",
                 "composition": comp_id, "variant": variant["name"], "checkpoint": variant["checkpoint"],
                 "final": variant["final"], "prompt": request["prompt"], "sample": request["sample"],
-                "seed": request["seed"], "text": prompt["text"], "source": variant["source"],
-                "parts": {**request["parts"], **variant["parts"]},
+                "seed": request["seed"], "text": text, "source": variant["source"],
+                "parts": {**request["parts"], "prompt": text, **variant["parts"]},
             })
     return sorted(items, key=lambda item: item["id"])
 
@@ -146,7 +149,7 @@ def image_rows(generated: StageResult, measured: StageResult, document: dict[str
             continue
         prompt = document["compositions"][image["composition"]]["prompts"][image["prompt"]]
         rows.append({"id": item_id, "composition": image["composition"], "variant": image["variant"],
-                     "checkpoint": image["checkpoint"], "final": image["final"], "prompt": prompt["text"],
+                     "checkpoint": image["checkpoint"], "final": image["final"], "prompt": image["text"],
                      "background": prompt["background"], "sample": image["sample"], "seed": image["seed"],
                      "image": image["image"], **{k: scores[k] for k in ("cp_clip", "cp_clip_assigned",
                                                                         "identity_mixing", "ti_clip", "concepts")}})

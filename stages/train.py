@@ -114,17 +114,12 @@ def model_files(item: dict[str, Any], document: dict[str, Any], outcome: common.
     params = document["backend"]["params"]
     tokens = tokens_of(item)
     final = max(outcome.checkpoints)
-    concept_list = [{"instance_prompt": f"{c['token']} {c['class_noun']}",
-                     "class_prompt": PRIOR_PROMPT.format(noun=c["class_noun"]),
-                     "instance_data_dir": "dataset" if params["data"] == "dataset" else "photos",
-                     "class_data_dir": f"prior/{c['class_noun']}"} for c in item["concepts"]]
     return {
         "captions.jsonl": "".join(canonical_json({"origin": e.origin, "caption": e.caption}) + "\n" for e in examples).encode(),
         "loss.csv": ("step,loss\n" + "".join(f"{n},{loss:.6f}\n" for n, loss in enumerate(outcome.losses, 1))).encode(),
         "config.json": dumps_json({"backend": document["backend"], "strategy": document["strategy"],
                                    "template": document["template"], "seed": item["seed"],
                                    "steps": item["steps"]}).encode(),
-        "concept_list.json": dumps_json(concept_list).encode(),
         "model.json": dumps_json({
             "composition": item["id"], "key": item["key"], "base": params["model"],
             "backend": document["backend"]["name"], "global_token": item["global_token"],
@@ -161,6 +156,7 @@ def train_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
             steps=item["steps"], state_dir=state_dir, device=device,
             dtype=None if str(dtype) == "torch.float32" else dtype,
             gradient_checkpointing=settings.gradient_checkpointing))
+        overflowing = trainer.text.overflowing([e.caption for e in examples])
         outcome = trainer.fit()
     except (ValueError, FloatingPointError) as error:  # a token that is a word; a diverging loss
         raise ItemError(f"{item['id']}: {error}") from None
@@ -172,7 +168,7 @@ def train_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
             files.update(folder_files(folder, f"{prefix}checkpoints/{step:07d}/"))
     files.update({prefix + name: data for name, data in model_files(item, document, outcome, examples).items()})
     record = {"composition": item["id"], "steps": final, "examples": len(examples), "resumed_from": outcome.resumed_from,
-              "final_loss": round(outcome.losses[-1], 6)}
+              "final_loss": round(outcome.losses[-1], 6), "truncated_captions": len(overflowing)}
     return record, files
 
 
@@ -331,9 +327,14 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
     write_folder(reports_dir / "train_loss", {
         f"{r['composition']}.csv": cache.file(r["key"], f"{r['composition']}/loss.csv").read_bytes()
         for r in result.entries()})
-    report = result.report("train", name, models={r["composition"]: {k: r[k] for k in ("steps", "examples",
-                                                  "final_loss", "resumed_from")} for r in result.entries()})
+    report = result.report("train", name, models={r["composition"]: {k: r[k] for k in (
+        "steps", "examples", "final_loss", "resumed_from", "truncated_captions")} for r in result.entries()})
     write_json(reports_dir / "train.json", report)
+    for r in result.entries():
+        if r["truncated_captions"]:
+            print(f"train: warning: {r['composition']}: {r['truncated_captions']} of {r['examples']} training captions "
+                  f"are longer than the text encoder reads (77 tokens) and lose their end (the strategies come "
+                  f"first, so they are kept); see {out_dir}/{r['composition']}/captions.jsonl", file=sys.stderr)
     print(f"train: {len(result.records)} models ({result.computed} trained, {result.reused} reused) "
           f"({result.seconds:.1f}s)", file=sys.stderr)
 

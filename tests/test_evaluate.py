@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,24 +70,58 @@ def test_every_checkpoint_is_reported_and_the_best_is_marked_as_chosen_on_the_te
     assert metrics["baseline"]["bins"]["<=3"]["cp_clip"] == 0.1 and "paper" not in metrics["baseline"]["bins"]["<=3"]
 
 
+HEADER = ("Gen4Gen Table 1: CP-CLIP / TI-CLIP per number of concepts (higher CP-CLIP is better; TI-CLIP should stay "
+          "flat). weights: final, or best* = best checkpoint chosen on the evaluation prompts (the paper's rows report "
+          "the best)")
+
+
 def test_table_1_layout_from_dvc_exp_show():
-    """The fixture is real `dvc exp show --json` output of three `dvc exp run -S` settings."""
+    """The fixture is real `dvc exp show --json` output of three `dvc exp run -S` settings (from
+    before the protocol was recorded); their base rows agree, so they are one row."""
     table = format_table(json.loads((GOLDEN / "exp_show.json").read_text()))
     assert table.splitlines() == [
-        "Gen4Gen Table 1: CP-CLIP / TI-CLIP per number of concepts (higher CP-CLIP is better; TI-CLIP should stay flat)",
-        "setting                                         experiment  <=3          4            5",
-        "Custom Diffusion + source photos                paper       0.26 / 0.16  0.21 / 0.13  0.23 / 0.17",
-        "                                                source      0.31 / 0.18  0.22 / 0.14  -",
-        "Custom Diffusion + composed dataset (MyCanvas)  paper       0.41 / 0.17  0.47 / 0.17  0.50 / 0.15",
-        "                                                master      0.44 / 0.17  0.45 / 0.16  -",
-        "                                                composed    0.44 / 0.17  0.45 / 0.16  -",
-        "+ prompting strategies                          paper       0.51 / 0.17  0.55 / 0.16  0.57 / 0.14",
-        "                                                strategies  0.52 / 0.16  0.58 / 0.15  -",
-        "untrained base model",
-        "                                                master      0.20 / 0.19  -            -",
-        "                                                strategies  0.20 / 0.19  -            -",
-        "                                                composed    0.20 / 0.19  -            -",
-        "                                                source      0.20 / 0.19  -            -",
+        HEADER, "", "protocol: not recorded",
+        "setting                                         experiment     backend           weights  <=3          4            5",
+        "Custom Diffusion + source photos                paper          custom-diffusion  best     0.26 / 0.16  0.21 / 0.13  0.23 / 0.17",
+        "                                                source         custom-diffusion  final    0.31 / 0.18  0.22 / 0.14  -",
+        "Custom Diffusion + composed dataset (MyCanvas)  paper          custom-diffusion  best     0.41 / 0.17  0.47 / 0.17  0.50 / 0.15",
+        "                                                master         custom-diffusion  final    0.44 / 0.17  0.45 / 0.16  -",
+        "                                                composed       custom-diffusion  final    0.44 / 0.17  0.45 / 0.16  -",
+        "+ prompting strategies                          paper          custom-diffusion  best     0.51 / 0.17  0.55 / 0.16  0.57 / 0.14",
+        "                                                strategies     custom-diffusion  final    0.52 / 0.16  0.58 / 0.15  -",
+        "untrained base model (class nouns)              4 experiments  none              -        0.20 / 0.19  -            -",
+    ]
+
+
+def test_table_labels_every_row_shares_one_base_row_and_separates_other_protocols():
+    def experiment(name, train, paper, cp_clip, protocol="ddim 200; owlvit 0.1", base=0.2, best=None):
+        metrics = {"evaluated": True, "bins": {"<=3": {"cp_clip": cp_clip, "ti_clip": 0.17}},
+                   "baseline": {"bins": {"<=3": {"cp_clip": base, "ti_clip": 0.19}}},
+                   "setting": {"train": train, "data": "dataset", "strategies": "none", "paper_row": paper,
+                               "checkpoints": "all" if best else "final", "protocol": protocol}}
+        if best:
+            metrics["best_checkpoint"] = {"bins": {"<=3": {"cp_clip": best, "ti_clip": 0.16}}}
+        return {"rev": name * 4, "name": name, "experiments": None,
+                "data": {"metrics": {"metrics/evaluate.json": {"data": metrics}}}}
+
+    shown = [experiment("cd", "custom-diffusion", "composed", 0.44, best=0.47),
+             experiment("lora", "lora", "", 0.40), experiment("cd2", "custom-diffusion", "composed", 0.45),
+             experiment("thr5", "custom-diffusion", "composed", 0.30, protocol="ddim 200; owlvit 0.5", base=0.1)]
+    assert format_table(shown).splitlines() == [
+        HEADER, "", "protocol: ddim 200; owlvit 0.1",
+        "setting                                         experiment     backend           weights  <=3          4            5",
+        "Custom Diffusion + composed dataset (MyCanvas)  paper          custom-diffusion  best     0.41 / 0.17  0.47 / 0.17  0.50 / 0.15",
+        "                                                cd             custom-diffusion  final    0.44 / 0.17  -            -",
+        "                                                cd             custom-diffusion  best*    0.47 / 0.16  -            -",
+        "                                                cd2            custom-diffusion  final    0.45 / 0.17  -            -",
+        "lora + composed dataset",
+        "                                                lora           lora              final    0.40 / 0.17  -            -",
+        "untrained base model (class nouns)              3 experiments  none              -        0.20 / 0.19  -            -",
+        "", "protocol: ddim 200; owlvit 0.5  (not comparable with the rows above)",
+        "setting                                         experiment  backend           weights  <=3          4            5",
+        "Custom Diffusion + composed dataset (MyCanvas)  paper       custom-diffusion  best     0.41 / 0.17  0.47 / 0.17  0.50 / 0.15",
+        "                                                thr5        custom-diffusion  final    0.30 / 0.17  -            -",
+        "untrained base model (class nouns)              thr5        none              -        0.10 / 0.19  -            -",
     ]
 
 
@@ -128,6 +163,8 @@ def compile_evaluation(root: Path, overrides: list[str]) -> dict:
                                root / "templates")
 
 
+TEMPLATE_BACKGROUNDS = {"on a frozen lake in the snow", "in a sunlit kitchen", "on a sandy beach at sunset",
+                        "in an old library", "on a city street at night", "in an autumn park"}
 EVALUATE_ON = ["backends.evaluate.name=clip", "backends.train.name=custom-diffusion", "+backends.train.model=base"]
 
 
@@ -135,14 +172,38 @@ def test_default_prompt_uses_an_unseen_background_and_the_concept_names(project)
     document = compile_evaluation(project, [*EVALUATE_ON, "strategy.global_token=true",
                                                       "strategy.token_style=token_noun"])
     prompts = document["compositions"]["cat_mug"]["prompts"]
-    assert prompts == [{"text": "<cat_mug> a photo of <cat1> cat and <mug1> mug side by side on a wooden table in a "
-                                "sunlit kitchen", "background": "on a wooden table in a sunlit kitchen"}]
+    [prompt] = prompts  # the paper's kind: a long scene, objects the concepts did not come with, positions
+    text, background = prompt["text"], prompt["background"]
+    assert text.startswith("<cat_mug> ") and len(text.split()) >= 20 and background in TEMPLATE_BACKGROUNDS
+    assert re.search(r"\. A <cat1> cat [a-z ]+, a <mug1> mug [a-z ]+\.$", text), text
+    training = {b["phrase"] for b in TINY_RECIPE["backgrounds"].values()}
+    assert background not in training
+    scenes = {comp["prompts"][0]["background"] for comp in document["compositions"].values()}
+    assert compile_evaluation(project, [*EVALUATE_ON, "strategy.global_token=true",
+                                        "strategy.token_style=token_noun"])["compositions"] == document["compositions"]
+    reseeded = compile_evaluation(project, [*EVALUATE_ON, "seed=1"])["compositions"]
+    assert scenes | {comp["prompts"][0]["background"] for comp in reseeded.values()} != {background}  # seeded choice
     items = [i for i in document["items"] if i["composition"] == "cat_mug"]
     assert [i["id"] for i in items] == [f"cat_mug/p0-s{s}" for s in range(6)]  # the paper's 6 samples
     assert len({i["seed"] for i in items}) == 6
-    assert document["setting"] == {"train": "custom-diffusion", "data": "dataset",
-                                   "strategies": "global_token", "paper_row": "strategies"}
+    assert document["setting"] == {
+        "train": "custom-diffusion", "data": "dataset", "strategies": "global_token", "paper_row": "strategies",
+        "checkpoints": "final", "protocol": "ddim 200 steps, guidance 6.0, eta 1.0, 512px; google/owlvit-base-patch32 "
+                                            "threshold 0.1; ViT-B-32 (openai)"}
+    assert prompt["baseline"] == re.sub(r"<cat_mug> |<cat1> |<mug1> ", "", text)  # class nouns, no tokens
     assert document["compositions"]["cat_mug_plant"]["bin"] == "<=3"
+
+
+def test_the_base_model_paints_the_same_images_in_every_experiment(project, tmp_path):
+    """Its prompt has class nouns for tokens, so experiments on one recipe share its images (same keys)."""
+    bases = []
+    for extra in ([], ["strategy.global_token=true", "strategy.token_style=token_noun", "strategy.repeat_tokens=true"]):
+        document = compile_evaluation(project, [*EVALUATE_ON, "+backends.evaluate.baseline=true", *extra])
+        variants, _, _ = evaluate.model_variants(document, tmp_path / "no-models")
+        bases.append([(i["id"], i["text"], json.dumps(i["parts"], sort_keys=True))
+                      for i in evaluate.generation_items(document, variants) if i["variant"] == "base"])
+    assert bases[0] == bases[1] and len(bases[0]) == 12
+    assert all("<" not in text and " cat " in text for _, text, _ in bases[0])
 
 
 def test_inline_prompts_render_in_the_sandbox_and_must_set_their_background(project):
@@ -153,7 +214,8 @@ def test_inline_prompts_render_in_the_sandbox_and_must_set_their_background(proj
     write_recipe(project, recipe)
     document = compile_evaluation(project, EVALUATE_ON)
     assert document["compositions"]["cat_mug"]["prompts"] == [
-        {"text": "<cat1> next to <mug1> in a snowy forest", "background": "in a snowy forest"}]
+        {"text": "<cat1> next to <mug1> in a snowy forest", "background": "in a snowy forest",
+         "baseline": "cat next to mug in a snowy forest"}]
 
     recipe["compositions"]["cat_mug"]["eval_prompts"] = ["{{ concepts[0].token }} on a beach"]
     write_recipe(project, recipe)
@@ -245,7 +307,8 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
     rows = [json.loads(line) for line in (project / "evaluation/rows.jsonl").read_text().splitlines()]
     assert len(rows) == 12
     first = rows[0]
-    assert first["prompt"].startswith("a photo of <cat1> and <mug1>") and first["variant"] == "base"
+    assert first["variant"] == "base" and "<" not in first["prompt"] and " cat " in first["prompt"]  # class nouns
+    assert all("<cat1>" in row["prompt"] for row in rows if row["variant"] != "base")
     assert set(first["concepts"]) == {"cat", "mug"} and "detection_score" in first["concepts"]["cat"]
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert metrics["evaluated"] and set(metrics["bins"]) == {"<=3"}

@@ -142,6 +142,29 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_sd
     assert final_files(resumed) == final_files(whole)
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["final-only", "keep"])
+def test_a_training_killed_after_its_last_resume_point_reruns_to_the_same_files(tiny_sd15, tmp_path, keep):
+    """Killed after the state of the last step (7, not a multiple of checkpoint_every 3) was saved
+    but before the model was stored: the rerun trains nothing and returns the final weights."""
+    whole = trainer(tiny_sd15, custom_diffusion.Method(), tmp_path / "whole", steps=7, keep_checkpoints=keep).fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_the_end(step: int) -> None:
+        if step == 7:
+            raise Killed
+
+    first = trainer(tiny_sd15, custom_diffusion.Method(), tmp_path / "killed", steps=7, keep_checkpoints=keep)
+    first.run.on_step = kill_at_the_end
+    with pytest.raises(Killed):
+        first.fit()
+    rerun = trainer(tiny_sd15, custom_diffusion.Method(), tmp_path / "killed", steps=7, keep_checkpoints=keep).fit()
+    assert rerun.resumed_from == 7 and rerun.losses == whole.losses
+    assert sorted(rerun.checkpoints) == sorted(whole.checkpoints) == ([3, 6, 7] if keep else [7])
+    assert final_files(rerun) == final_files(whole)
+
+
 def generate(pipeline, prompt: str) -> np.ndarray:
     pipeline.set_progress_bar_config(disable=True)
     image = pipeline(prompt, num_inference_steps=3, guidance_scale=6.0, height=64, width=64,
@@ -156,6 +179,7 @@ def test_stage_trains_each_composition_and_stock_loaders_read_the_weights(projec
     train_in_process(project)
     report = json.loads((project / "reports/train.json").read_text())
     assert report["computed"] == 2 and report["models"]["cat_mug"]["steps"] == 4
+    assert report["models"]["cat_mug"]["truncated_captions"] == 0
     model_dir = project / "trained/cat_mug"
     model = read_model(model_dir)
     assert set(model["tokens"]) == {"<cat1>", "<mug1>", "<cat_mug>"} and model["checkpoints"] == [2, 4]
@@ -243,6 +267,32 @@ def test_each_prompting_strategy_writes_the_captions_of_its_golden_file(project)
         context = {"templates_dir": str(project / "templates"), "dataset_dir": str(project / "dataset")}
         captions = "".join(e.caption + "\n" for e in train.instances(item, document, context))
         assert captions == (GOLDEN / f"{strategies}.txt").read_text(), strategies
+
+
+def test_a_caption_past_77_tokens_keeps_the_strategies_and_is_counted(tiny_sd15, tmp_path):
+    """Five concepts and a long detailed caption: CLIP cuts the caption's end, not the
+    repeated tokens or the background, and the text side reports the overflow."""
+    from stages import train
+    from stages.templating import Templates
+
+    tokens = {f"<c{n}>": ["cat"] for n in range(5)}
+    item = {"concepts": [{"token": t, "class_noun": "cat"} for t in tokens], "global_token": "<all5>"}
+    document = {"token_style": "token_noun",
+                "strategy": {"global_token": True, "repeat_tokens": True, "background_prompt": True}}
+    detailed = "A photo of " + ", ".join(f"{t} cat sitting on a red cushion" for t in tokens) + ". " + \
+        " ".join(f"{t} cat is on the left, in front of the others, and is the largest." for t in tokens)
+    caption = train.training_caption(Templates(Path(__file__).parents[1] / "templates"), "captions/train.j2",
+                                      document, item, detailed, "in the snowy forest")
+    params = common.Params(model=str(tiny_sd15), resolution=64)
+    run = common.Run(instances=squares(), priors=[], tokens={**tokens, "<all5>": ["cat"]}, seed=0, steps=1,
+                     state_dir=tmp_path)
+    text = common.Trainer(custom_diffusion.Method(), params, load_base(str(tiny_sd15), "m"), run).text
+    tokenizer = text.pairs[0][0]
+    read = tokenizer(caption, truncation=True, max_length=77).input_ids
+    stated = tokenizer("<all5> " + " and ".join(f"{t} cat" for t in tokens) + ", in the snowy forest:",
+                       add_special_tokens=False).input_ids
+    assert len(tokenizer(caption).input_ids) > 77 and text.overflowing([caption, "<c0> cat"]) == [caption]
+    assert read[1:1 + len(stated)] == stated
 
 
 def test_training_off_says_so_and_writes_no_model(project):

@@ -1,11 +1,16 @@
 """`g4g table`: Gen4Gen's Table 1 from `dvc exp show --json`, our numbers beside the paper's.
 
-Each experiment (and each commit shown) with an evaluation becomes a row under the paper
-setting its training matches (source photos / composed dataset / + prompting strategies, read
-from metrics/evaluate.json's `setting`), right below the paper's own row for that setting;
-cells are CP-CLIP / TI-CLIP per bin of <=3, 4 and 5 concepts. Base-model scores
-(`baseline: true`) come last. The workspace row is left out when experiments are shown (it
-repeats the last one run).
+Each experiment (and each commit shown) with an evaluation becomes a row labelled with its
+training backend and the weights it reports (`final`; `best`, chosen on the evaluation
+prompts, in a row of its own when the experiment kept every checkpoint). Custom Diffusion rows
+sit under the paper setting their training matches (source photos / composed dataset /
++ prompting strategies), right below the paper's row (which reports each composition's best
+checkpoint); other backends get their own setting with no paper numbers. Rows are comparable
+only at the same sampling and metric options (`protocol`): each protocol is a block of its
+own. The untrained base model, which paints class nouns and is the same in every experiment
+on a recipe, is one row per block; base rows that differ are shown apart, each named. Cells
+are CP-CLIP / TI-CLIP per bin of <=3, 4 and 5 concepts. The workspace row is left out when
+experiments are shown (it repeats the last one run).
 """
 
 from __future__ import annotations
@@ -47,33 +52,69 @@ def cell(bins: dict[str, Any], bin_name: str) -> str:
     return f"{values['cp_clip']:.2f} / {values['ti_clip']:.2f}"
 
 
+def _setting(setting: dict[str, Any]) -> str:
+    """The row group: a paper setting for Custom Diffusion, else the backend and its data."""
+    if setting.get("paper_row") in PAPER_SETTINGS and setting.get("train", "custom-diffusion") == "custom-diffusion":
+        return PAPER_SETTINGS[setting["paper_row"]]
+    data = "source photos" if setting.get("data") == "source" else "composed dataset"
+    strategies = "" if setting.get("strategies", "none") == "none" else f" + {setting['strategies']}"
+    return f"{setting.get('train', '?')} + {data}{strategies}"
+
+
+def _cells(bins: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(cell(bins, b) for b in BINS)
+
+
+def _block(experiments: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ...]]:
+    """The rows of one protocol: per setting the paper's row then ours; then the base model."""
+    groups: dict[str, list[tuple[str, ...]]] = {PAPER_SETTINGS[s]: [] for s in PAPER_SETTINGS}
+    baselines: dict[tuple[str, ...], list[str]] = {}
+    for name, metrics in experiments:
+        setting = metrics.get("setting") or {}
+        backend = setting.get("train", "?")
+        if metrics.get("bins"):
+            groups.setdefault(_setting(setting), []).append(("", name, backend, "final", *_cells(metrics["bins"])))
+        if (metrics.get("best_checkpoint") or {}).get("bins"):
+            groups[_setting(setting)].append(("", name, backend, "best*", *_cells(metrics["best_checkpoint"]["bins"])))
+        if (metrics.get("baseline") or {}).get("bins"):
+            baselines.setdefault(_cells(metrics["baseline"]["bins"]), []).append(name)
+    lines = []
+    paper_rows = {PAPER_SETTINGS[key]: key for key in PAPER_SETTINGS}
+    for label, rows in groups.items():
+        if not rows:
+            continue
+        if label in paper_rows:
+            paper = PAPER_TABLE1[paper_rows[label]]
+            lines.append((label, "paper", "custom-diffusion", "best",
+                          *(f"{paper[b][0]:.2f} / {paper[b][1]:.2f}" for b in BINS)))
+        else:
+            lines.append((label, "", "", "", *[""] * len(BINS)))
+        lines += rows
+    for cells, names in baselines.items():
+        label = "untrained base model (class nouns)" if len(baselines) == 1 else "untrained base model (differs)"
+        who = f"{len(names)} experiments" if len(baselines) == 1 and len(names) > 1 else ", ".join(names)
+        lines.append((label, who, "none", "-", *cells))
+    return lines
+
+
 def format_table(exp_show: list[dict[str, Any]]) -> str:
-    """The table as text: per paper setting its row, then ours; base models; then what had no evaluation."""
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {setting: [] for setting in PAPER_SETTINGS}
-    baselines, missing = [], []
+    """The table as text: a block per protocol; then what had no evaluation."""
+    blocks: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    missing = []
     for name, metrics in experiments(exp_show):
         if not metrics or not metrics.get("evaluated"):
             missing.append(f"{name}: {(metrics or {}).get('reason', f'no {METRICS_FILE}')}")
             continue
-        if metrics.get("bins"):
-            groups.setdefault((metrics.get("setting") or {}).get("paper_row", "?"), []).append((name, metrics["bins"]))
-        if (metrics.get("baseline") or {}).get("bins"):
-            baselines.append((name, metrics["baseline"]["bins"]))
-    lines = [("setting", "experiment", *BINS)]
-    for setting, rows in groups.items():
-        paper = PAPER_TABLE1.get(setting)
-        if paper:
-            lines.append((PAPER_SETTINGS[setting], "paper", *(f"{paper[b][0]:.2f} / {paper[b][1]:.2f}" for b in BINS)))
-        else:
-            lines.append(("(setting not recorded)", "", *[""] * len(BINS)))
-        lines += [("", name, *(cell(bins, b) for b in BINS)) for name, bins in rows]
-    if baselines:
-        lines.append(("untrained base model", "", *[""] * len(BINS)))
-        lines += [("", name, *(cell(bins, b) for b in BINS)) for name, bins in baselines]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        blocks.setdefault((metrics.get("setting") or {}).get("protocol") or "not recorded", []).append((name, metrics))
     text = ["Gen4Gen Table 1: CP-CLIP / TI-CLIP per number of concepts (higher CP-CLIP is better; "
-            "TI-CLIP should stay flat)"]
-    text += ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in lines]
+            "TI-CLIP should stay flat). weights: final, or best* = best checkpoint chosen on the evaluation "
+            "prompts (the paper's rows report the best)"]
+    for number, (protocol, found) in enumerate(blocks.items()):
+        lines = [("setting", "experiment", "backend", "weights", *BINS), *_block(found)]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        note = "" if number == 0 else "  (not comparable with the rows above)"
+        text += ["", f"protocol: {protocol}{note}"]
+        text += ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in lines]
     text += [f"not evaluated: {line}" for line in missing]
     return "\n".join(text) + "\n"
 

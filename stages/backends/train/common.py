@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from compiler.keys import item_seed
+from stages.backends.train import augment
 from stages.backends.train.text import TextEncoders
 
 DATA_MODES = ("dataset", "source")
 CAPTIONS = ("short", "detailed", "vlm")  # vlm: written by a VLM captioner (caption: vlm / vlm-openai)
 PRIOR_SOURCES = ("generate", "folder", "none")
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the scripts train; others fail
 PAPER_STEPS = {2: 2000, 3: 2000, 4: 3000, 5: 3000}  # Gen4Gen: by the number of concepts
 
 
@@ -45,8 +47,10 @@ class Params:
     mask_loss: bool = False  # weight the loss by the union mask of the concepts (beyond the paper)
     resolution: int = 512
     batch_size: int = 8  # the paper's 8 (plus as many prior images when prior preservation is on)
-    learning_rate: float = 1e-5  # the paper's; scaled by batch_size when scale_lr (as Custom Diffusion does)
+    learning_rate: float = 1e-5  # the paper's; with scale_lr x batch_size, x2 with prior images (Custom Diffusion)
     scale_lr: bool = True
+    augment: bool = False  # Custom Diffusion's random rescale with "far away" / "close up" captions (augment.py)
+    hflip: bool = False  # mirror half of the images (instances and prior images)
     steps: int = 0  # 0: the paper's 2,000 for 2-3 concepts, 3,000 for 4-5
     checkpoint_every: int = 500  # resume points (and kept checkpoints)
     keep_checkpoints: bool = False  # also write the weights of every checkpoint (evaluate: checkpoints: all)
@@ -82,6 +86,7 @@ class Method(Protocol):
     """What a training backend decides: which UNet weights train and how they are stored."""
 
     WEIGHTS: str  # the weights file name in the model folder
+    SUM_CHANNELS: bool  # the instance loss sums the latent channels per pixel (Custom Diffusion's scripts)
 
     def prepare(self, unet: Any) -> list[Any]:
         """Make the backend's UNet weights trainable (and only those); return them."""
@@ -143,6 +148,15 @@ def _mask_tensor(mask: Any, size: int):
     return torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 255)[None]
 
 
+def mirrored(examples: list[Example]) -> list[Example]:
+    """The examples and their mirror images: example i flipped is number i + len(examples)."""
+    from PIL import Image
+
+    flip = Image.Transpose.FLIP_LEFT_RIGHT
+    return examples + [Example(e.image.transpose(flip), e.caption, None if e.mask is None else e.mask.transpose(flip), e.origin)
+                       for e in examples]
+
+
 def encode(examples: list[Example], vae: Any, resolution: int, device: str, batch: int = 8):
     """The VAE latent distribution (mean, std) of every example, computed once: each step then
     draws its latent sample from it, as the scripts' per-step `latent_dist.sample()` would."""
@@ -170,6 +184,27 @@ def order(seed: int, count: int, step: int, batch: int) -> list[int]:
     return picked
 
 
+def learning_rate(params: Params, prior: bool) -> float:
+    """Custom Diffusion's rule (diffusers' port and the authors' script): with scale_lr, the
+    base rate x batch size (one process, no accumulation), x2 when prior images join the batch."""
+    if not params.scale_lr:
+        return params.learning_rate
+    return params.learning_rate * params.batch_size * (2.0 if prior else 1.0)
+
+
+@dataclass
+class Draw:
+    """One step's random choices, from CPU generators seeded by (seed, step)."""
+
+    instances: list[int]
+    priors: list[int]
+    views: list[augment.View]  # per instance: flip, and with `augment` its rescale and caption prefix
+    prior_flips: list[bool]
+    latent_noise: Any  # the latent sample of each image (instances, then priors) = mean + std * this
+    noise: Any
+    timesteps: Any
+
+
 class Trainer:
     """One training of one composition: base components, the method's trainable weights and
     the new token rows, a seeded loop with resumable checkpoints."""
@@ -181,6 +216,10 @@ class Trainer:
         self.method, self.params, self.run = method, params, run
         self.vae, self.unet = pipeline.vae, pipeline.unet
         self.scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+        prediction = self.scheduler.config.prediction_type
+        if prediction not in PREDICTION_TYPES:
+            raise ValueError(f"{params.model}: the scheduler's prediction_type '{prediction}' (scheduler/"
+                             f"scheduler_config.json) cannot be trained; valid: {', '.join(PREDICTION_TYPES)}")
         for module in (self.vae, self.unet, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
             if module is not None:
                 module.requires_grad_(False).to(run.device)
@@ -201,15 +240,15 @@ class Trainer:
         self.unet.train()
         for encoder in self.text.encoders():
             encoder.train()
-        scale = params.batch_size if params.scale_lr else 1
-        self.optimizer = torch.optim.AdamW(self._state(), lr=params.learning_rate * scale,
+        self.optimizer = torch.optim.AdamW(self._state(), lr=learning_rate(params, bool(run.priors)),
                                            weight_decay=params.adam_weight_decay)
         use_scaler = run.dtype is not None and run.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(run.device.split(":")[0], enabled=use_scaler)
+        self.latent_side = params.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.cached: dict[str, Any] = {}
 
     def _state(self) -> list[Any]:
         return [*self.trainable, *self.text.embeddings]
-
     def save_state(self, step: int, losses: list[float]) -> None:
         """A resume point, written atomically: trainable tensors, optimizer, scaler, losses."""
         import torch
@@ -255,73 +294,126 @@ class Trainer:
         import torch
 
         run, params = self.run, self.params
-        size = params.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)  # the latents' side
-        instance_latents = encode(run.instances, self.vae, params.resolution, run.device)
-        prior_latents = encode(run.priors, self.vae, params.resolution, run.device) if run.priors else None
-        masks = (torch.stack([_mask_tensor(e.mask, size) for e in run.instances])
-                 if params.mask_loss and run.instances[0].mask is not None else None)
+        if not params.augment:
+            self.cached["instances"] = encode(mirrored(run.instances) if params.hflip else run.instances, self.vae,
+                                              params.resolution, run.device)
+        if run.priors:
+            self.cached["priors"] = encode(mirrored(run.priors) if params.hflip else run.priors, self.vae,
+                                           params.resolution, run.device)
+        if params.mask_loss and run.instances[0].mask is not None and not params.augment:
+            masks = run.instances + (mirrored(run.instances)[len(run.instances):] if params.hflip else [])
+            self.cached["masks"] = torch.stack([_mask_tensor(e.mask, self.latent_side) for e in masks])
         start, losses = self.resume()
-        checkpoints = {s: f for s in range(params.checkpoint_every, start + 1, params.checkpoint_every)
-                       if (f := self.run.state_dir / "checkpoints" / f"{s:07d}").is_dir()}
+        kept = range(params.checkpoint_every, start + 1, params.checkpoint_every) if params.keep_checkpoints else ()
+        checkpoints = {s: f for s in kept if (f := self.run.state_dir / "checkpoints" / f"{s:07d}").is_dir()}
         for step in range(start, run.steps):
-            losses.append(self._step(step, instance_latents, prior_latents, masks))
+            losses.append(self.step(step))
             done = step + 1
+            if params.keep_checkpoints and done % params.checkpoint_every == 0:
+                checkpoints[done] = self.checkpoint(done)
             if done % params.checkpoint_every == 0 or done == run.steps:
-                if params.keep_checkpoints or done == run.steps:
-                    checkpoints[done] = self.checkpoint(done)
                 self.save_state(done, losses)
             if run.on_step:
                 run.on_step(done)
+        checkpoints[run.steps] = self.checkpoint(run.steps)  # also when resumed at the last step
         return Outcome(losses, checkpoints, start)
 
-    def _batch(self, step: int, latents: tuple[Any, Any], examples: list[Example], generator: Any, stream: str):
-        import torch
-
-        indices = order(item_seed(self.run.seed, stream), len(examples), step, self.params.batch_size)
-        mean, std = latents
-        sample = mean[indices] + std[indices] * torch.randn(mean[indices].shape, generator=generator)
-        return indices, sample * self.vae.config.scaling_factor, [examples[i].caption for i in indices]
-
-    def _step(self, step: int, instance_latents: Any, prior_latents: Any, masks: Any) -> float:
+    def draw(self, step: int) -> Draw:
+        """The step's examples, views, latent noise, diffusion noise and timesteps."""
         import torch
 
         run, params = self.run, self.params
         generator = torch.Generator().manual_seed(item_seed(run.seed, "step", step))
-        indices, latents, captions = self._batch(step, instance_latents, run.instances, generator, "instances")
-        if prior_latents is not None:
-            _, prior, prior_captions = self._batch(step, prior_latents, run.priors, generator, "priors")
-            latents, captions = torch.cat([latents, prior]), captions + prior_captions
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        if self.scheduler.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps)
+        instances = order(item_seed(run.seed, "instances"), len(run.instances), step, params.batch_size)
+        priors = order(item_seed(run.seed, "priors"), len(run.priors), step, params.batch_size) if run.priors else []
+        shape = (self.vae.config.latent_channels, self.latent_side, self.latent_side)
+        latent_noise = torch.cat([torch.randn((len(picked), *shape), generator=generator)
+                                  for picked in (instances, priors) if picked])
+        noise = torch.randn(latent_noise.shape, generator=generator)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latent_noise),),
+                                  generator=generator)
+        views_generator = torch.Generator().manual_seed(item_seed(run.seed, "augment", step))
+        views = [augment.draw(views_generator, params.resolution, params.augment, params.hflip) for _ in instances]
+        flips = [params.hflip and float(torch.rand((), generator=views_generator, dtype=torch.float64)) < 0.5
+                 for _ in priors]
+        return Draw(instances, priors, views, flips, latent_noise, noise, timesteps)
+
+    def inputs(self, draw: Draw) -> tuple[Any, list[str], Any]:
+        """(latents, captions, instance loss weights or None) of a step."""
+        import numpy as np
+        import torch
+
+        run, params = self.run, self.params
+        examples = [run.instances[i] for i in draw.instances]
+        weights = None
+        if params.augment:
+            pixels = torch.from_numpy(np.stack([augment.pixels(e.image, v, params.resolution)
+                                                for e, v in zip(examples, draw.views)])).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                dist = self.vae.encode(pixels.to(run.device, self.vae.dtype)).latent_dist
+            mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
+            weights = torch.from_numpy(np.stack([augment.valid(v, params.resolution, self.latent_side)
+                                                 for v in draw.views]))[:, None]
+            if params.mask_loss and examples[0].mask is not None:
+                factor = params.resolution // self.latent_side
+                masks = np.stack([augment.concept_mask(e.mask, v, params.resolution) for e, v in zip(examples, draw.views)])
+                weights = weights * torch.from_numpy(masks.reshape(len(masks), self.latent_side, factor,
+                                                                   self.latent_side, factor).mean((2, 4)))[:, None]
         else:
-            target = noise
+            rows = [i + len(run.instances) * v.flip for i, v in zip(draw.instances, draw.views)]
+            mean, std = (part[rows] for part in self.cached["instances"])
+            if "masks" in self.cached:
+                weights = self.cached["masks"][rows]
+        captions = [v.prefix + e.caption for e, v in zip(examples, draw.views)]
+        if draw.priors:
+            rows = [i + len(run.priors) * flip for i, flip in zip(draw.priors, draw.prior_flips)]
+            mean = torch.cat([mean, self.cached["priors"][0][rows]])
+            std = torch.cat([std, self.cached["priors"][1][rows]])
+            captions += [run.priors[i].caption for i in draw.priors]
+        return (mean + std * draw.latent_noise) * self.vae.config.scaling_factor, captions, weights
+
+    def step(self, step: int) -> float:
+        """One optimizer step; its loss."""
+        import torch
+
+        run, params, draw = self.run, self.params, self.draw(step)
+        latents, captions, weights = self.inputs(draw)
+        noisy = self.scheduler.add_noise(latents, draw.noise, draw.timesteps)
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, draw.noise, draw.timesteps)
+        else:
+            target = draw.noise
         device = run.device
         with torch.autocast(device.split(":")[0], dtype=run.dtype, enabled=run.dtype is not None):
             states, added = self.text.encode(captions, device)
-            prediction = self.unet(noisy.to(device), timesteps.to(device), states,
+            prediction = self.unet(noisy.to(device), draw.timesteps.to(device), states,
                                    added_cond_kwargs=added).sample.float()
         errors = (prediction - target.to(device)) ** 2
-        count = len(indices)
-        if masks is not None:
-            weight = masks[indices].to(device)
-            instance_loss = ((errors[:count] * weight).sum((1, 2, 3)) /
-                             (weight.sum((1, 2, 3)) * errors.shape[1]).clamp(min=1e-8)).mean()
-        else:
-            instance_loss = errors[:count].mean()
-        loss = instance_loss
-        if prior_latents is not None:
-            loss = loss + params.prior.loss_weight * errors[count:].mean()
+        loss = self._instance_loss(errors[:len(draw.instances)], weights)
+        if draw.priors:
+            loss = loss + params.prior.loss_weight * errors[len(draw.instances):].mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
+        self.text.zero_frozen_grads()  # as the scripts do: the clip norm counts only what learns
         torch.nn.utils.clip_grad_norm_(self._state(), params.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.text.restore()  # only the new tokens' rows learn; weight decay must not move the others
+        self.text.restore()  # weight decay must not move the frozen rows either
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step + 1}; lower learning_rate or use fp32/bf16")
         return value
+
+    def _instance_loss(self, errors: Any, weights: Any) -> Any:
+        """Mean squared error, weighted per latent pixel when there are weights; Custom
+        Diffusion's scripts sum the channels of each pixel instead of averaging them."""
+        import torch
+
+        if weights is None and not self.method.SUM_CHANNELS:
+            return errors.mean()
+        if weights is None:
+            weights = torch.ones((len(errors), 1, *errors.shape[2:]))
+        weights = weights.to(errors.device)
+        per_pixel = 1 if self.method.SUM_CHANNELS else errors.shape[1]
+        return ((errors * weights).sum((1, 2, 3)) / (weights.sum((1, 2, 3)) * per_pixel).clamp(min=1e-8)).mean()

@@ -11,13 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from stages.backends.train.common import Params, weights  # noqa: F401  (the backend's options and weights)
+from dataclasses import dataclass
 
-VERSION = "1"
+from stages.backends.train import common
+from stages.backends.train.common import weights  # noqa: F401  (the base model's fingerprint joins the keys)
+
+VERSION = "2"
 LIBRARIES = ("transformers", "safetensors")  # reached through diffusers: text encoder, weights
 
 
+@dataclass
+class Params(common.Params):
+    augment: bool = True  # the script's resize augmentation (off: its --noaug)
+    hflip: bool = True  # its README's commands all pass --hflip
+
+
 class Method:
+    SUM_CHANNELS = True  # its loss: ((mse * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3])).mean()
     # Pickled like diffusers' Custom Diffusion docs load it: safetensors cannot hold the empty
     # entries of the self-attention layers, without which `load_attn_procs` cannot set them.
     WEIGHTS = "pytorch_custom_diffusion_weights.bin"

@@ -11,14 +11,14 @@ from typing import Any
 from stages.backends.train import common
 from stages.backends.train.common import weights  # noqa: F401  (the base model's fingerprint joins the keys)
 
-VERSION = "1"
+VERSION = "2"
 LIBRARIES = ("transformers", "safetensors", "peft")
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 @dataclass
 class Params(common.Params):
-    learning_rate: float = 1e-4  # diffusers' LoRA script default
+    learning_rate: float = 5e-4  # diffusers' train_dreambooth_lora.py (SD 1.x/2.x) default; their SDXL script: 1e-4
     scale_lr: bool = False
     rank: int = 4
     alpha: int = 4
@@ -30,6 +30,7 @@ class Params(common.Params):
 
 
 class Method:
+    SUM_CHANNELS = False  # train_dreambooth_lora.py: F.mse_loss(..., reduction="mean")
     WEIGHTS = "pytorch_lora_weights.safetensors"
 
     def __init__(self, rank: int, alpha: int, seed: int):

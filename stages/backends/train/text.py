@@ -58,6 +58,17 @@ class TextEncoders:
     def encoders(self) -> list[Any]:
         return [encoder for _, encoder in self.pairs]
 
+    def zero_frozen_grads(self) -> None:
+        """Zero the gradients of every row but the new tokens' (before clipping, as the scripts do)."""
+        for table, (frozen, _) in zip(self.embeddings, self.frozen):
+            if table.grad is not None:
+                table.grad[frozen] = 0
+
+    def overflowing(self, captions: list[str]) -> list[str]:
+        """The captions longer than a text encoder reads (CLIP: 77 tokens): their ends are cut."""
+        return [caption for caption in captions
+                if any(len(tokenizer(caption).input_ids) > tokenizer.model_max_length for tokenizer, _ in self.pairs)]
+
     def restore(self) -> None:
         import torch
 

@@ -6,7 +6,6 @@
     token-N.safetensors          one new token's embedding each ({token: vector})
     checkpoints/NNNNNNN/         the same weight files at earlier steps (keep_checkpoints)
     captions.jsonl               every training caption, as trained on
-    concept_list.json            Custom Diffusion's own concepts list (its scripts can retrain)
     loss.csv, config.json        the loss per step; the resolved training options
 
 Everything loads with diffusers' stock loaders (`load_attn_procs` or `load_lora_weights`, and
