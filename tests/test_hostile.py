@@ -1,0 +1,93 @@
+"""Issue 27: hostile endpoints, photos and arguments stay bounded in bytes and seconds and end
+in clear errors. Endpoints are loopback servers on 127.0.0.1 that compress, drip and send raw
+bodies; every loop here is bounded."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import time
+import zlib
+
+import pytest
+
+from compiler.errors import ItemError
+from tests.llm_server import RawServer, completion, good_reply
+from stages.backends.plan import openai as openai_planner
+from tests.conftest import REPO
+from tests.test_security import layout_request, secrets  # noqa: F401 (a fixture)
+
+JSON = {"Content-Type": "application/json"}
+
+
+@functools.lru_cache(maxsize=None)
+def bomb(mebibytes: int) -> bytes:
+    """A completion body of `mebibytes` MiB of spaces, gzip-compressed twice (a few KB)."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head, tail = completion("@").split(b"@")
+    parts = [inner.compress(head)] + [inner.compress(b" " * (1 << 20)) for _ in range(mebibytes)]
+    once = b"".join(parts) + inner.compress(tail) + inner.flush()
+    return gzip.compress(once, 9)
+
+
+def plan_once(server_url, project, tmp_path, timeout=5.0, **options):
+    params = openai_planner.Params(base_url=server_url, model="test-model", max_retries=0, timeout=timeout, **options)
+    planner = openai_planner.Backend(params, templates_dir=str(REPO / "templates"), cache_dir=str(tmp_path / "cache"),
+                                     root=str(project))
+    started = time.perf_counter()
+    layout = planner.plan_batch([layout_request()])[0]
+    return layout, time.perf_counter() - started
+
+
+# 1. Compressed bombs: the response cap counts decoded bytes.
+
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "gzip"])
+def test_a_compressed_bomb_stops_at_the_cap_after_decoding(project, secrets, tmp_path, encoding):
+    body = bomb(64) if encoding == "gzip, gzip" else zlib.decompress(bomb(64), 31)  # the inner layer alone
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": encoding}, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert len(body) < 300_000
+    assert isinstance(layout, ItemError) and "[reply_too_large]" in str(layout) and "decoded" in str(layout)
+
+
+def test_a_small_compressed_reply_is_read(project, secrets, tmp_path):
+    body = gzip.compress(gzip.compress(completion(good_reply("- cat\n- mug"))))
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": "gzip, gzip"}, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert not isinstance(layout, ItemError), layout
+
+
+def test_an_unknown_content_encoding_is_a_request_failure(project, secrets, tmp_path):
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": "gzip, x-bomb"}, b"xx", 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert isinstance(layout, ItemError) and "x-bomb" in str(layout)
+
+
+# 3. Bodies that are not JSON are per-item errors with the reason.
+
+@pytest.mark.parametrize(("headers", "body", "reason"), [
+    ({"Content-Type": "text/html"}, b"<html><body>Bad gateway</body></html>", "not a JSON"),
+    (JSON, b"<html><body>Bad gateway</body></html>", "not a JSON"),
+    (JSON, b'{"choices": [{"message": {"content": "\xff\xfe caf\xe9"}}]}', "not a JSON"),
+])
+def test_a_body_that_is_not_a_completion_is_an_item_error(project, secrets, tmp_path, headers, body, reason):
+    with RawServer(lambda n: (200, headers, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert isinstance(layout, ItemError) and reason in str(layout), layout
+
+
+# 4. A total deadline per request and a cap on retries.
+
+def test_a_dripping_server_meets_the_total_deadline(project, secrets, tmp_path):
+    with RawServer(lambda n: (200, JSON, completion(good_reply("- cat\n- mug")), 0.2)) as server:
+        layout, seconds = plan_once(server.url, project, tmp_path, timeout=1.0)
+    assert isinstance(layout, ItemError) and "[request_failed]" in str(layout) and "1 s" in str(layout), layout
+    assert seconds < 3.0 and server.requests == 1
+
+
+@pytest.mark.parametrize(("option", "value", "valid"), [
+    ("max_retries", 100000, "0-10"), ("timeout", 1e9, "600"), ("concurrency", 10**6, "1-64"),
+    ("timeout", float("nan"), "600")])
+def test_endpoint_numbers_have_upper_bounds(option, value, valid):
+    with pytest.raises(ValueError, match=f"{option}.*{valid}"):
+        openai_planner.Params(**{option: value})
