@@ -29,7 +29,7 @@ from compiler.schema import (
 )
 from stages import backends
 from stages.dataset_card import WHOLE as WHOLE_DATASET
-from stages.runtime.settings import SettingsError, load_settings
+from stages.runtime.settings import SettingsError, load_settings, user_config
 from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
 SCHEMA_NAME = "schema"
@@ -275,7 +275,7 @@ def _check_endpoint(key: str, url: str, fail, root: Path) -> None:
         raise RecipeError(str(error)) from None
     if not endpoint_allowed(url, settings.llm_endpoints):
         fail(key, f"{redact_url(url)} is not an approved LLM endpoint; the builder approves endpoints in "
-                  f"params.yaml (runtime.llm_endpoints) or G4G_LLM_ENDPOINTS, now: {', '.join(settings.llm_endpoints)}")
+                  f"{user_config()} (llm_endpoints) or G4G_LLM_ENDPOINTS, now: {', '.join(settings.llm_endpoints)}")
 
 
 def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> dict[str, Any]:

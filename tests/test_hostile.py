@@ -10,12 +10,15 @@ import time
 import zlib
 
 import pytest
+import yaml
 
+from compiler import cli
 from compiler.errors import ItemError
-from tests.llm_server import RawServer, completion, good_reply
 from stages.backends.plan import openai as openai_planner
-from tests.conftest import REPO
-from tests.test_security import layout_request, secrets  # noqa: F401 (a fixture)
+from stages.runtime.settings import SettingsError, load_settings
+from tests.conftest import REPO, write_recipe
+from tests.llm_server import ChatServer, RawServer, completion, good_reply
+from tests.test_security import layout_request, recipe_with, secrets  # noqa: F401 (a fixture)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -91,3 +94,36 @@ def test_a_dripping_server_meets_the_total_deadline(project, secrets, tmp_path):
 def test_endpoint_numbers_have_upper_bounds(option, value, valid):
     with pytest.raises(ValueError, match=f"{option}.*{valid}"):
         openai_planner.Params(**{option: value})
+
+
+# 5. A pull request cannot choose the secret or where it goes: params.yaml is tracked.
+
+def test_params_yaml_cannot_approve_endpoints_or_name_the_key(project, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-0123456789")
+    with ChatServer(lambda prompt, n: (200, good_reply(prompt))) as server:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["runtime"].update(llm_endpoints=[server.url], llm_api_key_env="OPENAI_API_KEY")
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        write_recipe(project, recipe_with(backends={"plan": {"name": "openai", "base_url": server.url}}))
+        assert cli.main(["validate"]) == 2
+        printed = capsys.readouterr().err
+        with pytest.raises(SettingsError, match="runtime.llm_api_key_env: .*never the repository's"):
+            plan_once(server.url, project, tmp_path)
+    assert "params.yaml: runtime.llm_api_key_env" in printed and "endpoints.yaml" in printed
+    assert server.requests == 0
+
+
+def test_the_builder_approves_endpoints_in_the_user_config(project, monkeypatch, tmp_path):
+    for variable in ("G4G_LLM_ENDPOINTS", "G4G_LLM_API_KEY_ENV"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("MY_LOCAL_KEY", "local-key-0123456789")
+    (tmp_path / "config/g4g").mkdir(parents=True)
+    (tmp_path / "config/g4g/endpoints.yaml").write_text("llm_endpoints: [http://127.0.0.1]\nllm_api_key_env: MY_LOCAL_KEY\n")
+    with ChatServer(lambda prompt, n: (200, good_reply(prompt))) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert not isinstance(layout, ItemError) and server.authorizations == ["Bearer local-key-0123456789"]
+    (tmp_path / "config/g4g/endpoints.yaml").write_text("workers: 3\n")
+    with pytest.raises(SettingsError, match="endpoints.yaml: unknown key.*valid: llm_endpoints, llm_api_key_env"):
+        load_settings(project / "params.yaml")

@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 from stages.backends import BackendUnavailable
 from stages.runtime.replies import MAX_REPLY_CHARS, ReplyRejected, RequestFailed
-from stages.runtime.settings import load_settings
+from stages.runtime.settings import load_settings, user_config
 from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
 MAX_RESPONSE_BYTES = 8 * MAX_REPLY_CHARS + 64 * 1024  # the reply JSON-escaped, plus the envelope
@@ -193,13 +193,13 @@ class ChatEndpoint:
             problem = url_problem(self.base_url)
             if problem or not endpoint_allowed(self.base_url, settings.llm_endpoints):
                 raise BackendUnavailable(
-                    f"LLM endpoint {self.endpoint} is not approved ({problem or 'not in runtime.llm_endpoints'}); "
-                    f"the builder approves endpoints in params.yaml (runtime.llm_endpoints) or G4G_LLM_ENDPOINTS")
+                    f"LLM endpoint {self.endpoint} is not approved ({problem or 'not in llm_endpoints'}); the "
+                    f"builder approves endpoints in {user_config()} (llm_endpoints) or G4G_LLM_ENDPOINTS")
             variable = settings.llm_api_key_env
             self._key = os.environ.get(variable, "")
             if not self._key:
                 raise BackendUnavailable(
-                    f"the environment variable {variable} (runtime.llm_api_key_env) is not set: export your API key "
+                    f"the environment variable {variable} (llm_api_key_env) is not set: export your API key "
                     f"there (a local server accepts any value, e.g. `export {variable}=local`)")
             http_client = openai.DefaultHttpxClient(transport=_bounded_transport(self.params.timeout),
                                                     follow_redirects=False)
