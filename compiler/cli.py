@@ -97,8 +97,9 @@ STAGE_ORDER = ("extract", "plan", "compose", "caption", "score", "pack")
 
 def _explain(args: argparse.Namespace) -> int:
     from stages.runtime.explain import explain
+    from stages.runtime.untrusted import escape_controls
 
-    lines = explain(args.item, list(STAGE_ORDER))
+    lines = [escape_controls(line) for line in explain(args.item, list(STAGE_ORDER))]
     if not lines:
         raise ItemError(f"no item '{args.item}' in the last build (.g4g/keys/); ids look like cat_mug-00003 "
                         f"(an image), cat/chelsea (a cut-out) or cat_mug-000000.tar (a shard)")

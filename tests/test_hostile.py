@@ -5,6 +5,7 @@ bodies; every loop here is bounded."""
 from __future__ import annotations
 
 import functools
+import json
 import gzip
 import time
 import zlib
@@ -127,3 +128,91 @@ def test_the_builder_approves_endpoints_in_the_user_config(project, monkeypatch,
     (tmp_path / "config/g4g/endpoints.yaml").write_text("workers: 3\n")
     with pytest.raises(SettingsError, match="endpoints.yaml: unknown key.*valid: llm_endpoints, llm_api_key_env"):
         load_settings(project / "params.yaml")
+
+
+# 6-8. Photo folders: colliding names, thin images, non-images and names with escapes.
+
+def photo_recipe(project, shared_data, pattern: str = "photos/*") -> None:
+    """Cut-out concepts only (no segmentation weights): `cat` from `pattern`, `plant` from the
+    reference data."""
+    recipe = recipe_with()
+    recipe["concepts"] = {"cat": {"class_noun": "cat", "token": "<cat1>", "cutout": True, "images": [pattern]},
+                          "plant": recipe["concepts"]["plant"]}
+    recipe["compositions"] = {"cat_plant": {"concepts": ["cat", "plant"], "backgrounds": ["garden"], "num_images": 1}}
+    write_recipe(project, recipe)
+
+
+def rgba(path, colour=(200, 10, 10, 255)) -> None:
+    from PIL import Image
+
+    image = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    image.paste(colour, (10, 5, 30, 25))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def run_extract(project) -> dict:
+    from compiler import compile as compile_stage
+    from stages import extract
+
+    assert compile_stage.main([]) == 0
+    build = project / "build"
+    extract.run(build / "compiled/extract.json", build / "cutouts", build / "cutouts.json")
+    return json.loads((project / "reports/extract.json").read_text())
+
+
+def test_photos_whose_names_collide_get_unique_ids_and_the_count_adds_up(project, shared_data):
+    for name, colour in (("x-2.png", (255, 0, 0, 255)), ("x.png", (0, 255, 0, 255)), ("x.webp", (0, 0, 255, 255))):
+        rgba(project / "photos" / name, colour)
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    items = json.loads((project / "build/compiled/extract.json").read_text())["items"]
+    cats = {item["id"]: item["source"] for item in items if item["concept"] == "cat"}
+    assert sorted(cats.values()) == ["photos/x-2.png", "photos/x.png", "photos/x.webp"]
+    assert cats["cat/x-2"] == "photos/x-2.png" and cats["cat/x"] == "photos/x.png"  # unchanged where unique
+    assert report["items"] == len(items) == 5 and report["computed"] + report["reused"] == 5
+    cutouts = json.loads((project / "build/cutouts.json").read_text())["cutouts"]
+    assert sorted(c["source"] for c in cutouts if c["concept"] == "cat") == sorted(cats.values())
+
+
+def thin_png(path, width: int) -> None:
+    """A 1-bit grey PNG `width` x 1 pixels (a few KB compressed)."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, 1, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" + b"\xff" * ((width + 7) // 8), 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_a_thin_image_is_an_item_error_in_the_stage_and_the_cli(project, shared_data, tmp_path, capsys):
+    rgba(project / "photos/good.png")
+    thin_png(project / "photos/thin.png", 80_000_000)
+    assert (project / "photos/thin.png").stat().st_size < 100_000
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    assert report["failed"] == 1 and "sides" in report["failures"]["cat/thin"]
+    assert report["items"] == report["computed"] + report["failed"]
+    assert cli.main(["extract", str(project / "photos/thin.png"), "-o", str(tmp_path / "out.png")]) == 2
+    assert "80000000x1" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+
+
+def test_a_non_image_leaks_no_bytes_and_names_are_escaped(project, shared_data, tmp_path, capfd):
+    canary = "sk-canary-0123456789abcdef"
+    (tmp_path / "credentials").write_text(f"{canary}\n")
+    rgba(project / "photos/good.png")
+    (project / "photos/secret.png").symlink_to(tmp_path / "credentials")
+    (project / "photos/\x1b[2Jevil\u202e.png").write_bytes(b"GIF89a broken")
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    printed = capfd.readouterr().err
+    assert "starts like text" in report["failures"]["cat/credentials"]  # the link resolves to its target
+    assert cli.main(["explain", "cat/\\x1b[2Jevil\\u202e"]) == 0
+    printed += capfd.readouterr().out
+    written = printed + "".join(p.read_text() for p in (project / "reports").glob("*.json"))
+    written += (project / "build/cutouts.json").read_text()
+    assert canary not in written and "sk-" not in written
+    assert "\x1b" not in written and "\u202e" not in written and "\\x1b[2Jevil" in printed

@@ -21,6 +21,7 @@ from stages.runtime.cache import ItemCache
 from stages.runtime.executor import WorkerFailed, batched, executor_for
 from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
 from stages.runtime.settings import Settings
+from stages.runtime.untrusted import escape_controls
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
 """What computing one item gives: its record and its files (name -> bytes)."""
@@ -192,7 +193,8 @@ def _carry_over(old: Path, new: Path, stamp: list[int]) -> bool:
 
 def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],
            reports_dir: Path = Path("reports"), **extra: Any) -> None:
-    """Write the stage index and `reports/<stage>.json`, and print a one-line summary."""
+    """Write the stage index and `reports/<stage>.json`, and print a one-line summary (ids and
+    reasons may quote file names: their control characters are escaped)."""
     write_json(index, {**index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
                        "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())]})
     report = result.report(stage, backend, **extra)
@@ -202,7 +204,7 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
           f"{len(result.failures)} failed, {len(result.skipped)} skipped{repaired} ({result.seconds:.1f}s)",
           file=sys.stderr)
     for item_id, reason in sorted(result.failures.items()):
-        print(f"  failed {item_id}: {reason}", file=sys.stderr)
+        print(escape_controls(f"  failed {item_id}: {reason}"), file=sys.stderr)
 
 
 class StageFailed(RuntimeError):
