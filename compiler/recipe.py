@@ -39,6 +39,7 @@ SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, s
                                                 schema.Output)}
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
+MAX_INCLUDE_DEPTH = 50  # files deep in defaults lists
 
 
 def _register_schema() -> None:
@@ -88,6 +89,8 @@ def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = N
         raise RecipeError(f"recipe {name!r} not found in {recipes_dir} (a recipe is named by its file there: "
                           f"letters, digits, '_', '-', '+'); available: {', '.join(available)}")
     overrides = list(overrides or [])
+    _refuse_override_resolvers(overrides)
+    _check_includes(recipes_dir, recipe_file.resolve(), [])
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir), version_base=None):
@@ -107,6 +110,66 @@ def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = N
         raise RecipeError(escape_controls(message)) from None
     except yaml.YAMLError as error:
         raise RecipeError(escape_controls(_describe_yaml(error))) from None
+    except RecursionError:
+        raise RecipeError(f"{recipe_file}: nests too deep to compose (RecursionError); valid: a recipe and "
+                          f"config groups of ordinary depth") from None
+
+
+def _refuse_override_resolvers(overrides: list[str]) -> None:
+    """Overrides may not call resolvers: a group override (`backends=${oc.env:...}`) would be
+    evaluated while the defaults list is computed, before anything else is checked."""
+    for override in overrides:
+        calls = _resolver_calls(override.partition("=")[2])
+        if calls:
+            raise RecipeError(f"override '{escape_controls(override)}': '{escape_controls(calls[0])}': an override "
+                              f"cannot call resolvers (oc.env, oc.decode, now, ...); write the value itself")
+
+
+def _check_includes(recipes_dir: Path, config: Path, chain: list[Path]) -> None:
+    """Walk the defaults lists `config` includes, before Hydra does: a resolver call there
+    (`backends: ${oc.env:...}`) is refused before anything evaluates it, an include cycle and
+    YAML nested past Python's recursion limit are errors naming the files."""
+    if config in chain:
+        loop = " -> ".join(path.relative_to(recipes_dir).as_posix() for path in chain[chain.index(config):] + [config])
+        raise RecipeError(f"{chain[-1]}: defaults: the includes form a cycle ({loop}); valid: defaults that "
+                          f"never include a file that includes them")
+    if len(chain) > MAX_INCLUDE_DEPTH:
+        raise RecipeError(f"{config}: defaults nest more than {MAX_INCLUDE_DEPTH} files deep")
+    try:
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise RecipeError(f"{config}: YAML nested too deep to read (RecursionError); valid: ordinary nesting, "
+                          f"a few hundred levels at most") from None
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # composing reports it, with the line
+    defaults = document.get("defaults") if isinstance(document, dict) else None
+    for index, entry in enumerate(defaults if isinstance(defaults, list) else []):
+        pairs = entry.items() if isinstance(entry, dict) else [(None, entry)]
+        for group, option in pairs:
+            for text in (group, *(option if isinstance(option, list) else [option])):
+                calls = _resolver_calls(text) if isinstance(text, str) else []
+                if calls:
+                    raise RecipeError(f"{config}: defaults[{index}]: '{escape_controls(calls[0])}': a defaults "
+                                      f"list cannot call resolvers (oc.env, oc.decode, now, ...); name the config "
+                                      f"itself")
+            for target in _included(recipes_dir, config, group, option):
+                _check_includes(recipes_dir, target, chain + [config])
+
+
+def _included(recipes_dir: Path, config: Path, group: Any, option: Any) -> list[Path]:
+    """The files of the recipes folder one defaults entry loads (those it names plainly)."""
+    options = option if isinstance(option, list) else [option]
+    plain = all(isinstance(o, str) and "${" not in o for o in options)
+    if not plain or (group is not None and not isinstance(group, str)):
+        return []
+    if group is not None:
+        group = group.split()[-1].split("@")[0]  # `override g@pkg` -> g
+        names = [f"{group}/{o}" for o in options]
+    else:
+        names = [o.split()[-1].split("@")[0] for o in options if o.split()]  # `optional x` -> x
+    paths = [recipes_dir / f"{name.lstrip('/')}.yaml" if name.startswith("/") else config.parent / f"{name}.yaml"
+             for name in names]
+    return [path.resolve() for path in paths if path.is_file() and confined(recipes_dir, str(path)) is not None]
 
 
 def _describe_yaml(error: yaml.YAMLError) -> str:
@@ -182,7 +245,7 @@ def locate_key(recipes_dir: Path, recipe_file: Path, key_path: str) -> Path:
             continue
         try:
             node = OmegaConf.load(path)
-        except (OmegaConfBaseException, yaml.YAMLError):
+        except (OmegaConfBaseException, yaml.YAMLError, RecursionError):
             continue
         if OmegaConf.select(node, key_path[len(prefix):], default=None) is not None:
             return path

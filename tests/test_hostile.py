@@ -5,8 +5,9 @@ bodies; every loop here is bounded."""
 from __future__ import annotations
 
 import functools
-import json
 import gzip
+import json
+import os
 import time
 import zlib
 
@@ -14,10 +15,11 @@ import pytest
 import yaml
 
 from compiler import cli
-from compiler.errors import ItemError
+from compiler.errors import ItemError, RecipeError
+from compiler.sources import expand
 from stages.backends.plan import openai as openai_planner
 from stages.runtime.settings import SettingsError, load_settings
-from tests.conftest import REPO, write_recipe
+from tests.conftest import REPO, run_tool, write_recipe
 from tests.llm_server import ChatServer, RawServer, completion, good_reply
 from tests.test_security import layout_request, recipe_with, secrets  # noqa: F401 (a fixture)
 
@@ -216,3 +218,83 @@ def test_a_non_image_leaks_no_bytes_and_names_are_escaped(project, shared_data, 
     written += (project / "build/cutouts.json").read_text()
     assert canary not in written and "sk-" not in written
     assert "\x1b" not in written and "\u202e" not in written and "\\x1b[2Jevil" in printed
+
+
+# 9. Resolvers in the defaults list: refused before Hydra evaluates them.
+
+@pytest.mark.parametrize("where", ["defaults", "group_file", "override"])
+def test_resolvers_in_the_defaults_list_are_refused(project, monkeypatch, capsys, where):
+    monkeypatch.setenv("G4G_CANARY", "backends-canary")
+    recipe = recipe_with()
+    recipe.pop("backends", None)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    if where == "defaults":
+        recipe["defaults"] = ["schema", {"backends": "${oc.env:G4G_CANARY,embedded}"}, "_self_"]
+    elif where == "group_file":
+        (project / "recipes/backends/chain.yaml").write_text("defaults:\n  - /strategies@_here_: ${oc.env:G4G_CANARY}\n")
+        recipe["defaults"] = ["schema", {"backends": "chain"}, "_self_"]
+    else:
+        recipe["defaults"] = ["schema", {"backends": "embedded"}, "_self_"]
+        params["overrides"] = ["backends=${oc.env:G4G_CANARY,embedded}"]
+    write_recipe(project, recipe)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "cannot call resolvers" in printed and "oc.env" in printed, printed
+    assert "backends-canary" not in printed
+
+
+# 10. Tracebacks where a message belongs.
+
+def test_an_include_cycle_and_deep_yaml_are_recipe_errors(project, capsys):
+    recipe = recipe_with()
+    recipe["defaults"] = ["schema", "loop_a", "_self_"]
+    write_recipe(project, recipe)
+    (project / "recipes/loop_a.yaml").write_text("defaults:\n  - loop_b\n")
+    (project / "recipes/loop_b.yaml").write_text("defaults:\n  - loop_a\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "loop_a" in printed and "cycle" in printed and "Traceback" not in printed, printed
+    (project / "recipes/tiny.yaml").write_text("name: tiny\nseed: " + "[" * 1000 + "]" * 1000 + "\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "tiny.yaml" in printed and "deep" in printed, printed
+
+
+def test_a_glob_through_an_unreadable_link_says_what_it_could_not_read(project):
+    try:
+        os.stat("/proc/1/root")
+        pytest.skip("/proc/1/root is readable here")
+    except PermissionError:
+        pass
+    (project / "photos").mkdir()
+    (project / "photos/init").symlink_to("/proc/1/root")
+    with pytest.raises(RecipeError, match=r"matches no image file .*1 could not be read, e.g. .*photos/init: "
+                                          r"Permission denied"):
+        expand("photos/**/*.png", project, "concepts.cat.images[0]")
+
+
+def test_damaged_state_files_are_ignored_not_fatal(project, shared_data, capsys):
+    rgba(project / "photos/good.png")
+    photo_recipe(project, shared_data)
+    run_extract(project)
+    for damaged in ('{"items": [1, 2], "values": 3}', '{"items": {"cat/good": 5}}', "[]", '"x"'):
+        (project / ".g4g/keys/extract.json").write_text(damaged)
+        for stamps in (project / ".g4g/outputs").glob("*.json"):
+            stamps.write_text('{"cat/good.png": 7}' if damaged == "[]" else damaged)
+        assert run_extract(project)["items"] == 3
+        assert cli.main(["explain", "cat/good"]) in (0, 2)
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_gc_waits_for_no_running_build_on_a_shared_cache(project, shared_data):
+    from stages.runtime.cache import ItemCache
+
+    rgba(project / "photos/good.png")
+    photo_recipe(project, shared_data)
+    run_extract(project)
+    (project / ".g4g/keys").rename(project / "keys.other")  # as if another project's build used the entries
+    running = ItemCache(project / ".g4g/cache", "extract")
+    running.hold()  # a build of another project, between its lookups and its copies
+    busy = run_tool(project, "g4g", "cache", "gc", "--keep-days", "0", check=False)
+    assert busy.returncode == 2 and "in use by a running build" in busy.stderr and "Traceback" not in busy.stderr
+    assert len(list((project / ".g4g/cache/extract").glob("*/*"))) == 3
+    del running
+    assert run_tool(project, "g4g", "cache", "gc", "--keep-days", "0").stdout.startswith("removed 3 entries")

@@ -102,6 +102,7 @@ def run_items(
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
+    cache.hold()
     result = StageResult(skipped=dict(skipped or {}))
     for item in items:
         item["key"] = content_key(stage, item["parts"])
@@ -153,6 +154,8 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
         previous = read_json(stamps_file)
     except (OSError, ValueError):
         previous = {}
+    if not isinstance(previous, dict):  # damaged: nothing is carried over, every file is copied
+        previous = {}
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     digests = {}
@@ -162,7 +165,7 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
             for name, meta in record["files"].items():
                 digests[name] = meta["blake2b"]
                 recorded = previous.get(name)
-                if not (recorded and recorded[0] == meta["blake2b"]
+                if not (isinstance(recorded, list) and len(recorded) == 5 and recorded[0] == meta["blake2b"]
                         and _carry_over(out_dir / name, staging / name, recorded[1:])):
                     copy_file(cache.file(record["key"], name), staging / name)
         for name, data in (extra or {}).items():
