@@ -22,6 +22,10 @@ from compiler import schema
 from compiler.schema import (
     IMAGE_FORMATS,
     MAX_CONCEPTS_PER_IMAGE,
+    MAX_IMAGES,
+    MAX_RESOLUTION,
+    MAX_SHARD_SIZE,
+    MAX_SIZE,
     MIN_CONCEPTS_PER_IMAGE,
     STAGE_KINDS,
     TOKEN_STYLES,
@@ -276,8 +280,9 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     for cid, concept in recipe.concepts.items():
         if not concept.images:
             fail(f"concepts.{cid}.images", "at least one image path, glob or pkg: reference")
-        if concept.size <= 0:
-            fail(f"concepts.{cid}.size", f"{concept.size} must be > 0 (the largest object is 1.0)")
+        if not 0 < concept.size <= MAX_SIZE:  # NaN fails too
+            fail(f"concepts.{cid}.size", f"{concept.size}; valid: > 0 and at most {MAX_SIZE:g} (the largest object "
+                 f"is 1.0)")
         if concept.token in tokens:
             fail(f"concepts.{cid}.token", f"'{concept.token}' is also the token of '{tokens[concept.token]}'")
         tokens[concept.token] = cid
@@ -302,8 +307,11 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         for index, bid in enumerate(comp.backgrounds):
             if bid not in recipe.backgrounds:
                 fail(f"{where}.backgrounds[{index}]", f"unknown background '{bid}'; valid: {', '.join(sorted(recipe.backgrounds))}")
-        if comp.num_images < 1:
-            fail(f"{where}.num_images", f"{comp.num_images} must be >= 1")
+        if not 1 <= comp.num_images <= MAX_IMAGES:
+            fail(f"{where}.num_images", f"{comp.num_images}; valid: 1-{MAX_IMAGES}")
+    total = sum(comp.num_images for comp in recipe.compositions.values())
+    if total > MAX_IMAGES:
+        fail("compositions", f"{total} images in all; valid: at most {MAX_IMAGES} in one recipe")
     if recipe.strategy.token_style not in TOKEN_STYLES:
         fail("strategy.token_style", f"'{recipe.strategy.token_style}'; valid: {', '.join(TOKEN_STYLES)}")
     for role in ("short_caption", "detailed_caption"):
@@ -314,14 +322,14 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         if not (templates_dir / template).is_file():
             fail(f"strategy.{role}", f"template '{template}' not found in {templates_dir}")
     output = recipe.output
-    if output.resolution < 64 or output.resolution % 8:
-        fail("output.resolution", f"{output.resolution}; use a multiple of 8, at least 64")
+    if not 64 <= output.resolution <= MAX_RESOLUTION or output.resolution % 8:
+        fail("output.resolution", f"{output.resolution}; valid: a multiple of 8 from 64 to {MAX_RESOLUTION}")
     if output.image_format not in IMAGE_FORMATS:
         fail("output.image_format", f"'{output.image_format}'; valid: {', '.join(IMAGE_FORMATS)}")
     if not 1 <= output.jpeg_quality <= 100:
         fail("output.jpeg_quality", f"{output.jpeg_quality}; valid: 1-100")
-    if output.shard_size < 1:
-        fail("output.shard_size", f"{output.shard_size} must be >= 1")
+    if not 1 <= output.shard_size <= MAX_SHARD_SIZE:
+        fail("output.shard_size", f"{output.shard_size}; valid: 1-{MAX_SHARD_SIZE}")
     root = templates_dir.parent
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 

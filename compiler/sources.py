@@ -24,6 +24,7 @@ PACKAGE_PREFIX = "pkg:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_MATCHES = 100_000  # files one pattern may match
 MAX_VISITS = 1_000_000  # directory entries one pattern may look at
+MAX_IMAGE_BYTES = 1 << 30  # larger files cannot decode within Pillow's pixel limit; never hashed
 
 
 def confined(folder: Path, name: str) -> Path | None:
@@ -139,6 +140,10 @@ def expand(pattern: str, root: Path, where: str) -> list[str]:
     images, unreadable = [], []
     for match in _walk(full, where, unreadable) if _has_magic(inner) else [full]:
         if match.suffix.lower() in IMAGE_SUFFIXES and _is_file(match, unreadable):
+            size = match.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                raise RecipeError(f"{where}: {match} has {size / 2**30:.1f} GiB; valid: image files up to "
+                                  f"{MAX_IMAGE_BYTES >> 30} GiB (larger ones exceed Pillow's pixel limit)", key=where)
             images.append(match)
             if len(images) > MAX_MATCHES:
                 raise RecipeError(f"{where}: '{pattern}' matches more than {MAX_MATCHES} images; narrow it", key=where)

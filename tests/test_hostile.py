@@ -298,3 +298,66 @@ def test_gc_waits_for_no_running_build_on_a_shared_cache(project, shared_data):
     assert len(list((project / ".g4g/cache/extract").glob("*/*"))) == 3
     del running
     assert run_tool(project, "g4g", "cache", "gc", "--keep-days", "0").stdout.startswith("removed 3 entries")
+
+
+# 11. Arguments: outputs are regular files, numbers have ranges, a huge photo is never hashed.
+
+@pytest.mark.parametrize("argv", [["card", "-o", "out"], ["diff", "--html", "out"],
+                                  ["import-coco", "a.json", "b.json", "-o", "out"]])
+def test_an_output_path_must_be_a_regular_file(project, capsys, argv):
+    import stat as stat_module
+
+    for name in ("a.json", "b.json"):
+        (project / name).write_text('{"images": [], "annotations": [], "categories": []}')
+    os.mkfifo(project / "out")  # stands for a device node: anything but a regular file
+    assert cli.main(argv) == 2
+    assert "out: is a device, pipe or socket, not a regular file" in capsys.readouterr().err
+    assert stat_module.S_ISFIFO(os.stat(project / "out").st_mode)
+
+
+@pytest.mark.parametrize(("argv", "valid"), [
+    (["sample", "m", "p", "-o", "out", "--steps", "0"], "valid: 1-1000"),
+    (["sample", "m", "p", "-o", "out", "-n", "-1"], "valid: 1-1000"),
+    (["sample", "m", "p", "-o", "out", "--guidance", "nan"], "valid: 0-100"),
+    (["cache", "gc", "--keep-days", "nan"], "valid: 0-36500"),
+    (["cache", "gc", "--keep-days", "-1"], "valid: 0-36500"),
+    (["extract", "x.png", "-o", "y.png", "--max-side", "10"], "valid: 16-16384"),
+    (["table", "--json", "."], "not a file"),
+])
+def test_cli_numbers_have_ranges_named_in_the_message(project, capsys, argv, valid):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and valid in capsys.readouterr().err
+
+
+def test_sample_into_a_file_is_an_error(project, capsys):
+    (project / "out").write_text("x")
+    assert cli.main(["sample", "m", "p", "-o", "out"]) == 2
+    assert "out: is a file; valid: a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["compositions"]["cat_mug"].update(num_images=100_000_000), "num_images: 100000000; valid: 1-1000000"),
+    (lambda r: r["output"].update(resolution=200_000), "resolution: 200000; valid: a multiple of 8 from 64 to 4096"),
+    (lambda r: r["output"].update(shard_size=10**9), "shard_size: 1000000000; valid: 1-100000"),
+    (lambda r: r["concepts"]["cat"].update(size=float("nan")), "size: nan; valid: > 0"),
+])
+def test_recipe_numbers_have_upper_bounds(project, capsys, change, message):
+    recipe = recipe_with()
+    change(recipe)
+    write_recipe(project, recipe)
+    assert cli.main(["validate"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_validate_never_hashes_a_huge_photo_whole(project, capsys):
+    recipe = recipe_with()
+    recipe["concepts"]["cat"]["images"] = ["photos/*.png"]
+    write_recipe(project, recipe)
+    (project / "photos").mkdir()
+    with open(project / "photos/huge.png", "wb") as sparse:
+        sparse.truncate(20 * 2**30)  # 20 GiB, sparse: no disk used
+    started = time.perf_counter()
+    assert cli.main(["validate"]) == 2
+    assert time.perf_counter() - started < 5.0
+    assert "huge.png has 20.0 GiB; valid: image files up to 1 GiB" in capsys.readouterr().err
