@@ -361,3 +361,40 @@ def test_validate_never_hashes_a_huge_photo_whole(project, capsys):
     assert cli.main(["validate"]) == 2
     assert time.perf_counter() - started < 5.0
     assert "huge.png has 20.0 GiB; valid: image files up to 1 GiB" in capsys.readouterr().err
+
+
+# Done when: a build against the hostile server accounts for every item, in bounded memory.
+
+def hostile_reply(count: int):
+    """Request `count`'s answer: a bomb, a drip, HTML, invalid UTF-8 or a 500, in turn."""
+    kind = count % 5
+    if kind == 0:
+        return 200, {**JSON, "Content-Encoding": "gzip, gzip"}, bomb(1024), 0
+    if kind == 1:
+        return 200, JSON, completion(good_reply("- cat\n- mug")), 0.3
+    if kind == 2:
+        return 200, {"Content-Type": "text/html"}, b"<html>" + b"<p>busy</p>" * 1000 + b"</html>", 0
+    if kind == 3:
+        return 200, JSON, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}', 0
+    return 500, JSON, b'{"error": {"message": "down"}}', 0
+
+
+def test_a_build_against_a_hostile_server_accounts_for_every_item(project, secrets):
+    from tests.test_security import write_plan_inputs
+
+    with RawServer(hostile_reply, max_drip=100) as server:
+        write_recipe(project, recipe_with(backends={"plan": {"name": "openai", "base_url": server.url, "timeout": 1.0,
+                                                             "max_retries": 1, "max_attempts": 2}}))
+        write_plan_inputs(project)
+        measure = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'stages.plan']); "
+                   "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        result = run_tool(project, "python", "-c", measure)
+    code, kib = map(int, result.stdout.split())
+    report = json.loads((project / "reports/plan.json").read_text())
+    items = len(json.loads((project / "build/compiled/plan.json").read_text())["items"])
+    assert code == 0 and "Traceback" not in result.stderr, result.stderr
+    assert report["items"] == items == 10 and report["computed"] + report["failed"] == items
+    assert all(reason for reason in report["failures"].values())
+    assert kib < 1024 * 1024, f"peak RSS {kib} KiB"
+    print(f"plan against the hostile server: {report['failed']} of {items} failed, peak RSS {kib / 1024:.0f} MiB, "
+          f"{report['seconds']} s")
