@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("prompt", help='e.g. "<cat1> and <mug1> on a beach"')
     sample.add_argument("-n", type=bounded(int, 1, MAX_SAMPLES), default=4, help=f"images (1-{MAX_SAMPLES}, default 4)")
     sample.add_argument("-o", "--output", type=Path, required=True, help="a folder (created if missing)")
-    sample.add_argument("--seed", type=bounded(int, 0, 2**32 - 1 - MAX_SAMPLES), default=0, help="image i uses seed + i")
+    sample.add_argument("--seed", type=bounded(int, 0, 2**32 - 1 - MAX_SAMPLES), default=0,
+                        help="image i uses seed + i")
     sample.add_argument("--steps", type=bounded(int, 1, 1000), default=50, help="denoising steps (1-1000)")
     sample.add_argument("--guidance", type=bounded(float, 0, 100), default=6.0, help="guidance scale (0-100)")
     sample.add_argument("--checkpoint", type=bounded(int, 0, 10**9),

@@ -123,7 +123,8 @@ def test_the_builder_approves_endpoints_in_the_user_config(project, monkeypatch,
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("MY_LOCAL_KEY", "local-key-0123456789")
     (tmp_path / "config/g4g").mkdir(parents=True)
-    (tmp_path / "config/g4g/endpoints.yaml").write_text("llm_endpoints: [http://127.0.0.1]\nllm_api_key_env: MY_LOCAL_KEY\n")
+    (tmp_path / "config/g4g/endpoints.yaml").write_text("llm_endpoints: [http://127.0.0.1]\n"
+                                                        "llm_api_key_env: MY_LOCAL_KEY\n")
     with ChatServer(lambda prompt, n: (200, good_reply(prompt))) as server:
         layout, _ = plan_once(server.url, project, tmp_path)
     assert not isinstance(layout, ItemError) and server.authorizations == ["Bearer local-key-0123456789"]
@@ -231,7 +232,8 @@ def test_resolvers_in_the_defaults_list_are_refused(project, monkeypatch, capsys
     if where == "defaults":
         recipe["defaults"] = ["schema", {"backends": "${oc.env:G4G_CANARY,embedded}"}, "_self_"]
     elif where == "group_file":
-        (project / "recipes/backends/chain.yaml").write_text("defaults:\n  - /strategies@_here_: ${oc.env:G4G_CANARY}\n")
+        (project / "recipes/backends/chain.yaml").write_text(
+            "defaults:\n  - /strategies@_here_: ${oc.env:G4G_CANARY}\n")
         recipe["defaults"] = ["schema", {"backends": "chain"}, "_self_"]
     else:
         recipe["defaults"] = ["schema", {"backends": "embedded"}, "_self_"]
