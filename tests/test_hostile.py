@@ -258,6 +258,9 @@ def test_an_include_cycle_and_deep_yaml_are_recipe_errors(project, capsys):
     (project / "recipes/tiny.yaml").write_text("name: tiny\nseed: " + "[" * 1000 + "]" * 1000 + "\n")
     code, printed = cli.main(["validate"]), capsys.readouterr().err
     assert code == 2 and "tiny.yaml" in printed and "deep" in printed, printed
+    (project / "params.yaml").write_text("recipe: " + "[" * 1000 + "]" * 1000 + "\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "params.yaml: not valid YAML" in printed, printed
 
 
 def test_a_glob_through_an_unreadable_link_says_what_it_could_not_read(project):
