@@ -403,3 +403,20 @@ def test_a_build_against_a_hostile_server_accounts_for_every_item(project, secre
     assert kib < 1024 * 1024, f"peak RSS {kib} KiB"
     print(f"plan against the hostile server: {report['failed']} of {items} failed, peak RSS {kib / 1024:.0f} MiB, "
           f"{report['seconds']} s")
+
+
+def test_a_captioning_build_against_a_hostile_server_reports_every_reason(project, secrets):
+    from tests.conftest import build_in_process
+    from tests.test_vlm_caption import remote, small_recipe
+
+    bodies = [(200, {**JSON, "Content-Encoding": "gzip, gzip"}, bomb(256), 0),
+              (200, {"Content-Type": "text/html"}, b"<html>busy</html>", 0),
+              (200, JSON, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}', 0)]
+    with RawServer(lambda n: bodies[(n - 1) % 3]) as server:
+        write_recipe(project, small_recipe(remote(server.url, concurrency=1, max_attempts=1), num_images=1))
+        reports = build_in_process(project)
+    caption = reports["caption"]
+    assert caption["items"] == caption["failed"] + caption["computed"] + caption["reused"] + caption["skipped"]
+    reasons = " ".join(caption["failures"].values())
+    assert caption["failed"] == caption["items"] >= 2 and "Traceback" not in reasons
+    assert "[reply_too_large]" in reasons and "not a JSON chat completion" in reasons
