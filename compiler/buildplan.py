@@ -24,6 +24,7 @@ from compiler.evaluation_plan import evaluation_document
 from compiler.training_plan import STRATEGIES, training_document
 from stages import backends
 from stages.backends.extract import alpha_description
+from stages.runtime.untrusted import escape_controls
 
 EXIF_ORIENTATION = 0x0112
 SOFTWARE = ("numpy", "pillow", "rembg", "onnxruntime", "webdataset", "jinja2")
@@ -48,12 +49,18 @@ def _expand_all(patterns: list[str], root: Path, where: str) -> list[str]:
 
 
 def _unique_ids(prefix: str, references: list[str]) -> list[str]:
-    """`concept/stem` ids; a stem seen twice gets `-2`, `-3`, ... in reference order."""
-    ids, seen = [], {}
-    for ref in references:
-        stem = Path(ref).stem.replace(".", "_")
-        seen[stem] = seen.get(stem, 0) + 1
-        ids.append(f"{prefix}/{stem}" if seen[stem] == 1 else f"{prefix}/{stem}-{seen[stem]}")
+    """`concept/stem` ids, one per reference: a stem seen again gets the first free `-2`, `-3`,
+    ... that is no other photo's stem (`x.jpg`, `x.png`, `x-2.jpg` -> x, x-3, x-2), in
+    reference order. Control characters in a name are escaped (`\\x1b`): ids reach terminals."""
+    stems = [escape_controls(Path(ref).stem.replace(".", "_")) for ref in references]
+    natural, used, ids = set(stems), set(), []
+    for stem in stems:
+        name, number = stem, 1
+        while name in used or (number > 1 and name in natural):
+            number += 1
+            name = f"{stem}-{number}"
+        used.add(name)
+        ids.append(f"{prefix}/{name}")
     return ids
 
 

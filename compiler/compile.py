@@ -27,7 +27,7 @@ def read_params(params_file: Path) -> tuple[str, list[str]]:
     """The selected recipe name and its Hydra overrides from params.yaml."""
     try:
         params: dict[str, Any] = yaml.safe_load(params_file.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise RecipeError(f"{params_file}: not valid YAML: {' '.join(str(error).split())}") from None
     recipe = params.get("recipe") if isinstance(params, dict) else None
     if not isinstance(recipe, str) or not recipe:

@@ -22,6 +22,11 @@ from compiler import schema
 from compiler.schema import (
     IMAGE_FORMATS,
     MAX_CONCEPTS_PER_IMAGE,
+    MAX_IMAGES,
+    MAX_RESOLUTION,
+    MAX_SHARD_SIZE,
+    MAX_SIZE,
+    MAX_SIZE_CM,
     MIN_CONCEPTS_PER_IMAGE,
     PLACEMENTS,
     STAGE_KINDS,
@@ -30,7 +35,7 @@ from compiler.schema import (
 )
 from stages import backends
 from stages.dataset_card import WHOLE as WHOLE_DATASET
-from stages.runtime.settings import SettingsError, load_settings
+from stages.runtime.settings import SettingsError, load_settings, user_config
 from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
 SCHEMA_NAME = "schema"
@@ -40,6 +45,7 @@ SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, s
                                                 schema.Output, schema.Scene, schema.Surface, schema.Region)}
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
+MAX_INCLUDE_DEPTH = 50  # files deep in defaults lists
 
 
 def _register_schema() -> None:
@@ -89,6 +95,8 @@ def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = N
         raise RecipeError(f"recipe {name!r} not found in {recipes_dir} (a recipe is named by its file there: "
                           f"letters, digits, '_', '-', '+'); available: {', '.join(available)}")
     overrides = list(overrides or [])
+    _refuse_override_resolvers(overrides)
+    _check_includes(recipes_dir, recipe_file.resolve(), [])
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir), version_base=None):
@@ -108,6 +116,66 @@ def compose_recipe(recipes_dir: Path, name: str, overrides: list[str] | None = N
         raise RecipeError(escape_controls(message)) from None
     except yaml.YAMLError as error:
         raise RecipeError(escape_controls(_describe_yaml(error))) from None
+    except RecursionError:
+        raise RecipeError(f"{recipe_file}: nests too deep to compose (RecursionError); valid: a recipe and "
+                          f"config groups of ordinary depth") from None
+
+
+def _refuse_override_resolvers(overrides: list[str]) -> None:
+    """Overrides may not call resolvers: a group override (`backends=${oc.env:...}`) would be
+    evaluated while the defaults list is computed, before anything else is checked."""
+    for override in overrides:
+        calls = _resolver_calls(override.partition("=")[2])
+        if calls:
+            raise RecipeError(f"override '{escape_controls(override)}': '{escape_controls(calls[0])}': an override "
+                              f"cannot call resolvers (oc.env, oc.decode, now, ...); write the value itself")
+
+
+def _check_includes(recipes_dir: Path, config: Path, chain: list[Path]) -> None:
+    """Walk the defaults lists `config` includes, before Hydra does: a resolver call there
+    (`backends: ${oc.env:...}`) is refused before anything evaluates it, an include cycle and
+    YAML nested past Python's recursion limit are errors naming the files."""
+    if config in chain:
+        loop = " -> ".join(path.relative_to(recipes_dir).as_posix() for path in chain[chain.index(config):] + [config])
+        raise RecipeError(f"{chain[-1]}: defaults: the includes form a cycle ({loop}); valid: defaults that "
+                          f"never include a file that includes them")
+    if len(chain) > MAX_INCLUDE_DEPTH:
+        raise RecipeError(f"{config}: defaults nest more than {MAX_INCLUDE_DEPTH} files deep")
+    try:
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise RecipeError(f"{config}: YAML nested too deep to read (RecursionError); valid: ordinary nesting, "
+                          f"a few hundred levels at most") from None
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # composing reports it, with the line
+    defaults = document.get("defaults") if isinstance(document, dict) else None
+    for index, entry in enumerate(defaults if isinstance(defaults, list) else []):
+        pairs = entry.items() if isinstance(entry, dict) else [(None, entry)]
+        for group, option in pairs:
+            for text in (group, *(option if isinstance(option, list) else [option])):
+                calls = _resolver_calls(text) if isinstance(text, str) else []
+                if calls:
+                    raise RecipeError(f"{config}: defaults[{index}]: '{escape_controls(calls[0])}': a defaults "
+                                      f"list cannot call resolvers (oc.env, oc.decode, now, ...); name the config "
+                                      f"itself")
+            for target in _included(recipes_dir, config, group, option):
+                _check_includes(recipes_dir, target, chain + [config])
+
+
+def _included(recipes_dir: Path, config: Path, group: Any, option: Any) -> list[Path]:
+    """The files of the recipes folder one defaults entry loads (those it names plainly)."""
+    options = option if isinstance(option, list) else [option]
+    plain = all(isinstance(o, str) and "${" not in o for o in options)
+    if not plain or (group is not None and not isinstance(group, str)):
+        return []
+    if group is not None:
+        group = group.split()[-1].split("@")[0]  # `override g@pkg` -> g
+        names = [f"{group}/{o}" for o in options]
+    else:
+        names = [o.split()[-1].split("@")[0] for o in options if o.split()]  # `optional x` -> x
+    paths = [recipes_dir / f"{name.lstrip('/')}.yaml" if name.startswith("/") else config.parent / f"{name}.yaml"
+             for name in names]
+    return [path.resolve() for path in paths if path.is_file() and confined(recipes_dir, str(path)) is not None]
 
 
 def _describe_yaml(error: yaml.YAMLError) -> str:
@@ -183,7 +251,7 @@ def locate_key(recipes_dir: Path, recipe_file: Path, key_path: str) -> Path:
             continue
         try:
             node = OmegaConf.load(path)
-        except (OmegaConfBaseException, yaml.YAMLError):
+        except (OmegaConfBaseException, yaml.YAMLError, RecursionError):
             continue
         if OmegaConf.select(node, key_path[len(prefix):], default=None) is not None:
             return path
@@ -214,10 +282,11 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     for cid, concept in recipe.concepts.items():
         if not concept.images:
             fail(f"concepts.{cid}.images", "at least one image path, glob or pkg: reference")
-        if concept.size <= 0:
-            fail(f"concepts.{cid}.size", f"{concept.size} must be > 0 (the largest object is 1.0)")
-        if concept.size_cm < 0:
-            fail(f"concepts.{cid}.size_cm", f"{concept.size_cm} must be >= 0 (0: not given)")
+        if not 0 < concept.size <= MAX_SIZE:  # NaN fails too
+            fail(f"concepts.{cid}.size", f"{concept.size}; valid: > 0 and at most {MAX_SIZE:g} (the largest object "
+                 f"is 1.0)")
+        if not 0 <= concept.size_cm <= MAX_SIZE_CM:
+            fail(f"concepts.{cid}.size_cm", f"{concept.size_cm}; valid: 0 (not given) to {MAX_SIZE_CM:g} cm")
         if concept.placement not in PLACEMENTS:
             fail(f"concepts.{cid}.placement", f"'{concept.placement}'; valid: {', '.join(PLACEMENTS)}")
         if concept.token in tokens:
@@ -247,13 +316,16 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         for index, bid in enumerate(comp.backgrounds):
             if bid not in recipe.backgrounds:
                 fail(f"{where}.backgrounds[{index}]", f"unknown background '{bid}'; valid: {', '.join(sorted(recipe.backgrounds))}")
-        if comp.num_images < 1:
-            fail(f"{where}.num_images", f"{comp.num_images} must be >= 1")
+        if not 1 <= comp.num_images <= MAX_IMAGES:
+            fail(f"{where}.num_images", f"{comp.num_images}; valid: 1-{MAX_IMAGES}")
         for bid in comp.backgrounds:
             unsized = [cid for cid in comp.concepts if recipe.backgrounds[bid].scene and not recipe.concepts[cid].size_cm]
             if unsized:
                 fail(f"concepts.{unsized[0]}.size_cm", f"not given; composition '{comp_id}' uses background '{bid}', "
                      f"whose scene template sizes objects by their real size: give the longer side in cm (a cat: 40)")
+    total = sum(comp.num_images for comp in recipe.compositions.values())
+    if total > MAX_IMAGES:
+        fail("compositions", f"{total} images in all; valid: at most {MAX_IMAGES} in one recipe")
     if recipe.strategy.token_style not in TOKEN_STYLES:
         fail("strategy.token_style", f"'{recipe.strategy.token_style}'; valid: {', '.join(TOKEN_STYLES)}")
     for role in ("short_caption", "detailed_caption"):
@@ -264,14 +336,14 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
         if not (templates_dir / template).is_file():
             fail(f"strategy.{role}", f"template '{template}' not found in {templates_dir}")
     output = recipe.output
-    if output.resolution < 64 or output.resolution % 8:
-        fail("output.resolution", f"{output.resolution}; use a multiple of 8, at least 64")
+    if not 64 <= output.resolution <= MAX_RESOLUTION or output.resolution % 8:
+        fail("output.resolution", f"{output.resolution}; valid: a multiple of 8 from 64 to {MAX_RESOLUTION}")
     if output.image_format not in IMAGE_FORMATS:
         fail("output.image_format", f"'{output.image_format}'; valid: {', '.join(IMAGE_FORMATS)}")
     if not 1 <= output.jpeg_quality <= 100:
         fail("output.jpeg_quality", f"{output.jpeg_quality}; valid: 1-100")
-    if output.shard_size < 1:
-        fail("output.shard_size", f"{output.shard_size} must be >= 1")
+    if not 1 <= output.shard_size <= MAX_SHARD_SIZE:
+        fail("output.shard_size", f"{output.shard_size}; valid: 1-{MAX_SHARD_SIZE}")
     root = templates_dir.parent
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 
@@ -280,8 +352,9 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
     """(key, problem) for every value of a scene template out of its valid range."""
     if not 0 <= scene.horizon < 1:
         yield "horizon", f"{scene.horizon}; the row of the horizon as a fraction of the photo height, 0-1"
-    if scene.camera_height_cm <= 0:
-        yield "camera_height_cm", f"{scene.camera_height_cm} must be > 0 (a photo taken standing: about 150)"
+    if not 0 < scene.camera_height_cm <= MAX_SIZE_CM:
+        yield "camera_height_cm", (f"{scene.camera_height_cm}; valid: > 0 and at most {MAX_SIZE_CM:g} (a photo "
+                                   f"taken standing: about 150)")
     if not 0 < scene.size_tolerance <= 1:
         yield "size_tolerance", f"{scene.size_tolerance}; valid: a fraction in (0, 1]"
     if scene.view is not None and (len(scene.view) != 4 or not all(0 <= v <= 1 for v in scene.view)
@@ -300,7 +373,7 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
         if not 0 < surface.height_cm < scene.camera_height_cm:
             yield f"surfaces.{name}.height_cm", (f"{surface.height_cm}; above the ground and below the camera "
                                                  f"(camera_height_cm {scene.camera_height_cm})")
-        if surface.max_size_cm <= 0:
+        if not 0 < surface.max_size_cm <= MAX_SIZE_CM:
             yield f"surfaces.{name}.max_size_cm", f"{surface.max_size_cm} must be > 0 (the largest object it holds)"
         if min(y for _, y in surface.polygon) <= scene.horizon:
             yield f"surfaces.{name}.polygon", "reaches above the horizon; a surface below eye level is seen from above"
@@ -320,7 +393,7 @@ def _check_endpoint(key: str, url: str, fail, root: Path) -> None:
         raise RecipeError(str(error)) from None
     if not endpoint_allowed(url, settings.llm_endpoints):
         fail(key, f"{redact_url(url)} is not an approved LLM endpoint; the builder approves endpoints in "
-                  f"params.yaml (runtime.llm_endpoints) or G4G_LLM_ENDPOINTS, now: {', '.join(settings.llm_endpoints)}")
+                  f"{user_config()} (llm_endpoints) or G4G_LLM_ENDPOINTS, now: {', '.join(settings.llm_endpoints)}")
 
 
 def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> dict[str, Any]:

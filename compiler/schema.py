@@ -11,6 +11,11 @@ from omegaconf import MISSING
 
 MIN_CONCEPTS_PER_IMAGE = 2
 MAX_CONCEPTS_PER_IMAGE = 5
+MAX_IMAGES = 1_000_000  # per composition and in the whole recipe (the paper's dataset: about 10,000)
+MAX_RESOLUTION = 4096  # canvas side in pixels (SDXL works at 1024)
+MAX_SHARD_SIZE = 100_000  # samples per shard
+MAX_SIZE = 1000.0  # a concept's relative size
+MAX_SIZE_CM = 100_000.0  # real sizes and heights in scene templates (1 km)
 DATASET_KINDS = ("extract", "plan", "compose", "caption", "score")  # the stages that make the dataset
 STAGE_KINDS = (*DATASET_KINDS, "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")

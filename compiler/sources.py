@@ -24,6 +24,7 @@ PACKAGE_PREFIX = "pkg:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_MATCHES = 100_000  # files one pattern may match
 MAX_VISITS = 1_000_000  # directory entries one pattern may look at
+MAX_IMAGE_BYTES = 1 << 30  # larger files cannot decode within Pillow's pixel limit; never hashed
 
 
 def confined(folder: Path, name: str) -> Path | None:
@@ -72,9 +73,10 @@ def _has_magic(part: str) -> bool:
     return any(ch in part for ch in "*?[")
 
 
-def _walk(pattern: Path, where: str) -> Iterator[Path]:
+def _walk(pattern: Path, where: str, unreadable: list[str]) -> Iterator[Path]:
     """Paths matching `pattern` (glob syntax, `**` for any depth), like `glob.glob(recursive=True)`
-    but visiting each real directory once per pattern position, so links to `..` end."""
+    but visiting each real directory once per pattern position, so links to `..` end. Entries
+    that cannot be read (permission denied) are skipped and listed in `unreadable`."""
     parts = pattern.parts
     first_magic = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
     start = Path(*parts[:first_magic]) if first_magic else Path(".")
@@ -95,7 +97,8 @@ def _walk(pattern: Path, where: str) -> Iterator[Path]:
         try:
             info = path.stat()
             entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
-        except OSError:
+        except OSError as error:
+            unreadable.append(f"{path}: {error.strerror}")
             continue
         if segment == "**":
             if (position, info.st_dev, info.st_ino) in seen:
@@ -110,7 +113,12 @@ def _walk(pattern: Path, where: str) -> Iterator[Path]:
             if entry.name.startswith(".") and not segment.startswith("."):
                 continue
             if segment == "**":
-                if entry.is_dir():
+                try:
+                    is_dir = entry.is_dir()
+                except OSError as error:
+                    unreadable.append(f"{entry.path}: {error.strerror}")
+                    continue
+                if is_dir:
                     stack.append((Path(entry.path), position))
                 elif position + 1 == len(segments):
                     yield Path(entry.path)
@@ -129,22 +137,35 @@ def expand(pattern: str, root: Path, where: str) -> list[str]:
     package, inner = _split(pattern)
     base = _package_root(package) if package else root
     full = base / inner
-    images = []
-    for match in _walk(full, where) if _has_magic(inner) else [full]:
-        if match.suffix.lower() in IMAGE_SUFFIXES and match.is_file():
+    images, unreadable = [], []
+    for match in _walk(full, where, unreadable) if _has_magic(inner) else [full]:
+        if match.suffix.lower() in IMAGE_SUFFIXES and _is_file(match, unreadable):
+            size = match.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                raise RecipeError(f"{where}: {match} has {size / 2**30:.1f} GiB; valid: image files up to "
+                                  f"{MAX_IMAGE_BYTES >> 30} GiB (larger ones exceed Pillow's pixel limit)", key=where)
             images.append(match)
             if len(images) > MAX_MATCHES:
                 raise RecipeError(f"{where}: '{pattern}' matches more than {MAX_MATCHES} images; narrow it", key=where)
     images = sorted(set(images), key=str)
     if not images:
+        skipped = f"; {len(unreadable)} could not be read, e.g. {unreadable[0]}" if unreadable else ""
         raise RecipeError(
-            f"{where}: '{pattern}' matches no image file (looked for {full}); valid: an existing "
+            f"{where}: '{pattern}' matches no image file (looked for {full}{skipped}); valid: an existing "
             f"path or glob of {'/'.join(IMAGE_SUFFIXES)} files, or pkg:PACKAGE/PATH",
             key=where,
         )
     if package:
         return [f"{PACKAGE_PREFIX}{package}/{p.relative_to(base).as_posix()}" for p in images]
     return [_project_relative(p, root) for p in images]
+
+
+def _is_file(path: Path, unreadable: list[str]) -> bool:
+    try:
+        return path.is_file()
+    except OSError as error:
+        unreadable.append(f"{path}: {error.strerror}")
+        return False
 
 
 def _project_relative(path: Path, root: Path) -> str:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from stages.card_html import page, read_dataset  # numpy, Pillow and jinja2: only when a card is written
-    from stages.runtime.files import atomic_write_bytes
+    from stages.runtime.files import atomic_write_bytes, check_output
 
     out = args.output or args.dataset / "card.html"
+    check_output(out)  # before the work, not after
     atomic_write_bytes(out, page(read_dataset(args.dataset)).encode("utf-8"))
     print(f"wrote {out}")
     return 0

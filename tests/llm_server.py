@@ -30,7 +30,27 @@ def good_reply(prompt: str, reorder: bool = False) -> str:
     return "Sure! Here is the layout:\n```json\n" + json.dumps({"objects": objects[::-1] if reorder else objects}) + "\n```"
 
 
-class ChatServer:
+class Loopback:
+    """Serves `handler` on 127.0.0.1 inside a `with` block; `stop` is set when the block ends."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.stop = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ChatServer(Loopback):
     def __init__(self, script: Script):
         self.script, self.requests, self.prompts, self.lock = script, 0, [], threading.Lock()
         self.authorizations: list[str | None] = []
@@ -68,14 +88,54 @@ class ChatServer:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.serve(Handler)
 
-    def __enter__(self) -> "ChatServer":
-        self.thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+Reply = "tuple[int, dict[str, str], bytes, float]"  # status, headers, body, seconds between bytes (0: at once)
+
+
+class RawServer(Loopback):
+    """A loopback HTTP server that answers every POST from `script(count)` byte for byte: any
+    status, headers and body (compressed, HTML, invalid UTF-8), optionally one byte at a time.
+    Dripping ends when the client hangs up, after `max_drip` bytes, or when the server stops."""
+
+    def __init__(self, script: "Callable[[int], Reply]", max_drip: int = 200):
+        self.script, self.requests, self.lock = script, 0, threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with server.lock:
+                    server.requests += 1
+                    count = server.requests
+                status, headers, body, drip = server.script(count)
+                head = [f"HTTP/1.1 {status} X"] + [f"{k}: {v}" for k, v in headers.items()]
+                head += [f"Content-Length: {len(body)}", "Connection: close"]
+                data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+                try:
+                    if not drip:
+                        self.wfile.write(data)
+                        return
+                    for byte in data[:max_drip]:
+                        if server.stop.wait(drip):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+        self.serve(Handler)
+
+
+def completion(text: str) -> bytes:
+    """A chat-completions body whose reply is `text`."""
+    return json.dumps({"id": "r", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": text}}]}).encode()

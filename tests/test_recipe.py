@@ -77,7 +77,7 @@ def test_wrong_type_is_reported_with_its_key(project):
                                                      "num_images": 1}}),
          r"compositions\.a\.b: ids use letters"),
         (lambda r: r.update(strategy={"token_style": "emoji"}), r"strategy\.token_style: 'emoji'; valid: token, token_noun"),
-        (lambda r: r.update(output={"resolution": 100}), r"output\.resolution: 100; use a multiple of 8"),
+        (lambda r: r.update(output={"resolution": 100}), r"output\.resolution: 100; valid: a multiple of 8 from 64 to 4096"),
         (lambda r: r.update(output={"image_format": "gif"}), r"output\.image_format: 'gif'; valid: jpg, png, webp"),
     ],
 )

@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from compiler.diff.compare import compare
     from compiler.diff.render import terminal
     from compiler.keys import canonical_json
-    from stages.runtime.files import atomic_write_bytes
+    from stages.runtime.files import atomic_write_bytes, check_output
 
+    if args.html is not None:
+        check_output(args.html)  # before the work, not after
     root = Path.cwd()
     before = _side(root, args.rev_a or "HEAD")
     after = _side(root, args.rev_b)

@@ -11,11 +11,14 @@ so editing an output never reaches the cache.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +28,27 @@ from stages.runtime.files import DiskFull, dumps_json
 
 RECORD = "record.json"
 CHUNK = 1 << 20
+LOCK = ".lock"  # builds hold it shared, `g4g cache gc` and `verify --repair` exclusively
+
+
+class CacheBusy(ValueError):
+    """Maintenance that removes entries cannot run while a build uses the cache."""
+
+
+@contextmanager
+def exclusive(root: Path) -> Iterator[None]:
+    """Hold the whole cache for maintenance that removes entries; CacheBusy while a build of
+    any project sharing it runs (it may still need any entry)."""
+    if not Path(root).is_dir():
+        yield
+        return
+    with open(Path(root) / LOCK, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheBusy(f"the item cache {root} is in use by a running build (of this or another project "
+                            f"sharing it); run this again when the build has finished") from None
+        yield
 
 
 def blake2b_file(path: Path) -> str:
@@ -63,6 +87,14 @@ class ItemCache:
         self.base = Path(root)
         self.root = self.base / stage
         self.staging_root = self.base / ".staging"
+
+    def hold(self) -> None:
+        """Lock the whole cache shared while this object lives, so maintenance (`exclusive`)
+        cannot remove an entry a running build has looked up and will copy."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        handle = open(self.base / LOCK, "a+b")
+        fcntl.flock(handle, fcntl.LOCK_SH)  # waits while maintenance runs
+        weakref.finalize(self, handle.close)
 
     def folder(self, key: str) -> Path:
         return self.root / key[:2] / key

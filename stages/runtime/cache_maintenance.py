@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.runtime import explain
-from stages.runtime.cache import ItemCache
+from stages.runtime.cache import ItemCache, exclusive
 from stages.runtime.files import read_json
 
 REPLIES = "llm"
@@ -44,7 +44,14 @@ class Verification:
 
 def verify(cache_root: Path, repair: bool = False) -> Verification:
     """Check every entry's files against its record; with `repair`, discard damaged ones (the
-    next build recomputes them)."""
+    next build recomputes them), never while a build uses the cache."""
+    if repair:
+        with exclusive(cache_root):
+            return _verify(cache_root, repair)
+    return _verify(cache_root, repair)
+
+
+def _verify(cache_root: Path, repair: bool) -> Verification:
     outcome = Verification()
     caches = [ItemCache(cache_root, stage) for stage in stages_in(cache_root)]
     entries = [(cache, key) for cache in caches for key in cache.keys()]
@@ -106,7 +113,13 @@ class Collection:
 
 
 def gc(cache_root: Path, keep_days: float, dry_run: bool = False) -> Collection:
-    """Remove entries the last build did not use and that are older than `keep_days`."""
+    """Remove entries the last build did not use and that are older than `keep_days`; never
+    while a build (of any project sharing the cache) runs: CacheBusy then."""
+    with exclusive(cache_root):
+        return _collect(cache_root, keep_days, dry_run)
+
+
+def _collect(cache_root: Path, keep_days: float, dry_run: bool) -> Collection:
     used = referenced_keys()
     horizon = time.time() - keep_days * 86400
     entries: list[tuple[ItemCache, str]] = []

@@ -23,12 +23,29 @@ def _state_file(stage: str, state_dir: Path) -> Path:
 
 
 def load(stage: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
-    path = _state_file(stage, state_dir)
+    """The stage's last state; an unreadable or damaged file (hand-edited, another tool's) reads
+    as no state, and the stage's next run rewrites it."""
     try:
-        state = read_json(path)
+        state = read_json(_state_file(stage, state_dir))
     except (OSError, ValueError):
-        return {"items": {}, "values": {}}
-    return state if isinstance(state, dict) and "items" in state else {"items": {}, "values": {}}
+        state = None
+    return state if _well_formed(state) else {"items": {}, "values": {}}
+
+
+def _well_formed(state: Any) -> bool:
+    if not (isinstance(state, dict) and isinstance(state.get("items"), dict) and isinstance(state.get("values"), dict)):
+        return False
+    for entry in state["items"].values():
+        previous = entry.get("previous") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and _digests(entry.get("parts"))
+                and isinstance(entry.get("computed"), bool)
+                and (previous is None or isinstance(previous, dict) and _digests(previous.get("parts")))):
+            return False
+    return True
+
+
+def _digests(parts: Any) -> bool:
+    return isinstance(parts, dict) and all(isinstance(digest, str) for digest in parts.values())
 
 
 def changed_parts(before: dict[str, str] | None, after: dict[str, str]) -> list[str]:

@@ -6,15 +6,37 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 
 class DiskFull(OSError):
     """A write failed for lack of space; the message says where. Nothing partial was left."""
+
+
+class NotAFile(ValueError):
+    """An output path names something other than a regular file (a device, a pipe, a folder)."""
+
+
+NON_ASCII = re.compile(r"[^\x00-\x7e]")
+ESCAPED_IN_JSON = ("Cc", "Cf", "Zl", "Zp")  # invisible or reordering characters: written as \uXXXX
+
+
+def check_output(path: Path) -> None:
+    """Refuse to replace anything but a regular file (or a link, which is replaced, not followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise NotAFile(f"{path}: is {kind}, not a regular file; write to a file path")
 
 
 def _umask() -> int:
@@ -24,8 +46,10 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    """Write `data` to a temporary file beside `path`, then rename it into place (never over a
+    device, pipe or folder)."""
     path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -41,8 +65,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def dumps_json(value: Any) -> str:
-    """Readable, byte-stable JSON: sorted keys, one-space indent, trailing newline."""
-    return json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    """Readable, byte-stable JSON: sorted keys, one-space indent, trailing newline. UTF-8 text
+    stays as it is, except control and format characters (bidi overrides, DEL), which are
+    escaped, so a file name or a reply cannot reorder or hide text in a viewer or a terminal."""
+    return NON_ASCII.sub(_json_escape, json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False)) + "\n"
+
+
+def _json_escape(match: re.Match) -> str:
+    char = match.group()
+    if unicodedata.category(char) not in ESCAPED_IN_JSON:
+        return char
+    return json.dumps(char)[1:-1]  # \uXXXX (a surrogate pair beyond the BMP)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -15,14 +15,20 @@ from compiler.errors import ItemError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+MAX_SIDE = 32768  # pixels; with Pillow's pixel limit this bounds the memory a decode and a resize take
+MAX_ASPECT = 100  # the long side at most this many times the short one
+KNOWN_STARTS = ((b"%PDF", "a PDF"), (b"PK\x03\x04", "a ZIP archive"), (b"<svg", "SVG"), (b"<?xml", "XML"),
+                (b"\x1f\x8b", "gzip data"))
 
 
 def load_image(path: Path, reference: str) -> Image.Image:
     """Decode a photo fully and upright (EXIF orientation applied) as 8-bit RGB, or RGBA where
     it has alpha or a transparent colour; a bad file raises ItemError naming it.
 
-    The pixel count is checked from the header before anything is decoded (Pillow's
-    decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`), so a huge image costs no memory.
+    The pixel count and the shape are checked from the header before anything is decoded
+    (Pillow's decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`; `MAX_SIDE`, `MAX_ASPECT`),
+    so a huge or thin image costs no memory. A file that is no image is described by its kind,
+    never by its bytes (it may be a linked secret).
     """
     if path.is_dir():
         raise ItemError(f"{reference}: is a folder, not an image file ({path})")
@@ -32,6 +38,7 @@ def load_image(path: Path, reference: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                _check_shape(image.size, reference)
                 image.load()
                 return to_8bit(ImageOps.exif_transpose(image), reference)
     except FileNotFoundError:
@@ -41,7 +48,7 @@ def load_image(path: Path, reference: str) -> Image.Image:
                         f"{Image.MAX_IMAGE_PIXELS} pixels, downscale the photo") from None
     except UnidentifiedImageError:
         raise ItemError(f"{reference}: not a readable image (not a format Pillow decodes: valid "
-                        f"{IMAGE_FORMATS}; the file starts with {_first_bytes(path)!r})") from None
+                        f"{IMAGE_FORMATS}; the file starts like {_kind_of_start(path)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
         raise ItemError(f"{reference}: not a readable image ({type(error).__name__}: {error})") from None
 
@@ -76,9 +83,25 @@ def _scale_16bit_grey(image: Image.Image, reference: str) -> Image.Image:
     return grey
 
 
-def _first_bytes(path: Path, count: int = 16) -> bytes:
+def _check_shape(size: tuple[int, int], reference: str) -> None:
+    width, height = size
+    if not (1 <= min(size) and max(size) <= MAX_SIDE and max(size) <= MAX_ASPECT * min(size)):
+        raise ItemError(f"{reference}: {width}x{height} pixels; valid: sides of 1-{MAX_SIDE} pixels, the long "
+                        f"side at most {MAX_ASPECT} times the short one")
+
+
+def _kind_of_start(path: Path) -> str:
+    """What the file's first bytes look like, in words: text, a PDF, ... (never the bytes)."""
     with open(path, "rb") as file:
-        return file.read(count)
+        head = file.read(64)
+    if head[4:8] == b"ftyp":
+        return "an ISO media file (HEIC, AVIF or a video)"
+    known = next((name for start, name in KNOWN_STARTS if head.startswith(start)), None)
+    if known:
+        return known
+    text = head.decode("utf-8", "ignore")  # at most a character cut at the end is dropped from text
+    readable = len(text.encode("utf-8")) >= len(head) - 3 and all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return "text" if readable else "binary data"
 
 
 def encode_png(image: Image.Image, level: int = 1) -> bytes:

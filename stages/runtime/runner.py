@@ -21,6 +21,7 @@ from stages.runtime.cache import ItemCache
 from stages.runtime.executor import WorkerFailed, batched, executor_for
 from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
 from stages.runtime.settings import Settings
+from stages.runtime.untrusted import escape_controls
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
 """What computing one item gives: its record and its files (name -> bytes)."""
@@ -101,6 +102,7 @@ def run_items(
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
+    cache.hold()
     result = StageResult(skipped=dict(skipped or {}))
     for item in items:
         item["key"] = content_key(stage, item["parts"])
@@ -152,6 +154,8 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
         previous = read_json(stamps_file)
     except (OSError, ValueError):
         previous = {}
+    if not isinstance(previous, dict):  # damaged: nothing is carried over, every file is copied
+        previous = {}
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     digests = {}
@@ -161,7 +165,7 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
             for name, meta in record["files"].items():
                 digests[name] = meta["blake2b"]
                 recorded = previous.get(name)
-                if not (recorded and recorded[0] == meta["blake2b"]
+                if not (isinstance(recorded, list) and len(recorded) == 5 and recorded[0] == meta["blake2b"]
                         and _carry_over(out_dir / name, staging / name, recorded[1:])):
                     copy_file(cache.file(record["key"], name), staging / name)
         for name, data in (extra or {}).items():
@@ -192,7 +196,8 @@ def _carry_over(old: Path, new: Path, stamp: list[int]) -> bool:
 
 def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],
            reports_dir: Path = Path("reports"), **extra: Any) -> None:
-    """Write the stage index and `reports/<stage>.json`, and print a one-line summary."""
+    """Write the stage index and `reports/<stage>.json`, and print a one-line summary (ids and
+    reasons may quote file names: their control characters are escaped)."""
     write_json(index, {**index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
                        "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())]})
     report = result.report(stage, backend, **extra)
@@ -202,7 +207,7 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
           f"{len(result.failures)} failed, {len(result.skipped)} skipped{repaired} ({result.seconds:.1f}s)",
           file=sys.stderr)
     for item_id, reason in sorted(result.failures.items()):
-        print(f"  failed {item_id}: {reason}", file=sys.stderr)
+        print(escape_controls(f"  failed {item_id}: {reason}"), file=sys.stderr)
 
 
 class StageFailed(RuntimeError):

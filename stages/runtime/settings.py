@@ -4,9 +4,12 @@ Read from the `runtime:` section of params.yaml (which no stage declares as a DV
 and from G4G_* environment variables, which win. None of them enters a content key, so
 changing them rebuilds nothing.
 
-The builder's trust decisions live here too, never in a recipe: which LLM endpoints a recipe
-may send prompts to (`llm_endpoints`) and which environment variable holds the API key sent
-to them (`llm_api_key_env`).
+The builder's trust decisions live here too, never in a recipe and never in the repository:
+which LLM endpoints a recipe may send prompts to (`llm_endpoints`) and which environment
+variable holds the API key sent to them (`llm_api_key_env`). They are read from the user's
+config file (`$XDG_CONFIG_HOME/g4g/endpoints.yaml`, by default `~/.config/g4g/endpoints.yaml`)
+and G4G_LLM_* variables, which win; params.yaml is tracked, so a pull request could change it,
+and naming them there is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ EXECUTORS = ("local", "ray")
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "train-prior", "evaluate",
           "evaluate-generate", "evaluate-measure")  # the stages, and the runs of their item loops
 RAY_ADDRESS = re.compile(r"(local|auto|(ray://)?[A-Za-z0-9_.-]+:[0-9]+)\Z")
+TRUST = ("llm_endpoints", "llm_api_key_env")  # read only from outside the repository
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -56,12 +60,18 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     if params_file.exists():
         try:
             params = yaml.safe_load(params_file.read_text()) or {}
-        except yaml.YAMLError as error:
+        except (yaml.YAMLError, RecursionError) as error:
             raise SettingsError(f"{params_file}: not valid YAML: {' '.join(str(error).split())}") from None
         runtime = params.get("runtime") if isinstance(params, dict) else None
         if runtime is not None and not isinstance(runtime, dict):
             raise SettingsError(f"{params_file}: runtime: a mapping of settings, e.g. {{workers: 2}}")
+        trusted = sorted(set(runtime or {}) & set(TRUST))
+        if trusted:
+            raise SettingsError(f"{params_file}: runtime.{trusted[0]}: the endpoints a build may send the API key "
+                                f"to are the builder's choice, never the repository's (a pull request could change "
+                                f"params.yaml); set it in {user_config()} or G4G_{trusted[0].upper()}")
         values.update(runtime or {})
+    values.update(_user_trust())
     for field in fields(Settings):
         env = os.environ.get(f"G4G_{field.name.upper()}")
         if env is not None:
@@ -89,7 +99,7 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     for url in settings.llm_endpoints:
         problem = url_problem(url)
         if problem:
-            raise SettingsError(f"{params_file}: runtime.llm_endpoints (or G4G_LLM_ENDPOINTS): "
+            raise SettingsError(f"{user_config()} llm_endpoints (or G4G_LLM_ENDPOINTS): "
                                 f"{redact_url(url)}: {problem}")
     for name, valid in (("executor", EXECUTORS), ("ray_gpus", None)):
         try:
@@ -100,9 +110,34 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
         raise SettingsError(f"{params_file}: runtime.ray_address (or G4G_RAY_ADDRESS): {settings.ray_address!r}; "
                             "valid: local, auto, ray://HOST:PORT or HOST:PORT")
     if not VARIABLE_NAME.match(settings.llm_api_key_env):
-        raise SettingsError(f"{params_file}: runtime.llm_api_key_env (or G4G_LLM_API_KEY_ENV): "
+        raise SettingsError(f"{user_config()} llm_api_key_env (or G4G_LLM_API_KEY_ENV): "
                             f"{settings.llm_api_key_env!r} is not an environment variable name")
     return settings
+
+
+def user_config() -> Path:
+    """The builder's own settings file, outside every repository."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "g4g" / "endpoints.yaml"
+
+
+def _user_trust() -> dict[str, object]:
+    """`llm_endpoints` and `llm_api_key_env` from the user's config file (none when it is absent)."""
+    path = user_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"{path}: cannot read ({error})") from None
+    try:
+        trust = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, RecursionError) as error:
+        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(error).split())[:200]}") from None
+    unknown = sorted(set(trust) - set(TRUST)) if isinstance(trust, dict) else ["(not a mapping)"]
+    if unknown:
+        raise SettingsError(f"{path}: unknown key(s) {unknown}; valid: {', '.join(TRUST)}, e.g. "
+                            f"llm_endpoints: [http://localhost:8000/v1]")
+    return trust
 
 
 def per_stage(value: str, valid: tuple[str, ...] | None = None) -> dict[str, str]:

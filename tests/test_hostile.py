@@ -1,0 +1,422 @@
+"""Issue 27: hostile endpoints, photos and arguments stay bounded in bytes and seconds and end
+in clear errors. Endpoints are loopback servers on 127.0.0.1 that compress, drip and send raw
+bodies; every loop here is bounded."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import os
+import time
+import zlib
+
+import pytest
+import yaml
+
+from compiler import cli
+from compiler.errors import ItemError, RecipeError
+from compiler.sources import expand
+from stages.backends.plan import openai as openai_planner
+from stages.runtime.settings import SettingsError, load_settings
+from tests.conftest import REPO, run_tool, write_recipe
+from tests.llm_server import ChatServer, RawServer, completion, good_reply
+from tests.test_security import layout_request, recipe_with, secrets  # noqa: F401 (a fixture)
+
+JSON = {"Content-Type": "application/json"}
+
+
+@functools.lru_cache(maxsize=None)
+def bomb(mebibytes: int) -> bytes:
+    """A completion body of `mebibytes` MiB of spaces, gzip-compressed twice (a few KB)."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head, tail = completion("@").split(b"@")
+    parts = [inner.compress(head)] + [inner.compress(b" " * (1 << 20)) for _ in range(mebibytes)]
+    once = b"".join(parts) + inner.compress(tail) + inner.flush()
+    return gzip.compress(once, 9)
+
+
+def plan_once(server_url, project, tmp_path, timeout=5.0, **options):
+    params = openai_planner.Params(base_url=server_url, model="test-model", max_retries=0, timeout=timeout, **options)
+    planner = openai_planner.Backend(params, templates_dir=str(REPO / "templates"), cache_dir=str(tmp_path / "cache"),
+                                     root=str(project))
+    started = time.perf_counter()
+    layout = planner.plan_batch([layout_request()])[0]
+    return layout, time.perf_counter() - started
+
+
+# 1. Compressed bombs: the response cap counts decoded bytes.
+
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "gzip"])
+def test_a_compressed_bomb_stops_at_the_cap_after_decoding(project, secrets, tmp_path, encoding):
+    body = bomb(64) if encoding == "gzip, gzip" else zlib.decompress(bomb(64), 31)  # the inner layer alone
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": encoding}, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert len(body) < 300_000
+    assert isinstance(layout, ItemError) and "[reply_too_large]" in str(layout) and "decoded" in str(layout)
+
+
+def test_a_small_compressed_reply_is_read(project, secrets, tmp_path):
+    body = gzip.compress(gzip.compress(completion(good_reply("- cat\n- mug"))))
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": "gzip, gzip"}, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert not isinstance(layout, ItemError), layout
+
+
+def test_an_unknown_content_encoding_is_a_request_failure(project, secrets, tmp_path):
+    with RawServer(lambda n: (200, {**JSON, "Content-Encoding": "gzip, x-bomb"}, b"xx", 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert isinstance(layout, ItemError) and "x-bomb" in str(layout)
+
+
+# 3. Bodies that are not JSON are per-item errors with the reason.
+
+@pytest.mark.parametrize(("headers", "body", "reason"), [
+    ({"Content-Type": "text/html"}, b"<html><body>Bad gateway</body></html>", "not a JSON"),
+    (JSON, b"<html><body>Bad gateway</body></html>", "not a JSON"),
+    (JSON, b'{"choices": [{"message": {"content": "\xff\xfe caf\xe9"}}]}', "not a JSON"),
+])
+def test_a_body_that_is_not_a_completion_is_an_item_error(project, secrets, tmp_path, headers, body, reason):
+    with RawServer(lambda n: (200, headers, body, 0)) as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert isinstance(layout, ItemError) and reason in str(layout), layout
+
+
+# 4. A total deadline per request and a cap on retries.
+
+def test_a_dripping_server_meets_the_total_deadline(project, secrets, tmp_path):
+    with RawServer(lambda n: (200, JSON, completion(good_reply("- cat\n- mug")), 0.2)) as server:
+        layout, seconds = plan_once(server.url, project, tmp_path, timeout=1.0)
+    assert isinstance(layout, ItemError) and "[request_failed]" in str(layout) and "1 s" in str(layout), layout
+    assert seconds < 3.0 and server.requests == 1
+
+
+@pytest.mark.parametrize(("option", "value", "valid"), [
+    ("max_retries", 100000, "0-10"), ("timeout", 1e9, "600"), ("concurrency", 10**6, "1-64"),
+    ("timeout", float("nan"), "600")])
+def test_endpoint_numbers_have_upper_bounds(option, value, valid):
+    with pytest.raises(ValueError, match=f"{option}.*{valid}"):
+        openai_planner.Params(**{option: value})
+
+
+# 5. A pull request cannot choose the secret or where it goes: params.yaml is tracked.
+
+def test_params_yaml_cannot_approve_endpoints_or_name_the_key(project, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-0123456789")
+    with ChatServer(lambda prompt, n: (200, good_reply(prompt))) as server:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["runtime"].update(llm_endpoints=[server.url], llm_api_key_env="OPENAI_API_KEY")
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        write_recipe(project, recipe_with(backends={"plan": {"name": "openai", "base_url": server.url}}))
+        assert cli.main(["validate"]) == 2
+        printed = capsys.readouterr().err
+        with pytest.raises(SettingsError, match="runtime.llm_api_key_env: .*never the repository's"):
+            plan_once(server.url, project, tmp_path)
+    assert "params.yaml: runtime.llm_api_key_env" in printed and "endpoints.yaml" in printed
+    assert server.requests == 0
+
+
+def test_the_builder_approves_endpoints_in_the_user_config(project, monkeypatch, tmp_path):
+    for variable in ("G4G_LLM_ENDPOINTS", "G4G_LLM_API_KEY_ENV"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("MY_LOCAL_KEY", "local-key-0123456789")
+    (tmp_path / "config/g4g").mkdir(parents=True)
+    (tmp_path / "config/g4g/endpoints.yaml").write_text("llm_endpoints: [http://127.0.0.1]\n"
+                                                        "llm_api_key_env: MY_LOCAL_KEY\n")
+    with ChatServer(lambda prompt, n: (200, good_reply(prompt))) as server:
+        layout, _ = plan_once(server.url, project, tmp_path)
+    assert not isinstance(layout, ItemError) and server.authorizations == ["Bearer local-key-0123456789"]
+    (tmp_path / "config/g4g/endpoints.yaml").write_text("workers: 3\n")
+    with pytest.raises(SettingsError, match="endpoints.yaml: unknown key.*valid: llm_endpoints, llm_api_key_env"):
+        load_settings(project / "params.yaml")
+
+
+# 6-8. Photo folders: colliding names, thin images, non-images and names with escapes.
+
+def photo_recipe(project, shared_data, pattern: str = "photos/*") -> None:
+    """Cut-out concepts only (no segmentation weights): `cat` from `pattern`, `plant` from the
+    reference data."""
+    recipe = recipe_with()
+    recipe["concepts"] = {"cat": {"class_noun": "cat", "token": "<cat1>", "cutout": True, "images": [pattern]},
+                          "plant": recipe["concepts"]["plant"]}
+    recipe["compositions"] = {"cat_plant": {"concepts": ["cat", "plant"], "backgrounds": ["garden"], "num_images": 1}}
+    write_recipe(project, recipe)
+
+
+def rgba(path, colour=(200, 10, 10, 255)) -> None:
+    from PIL import Image
+
+    image = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    image.paste(colour, (10, 5, 30, 25))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def run_extract(project) -> dict:
+    from compiler import compile as compile_stage
+    from stages import extract
+
+    assert compile_stage.main([]) == 0
+    build = project / "build"
+    extract.run(build / "compiled/extract.json", build / "cutouts", build / "cutouts.json")
+    return json.loads((project / "reports/extract.json").read_text())
+
+
+def test_photos_whose_names_collide_get_unique_ids_and_the_count_adds_up(project, shared_data):
+    for name, colour in (("x-2.png", (255, 0, 0, 255)), ("x.png", (0, 255, 0, 255)), ("x.webp", (0, 0, 255, 255))):
+        rgba(project / "photos" / name, colour)
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    items = json.loads((project / "build/compiled/extract.json").read_text())["items"]
+    cats = {item["id"]: item["source"] for item in items if item["concept"] == "cat"}
+    assert sorted(cats.values()) == ["photos/x-2.png", "photos/x.png", "photos/x.webp"]
+    assert cats["cat/x-2"] == "photos/x-2.png" and cats["cat/x"] == "photos/x.png"  # unchanged where unique
+    assert report["items"] == len(items) == 5 and report["computed"] + report["reused"] == 5
+    cutouts = json.loads((project / "build/cutouts.json").read_text())["cutouts"]
+    assert sorted(c["source"] for c in cutouts if c["concept"] == "cat") == sorted(cats.values())
+
+
+def thin_png(path, width: int) -> None:
+    """A 1-bit grey PNG `width` x 1 pixels (a few KB compressed)."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, 1, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" + b"\xff" * ((width + 7) // 8), 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_a_thin_image_is_an_item_error_in_the_stage_and_the_cli(project, shared_data, tmp_path, capsys):
+    rgba(project / "photos/good.png")
+    thin_png(project / "photos/thin.png", 80_000_000)
+    assert (project / "photos/thin.png").stat().st_size < 100_000
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    assert report["failed"] == 1 and "sides" in report["failures"]["cat/thin"]
+    assert report["items"] == report["computed"] + report["failed"]
+    assert cli.main(["extract", str(project / "photos/thin.png"), "-o", str(tmp_path / "out.png")]) == 2
+    assert "80000000x1" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+
+
+def test_a_non_image_leaks_no_bytes_and_names_are_escaped(project, shared_data, tmp_path, capfd):
+    canary = "sk-canary-0123456789abcdef"
+    (tmp_path / "credentials").write_text(f"{canary}\n")
+    rgba(project / "photos/good.png")
+    (project / "photos/secret.png").symlink_to(tmp_path / "credentials")
+    (project / "photos/\x1b[2Jevil\u202e.png").write_bytes(b"GIF89a broken")
+    photo_recipe(project, shared_data)
+    report = run_extract(project)
+    printed = capfd.readouterr().err
+    assert "starts like text" in report["failures"]["cat/credentials"]  # the link resolves to its target
+    assert cli.main(["explain", "cat/\\x1b[2Jevil\\u202e"]) == 0
+    printed += capfd.readouterr().out
+    written = printed + "".join(p.read_text() for p in (project / "reports").glob("*.json"))
+    written += (project / "build/cutouts.json").read_text()
+    assert canary not in written and "sk-" not in written
+    assert "\x1b" not in written and "\u202e" not in written and "\\x1b[2Jevil" in printed
+
+
+# 9. Resolvers in the defaults list: refused before Hydra evaluates them.
+
+@pytest.mark.parametrize("where", ["defaults", "group_file", "override"])
+def test_resolvers_in_the_defaults_list_are_refused(project, monkeypatch, capsys, where):
+    monkeypatch.setenv("G4G_CANARY", "backends-canary")
+    recipe = recipe_with()
+    recipe.pop("backends", None)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    if where == "defaults":
+        recipe["defaults"] = ["schema", {"backends": "${oc.env:G4G_CANARY,embedded}"}, "_self_"]
+    elif where == "group_file":
+        (project / "recipes/backends/chain.yaml").write_text(
+            "defaults:\n  - /strategies@_here_: ${oc.env:G4G_CANARY}\n")
+        recipe["defaults"] = ["schema", {"backends": "chain"}, "_self_"]
+    else:
+        recipe["defaults"] = ["schema", {"backends": "embedded"}, "_self_"]
+        params["overrides"] = ["backends=${oc.env:G4G_CANARY,embedded}"]
+    write_recipe(project, recipe)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "cannot call resolvers" in printed and "oc.env" in printed, printed
+    assert "backends-canary" not in printed
+
+
+# 10. Tracebacks where a message belongs.
+
+def test_an_include_cycle_and_deep_yaml_are_recipe_errors(project, capsys):
+    recipe = recipe_with()
+    recipe["defaults"] = ["schema", "loop_a", "_self_"]
+    write_recipe(project, recipe)
+    (project / "recipes/loop_a.yaml").write_text("defaults:\n  - loop_b\n")
+    (project / "recipes/loop_b.yaml").write_text("defaults:\n  - loop_a\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "loop_a" in printed and "cycle" in printed and "Traceback" not in printed, printed
+    (project / "recipes/tiny.yaml").write_text("name: tiny\nseed: " + "[" * 1000 + "]" * 1000 + "\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "tiny.yaml" in printed and "deep" in printed, printed
+    (project / "params.yaml").write_text("recipe: " + "[" * 1000 + "]" * 1000 + "\n")
+    code, printed = cli.main(["validate"]), capsys.readouterr().err
+    assert code == 2 and "params.yaml: not valid YAML" in printed, printed
+
+
+def test_a_glob_through_an_unreadable_link_says_what_it_could_not_read(project):
+    try:
+        os.stat("/proc/1/root")
+        pytest.skip("/proc/1/root is readable here")
+    except PermissionError:
+        pass
+    (project / "photos").mkdir()
+    (project / "photos/init").symlink_to("/proc/1/root")
+    with pytest.raises(RecipeError, match=r"matches no image file .*1 could not be read, e.g. .*photos/init: "
+                                          r"Permission denied"):
+        expand("photos/**/*.png", project, "concepts.cat.images[0]")
+
+
+def test_damaged_state_files_are_ignored_not_fatal(project, shared_data, capsys):
+    rgba(project / "photos/good.png")
+    photo_recipe(project, shared_data)
+    run_extract(project)
+    for damaged in ('{"items": [1, 2], "values": 3}', '{"items": {"cat/good": 5}}', "[]", '"x"'):
+        (project / ".g4g/keys/extract.json").write_text(damaged)
+        for stamps in (project / ".g4g/outputs").glob("*.json"):
+            stamps.write_text('{"cat/good.png": 7}' if damaged == "[]" else damaged)
+        assert run_extract(project)["items"] == 3
+        assert cli.main(["explain", "cat/good"]) in (0, 2)
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_gc_waits_for_no_running_build_on_a_shared_cache(project, shared_data):
+    from stages.runtime.cache import ItemCache
+
+    rgba(project / "photos/good.png")
+    photo_recipe(project, shared_data)
+    run_extract(project)
+    (project / ".g4g/keys").rename(project / "keys.other")  # as if another project's build used the entries
+    running = ItemCache(project / ".g4g/cache", "extract")
+    running.hold()  # a build of another project, between its lookups and its copies
+    busy = run_tool(project, "g4g", "cache", "gc", "--keep-days", "0", check=False)
+    assert busy.returncode == 2 and "in use by a running build" in busy.stderr and "Traceback" not in busy.stderr
+    assert len(list((project / ".g4g/cache/extract").glob("*/*"))) == 3
+    del running
+    assert run_tool(project, "g4g", "cache", "gc", "--keep-days", "0").stdout.startswith("removed 3 entries")
+
+
+# 11. Arguments: outputs are regular files, numbers have ranges, a huge photo is never hashed.
+
+@pytest.mark.parametrize("argv", [["card", "-o", "out"], ["diff", "--html", "out"],
+                                  ["import-coco", "a.json", "b.json", "-o", "out"]])
+def test_an_output_path_must_be_a_regular_file(project, capsys, argv):
+    import stat as stat_module
+
+    for name in ("a.json", "b.json"):
+        (project / name).write_text('{"images": [], "annotations": [], "categories": []}')
+    os.mkfifo(project / "out")  # stands for a device node: anything but a regular file
+    assert cli.main(argv) == 2
+    assert "out: is a device, pipe or socket, not a regular file" in capsys.readouterr().err
+    assert stat_module.S_ISFIFO(os.stat(project / "out").st_mode)
+
+
+@pytest.mark.parametrize(("argv", "valid"), [
+    (["sample", "m", "p", "-o", "out", "--steps", "0"], "valid: 1-1000"),
+    (["sample", "m", "p", "-o", "out", "-n", "-1"], "valid: 1-1000"),
+    (["sample", "m", "p", "-o", "out", "--guidance", "nan"], "valid: 0-100"),
+    (["cache", "gc", "--keep-days", "nan"], "valid: 0-36500"),
+    (["cache", "gc", "--keep-days", "-1"], "valid: 0-36500"),
+    (["extract", "x.png", "-o", "y.png", "--max-side", "10"], "valid: 16-16384"),
+    (["table", "--json", "."], "not a file"),
+])
+def test_cli_numbers_have_ranges_named_in_the_message(project, capsys, argv, valid):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and valid in capsys.readouterr().err
+
+
+def test_sample_into_a_file_is_an_error(project, capsys):
+    (project / "out").write_text("x")
+    assert cli.main(["sample", "m", "p", "-o", "out"]) == 2
+    assert "out: is a file; valid: a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["compositions"]["cat_mug"].update(num_images=100_000_000), "num_images: 100000000; valid: 1-1000000"),
+    (lambda r: r["output"].update(resolution=200_000), "resolution: 200000; valid: a multiple of 8 from 64 to 4096"),
+    (lambda r: r["output"].update(shard_size=10**9), "shard_size: 1000000000; valid: 1-100000"),
+    (lambda r: r["concepts"]["cat"].update(size=float("nan")), "size: nan; valid: > 0"),
+])
+def test_recipe_numbers_have_upper_bounds(project, capsys, change, message):
+    recipe = recipe_with()
+    change(recipe)
+    write_recipe(project, recipe)
+    assert cli.main(["validate"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_validate_never_hashes_a_huge_photo_whole(project, capsys):
+    recipe = recipe_with()
+    recipe["concepts"]["cat"]["images"] = ["photos/*.png"]
+    write_recipe(project, recipe)
+    (project / "photos").mkdir()
+    with open(project / "photos/huge.png", "wb") as sparse:
+        sparse.truncate(20 * 2**30)  # 20 GiB, sparse: no disk used
+    started = time.perf_counter()
+    assert cli.main(["validate"]) == 2
+    assert time.perf_counter() - started < 5.0
+    assert "huge.png has 20.0 GiB; valid: image files up to 1 GiB" in capsys.readouterr().err
+
+
+# Done when: a build against the hostile server accounts for every item, in bounded memory.
+
+def hostile_reply(count: int):
+    """Request `count`'s answer: a bomb, a drip, HTML, invalid UTF-8 or a 500, in turn."""
+    kind = count % 5
+    if kind == 0:
+        return 200, {**JSON, "Content-Encoding": "gzip, gzip"}, bomb(1024), 0
+    if kind == 1:
+        return 200, JSON, completion(good_reply("- cat\n- mug")), 0.3
+    if kind == 2:
+        return 200, {"Content-Type": "text/html"}, b"<html>" + b"<p>busy</p>" * 1000 + b"</html>", 0
+    if kind == 3:
+        return 200, JSON, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}', 0
+    return 500, JSON, b'{"error": {"message": "down"}}', 0
+
+
+def test_a_build_against_a_hostile_server_accounts_for_every_item(project, secrets):
+    from tests.test_security import write_plan_inputs
+
+    with RawServer(hostile_reply, max_drip=100) as server:
+        write_recipe(project, recipe_with(backends={"plan": {"name": "openai", "base_url": server.url, "timeout": 1.0,
+                                                             "max_retries": 1, "max_attempts": 2}}))
+        write_plan_inputs(project)
+        measure = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'stages.plan']); "
+                   "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        result = run_tool(project, "python", "-c", measure)
+    code, kib = map(int, result.stdout.split())
+    report = json.loads((project / "reports/plan.json").read_text())
+    items = len(json.loads((project / "build/compiled/plan.json").read_text())["items"])
+    assert code == 0 and "Traceback" not in result.stderr, result.stderr
+    assert report["items"] == items == 10 and report["computed"] + report["failed"] == items
+    assert all(reason for reason in report["failures"].values())
+    assert kib < 1024 * 1024, f"peak RSS {kib} KiB"
+    print(f"plan against the hostile server: {report['failed']} of {items} failed, peak RSS {kib / 1024:.0f} MiB, "
+          f"{report['seconds']} s")
+
+
+def test_a_captioning_build_against_a_hostile_server_reports_every_reason(project, secrets):
+    from tests.conftest import build_in_process
+    from tests.test_vlm_caption import remote, small_recipe
+
+    bodies = [(200, {**JSON, "Content-Encoding": "gzip, gzip"}, bomb(256), 0),
+              (200, {"Content-Type": "text/html"}, b"<html>busy</html>", 0),
+              (200, JSON, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}', 0)]
+    with RawServer(lambda n: bodies[(n - 1) % 3]) as server:
+        write_recipe(project, small_recipe(remote(server.url, concurrency=1, max_attempts=1), num_images=1))
+        reports = build_in_process(project)
+    caption = reports["caption"]
+    assert caption["items"] == caption["failed"] + caption["computed"] + caption["reused"] + caption["skipped"]
+    reasons = " ".join(caption["failures"].values())
+    assert caption["failed"] == caption["items"] >= 2 and "Traceback" not in reasons
+    assert "[reply_too_large]" in reasons and "not a JSON chat completion" in reasons
