@@ -135,7 +135,7 @@ def test_the_builder_approves_endpoints_in_the_user_config(project, monkeypatch,
 
 # 6-8. Photo folders: colliding names, thin images, non-images and names with escapes.
 
-def photo_recipe(project, shared_data, pattern: str = "photos/*") -> None:
+def photo_recipe(project, reference_data, pattern: str = "photos/*") -> None:
     """Cut-out concepts only (no segmentation weights): `cat` from `pattern`, `plant` from the
     reference data."""
     recipe = recipe_with()
@@ -164,10 +164,10 @@ def run_extract(project) -> dict:
     return json.loads((project / "reports/extract.json").read_text())
 
 
-def test_photos_whose_names_collide_get_unique_ids_and_the_count_adds_up(project, shared_data):
+def test_photos_whose_names_collide_get_unique_ids_and_the_count_adds_up(project, reference_data):
     for name, colour in (("x-2.png", (255, 0, 0, 255)), ("x.png", (0, 255, 0, 255)), ("x.webp", (0, 0, 255, 255))):
         rgba(project / "photos" / name, colour)
-    photo_recipe(project, shared_data)
+    photo_recipe(project, reference_data)
     report = run_extract(project)
     items = json.loads((project / "build/compiled/extract.json").read_text())["items"]
     cats = {item["id"]: item["source"] for item in items if item["concept"] == "cat"}
@@ -191,11 +191,11 @@ def thin_png(path, width: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
-def test_a_thin_image_is_an_item_error_in_the_stage_and_the_cli(project, shared_data, tmp_path, capsys):
+def test_a_thin_image_is_an_item_error_in_the_stage_and_the_cli(project, reference_data, tmp_path, capsys):
     rgba(project / "photos/good.png")
     thin_png(project / "photos/thin.png", 80_000_000)
     assert (project / "photos/thin.png").stat().st_size < 100_000
-    photo_recipe(project, shared_data)
+    photo_recipe(project, reference_data)
     report = run_extract(project)
     assert report["failed"] == 1 and "sides" in report["failures"]["cat/thin"]
     assert report["items"] == report["computed"] + report["failed"]
@@ -203,13 +203,13 @@ def test_a_thin_image_is_an_item_error_in_the_stage_and_the_cli(project, shared_
     assert "80000000x1" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
 
 
-def test_a_non_image_leaks_no_bytes_and_names_are_escaped(project, shared_data, tmp_path, capfd):
+def test_a_non_image_leaks_no_bytes_and_names_are_escaped(project, reference_data, tmp_path, capfd):
     canary = "sk-canary-0123456789abcdef"
     (tmp_path / "credentials").write_text(f"{canary}\n")
     rgba(project / "photos/good.png")
     (project / "photos/secret.png").symlink_to(tmp_path / "credentials")
     (project / "photos/\x1b[2Jevil\u202e.png").write_bytes(b"GIF89a broken")
-    photo_recipe(project, shared_data)
+    photo_recipe(project, reference_data)
     report = run_extract(project)
     printed = capfd.readouterr().err
     assert "starts like text" in report["failures"]["cat/credentials"]  # the link resolves to its target
@@ -276,9 +276,9 @@ def test_a_glob_through_an_unreadable_link_says_what_it_could_not_read(project):
         expand("photos/**/*.png", project, "concepts.cat.images[0]")
 
 
-def test_damaged_state_files_are_ignored_not_fatal(project, shared_data, capsys):
+def test_damaged_state_files_are_ignored_not_fatal(project, reference_data, capsys):
     rgba(project / "photos/good.png")
-    photo_recipe(project, shared_data)
+    photo_recipe(project, reference_data)
     run_extract(project)
     for damaged in ('{"items": [1, 2], "values": 3}', '{"items": {"cat/good": 5}}', "[]", '"x"'):
         (project / ".g4g/keys/extract.json").write_text(damaged)
@@ -289,11 +289,11 @@ def test_damaged_state_files_are_ignored_not_fatal(project, shared_data, capsys)
         assert "Traceback" not in capsys.readouterr().err
 
 
-def test_gc_waits_for_no_running_build_on_a_shared_cache(project, shared_data):
+def test_gc_waits_for_no_running_build_on_a_shared_cache(project, reference_data):
     from stages.runtime.cache import ItemCache
 
     rgba(project / "photos/good.png")
-    photo_recipe(project, shared_data)
+    photo_recipe(project, reference_data)
     run_extract(project)
     (project / ".g4g/keys").rename(project / "keys.other")  # as if another project's build used the entries
     running = ItemCache(project / ".g4g/cache", "extract")
