@@ -25,7 +25,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from compiler import diff, scene_preview
+from compiler import diff, params, run_logs, scene_preview
 from compiler.errors import ItemError, RecipeError
 
 
@@ -35,7 +35,8 @@ def _validate(args: argparse.Namespace) -> int:
     from stages.runtime.settings import load_settings
 
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
-    documents = compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
+    documents = compile_recipe(Path.cwd(), recipe, overrides + list(args.override),
+                               Path("params.yaml") if args.recipe is None and not args.override else None)
     pack = documents["pack"]
     print(f"recipe '{recipe}' is valid: {len(pack['recipe']['concepts'])} concepts, "
           f"{len(pack['recipe']['backgrounds'])} backgrounds, {len(pack['items'])} images")
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)
     diff.add_parser(commands)
+    params.add_parser(commands)
+    run_logs.add_parser(commands)
     scene_preview.add_parser(commands)
     from stages import card  # `g4g card`: the dataset card page
 

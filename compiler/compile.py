@@ -16,6 +16,7 @@ import yaml
 from compiler.buildplan import build
 from compiler.errors import RecipeError
 from compiler.fingerprint import HashMemo
+from compiler.params import departures, params_view, recipe_keys, typed_recipe
 from compiler.recipe import compose_recipe, locate_key, validate
 from stages.runtime.files import dumps_json, write_json
 
@@ -23,12 +24,18 @@ STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "ev
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
 
 
-def read_params(params_file: Path) -> tuple[str, list[str]]:
-    """The selected recipe name and its Hydra overrides from params.yaml."""
+def read_yaml(params_file: Path) -> dict[str, Any]:
+    """params.yaml's content; a clear error when it is not YAML."""
     try:
-        params: dict[str, Any] = yaml.safe_load(params_file.read_text()) or {}
+        params = yaml.safe_load(params_file.read_text()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{params_file}: not valid YAML: {' '.join(str(error).split())}") from None
+    return params if isinstance(params, dict) else {}
+
+
+def read_params(params_file: Path) -> tuple[str, list[str]]:
+    """The selected recipe name and its Hydra overrides from params.yaml."""
+    params = read_yaml(params_file)
     recipe = params.get("recipe") if isinstance(params, dict) else None
     if not isinstance(recipe, str) or not recipe:
         raise RecipeError(f"{params_file}: recipe: name a recipe in recipes/ (for example 'demo')")
@@ -38,19 +45,35 @@ def read_params(params_file: Path) -> tuple[str, list[str]]:
     return recipe, overrides
 
 
-def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """Compose, validate and expand one recipe; raises RecipeError on any problem."""
+def compile_recipe(root: Path, recipe_name: str, overrides: list[str],
+                   params_file: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Compose, validate and expand one recipe; raises RecipeError on any problem.
+
+    With `params_file` holding a resolved recipe (compiler.params), that recipe is built; a note
+    lists where it departs from the recipe file (an experiment's `-S`, or a file edited since
+    `g4g params`)."""
     recipes_dir, templates_dir = root / "recipes", root / "templates"
     recipe_file = recipes_dir / f"{recipe_name}.yaml"
     recipe = compose_recipe(recipes_dir, recipe_name, overrides)
+    keys = recipe_keys(read_yaml(params_file)) if params_file else {}
+    if keys:
+        if overrides:
+            raise RecipeError(f"{params_file}: overrides: params.yaml holds the resolved recipe; set its keys instead "
+                              f"(edit them, or `dvc exp run -S KEY=VALUE`)")
+        from_file = params_view(recipe, validate(recipe, recipe_file, templates_dir))
+        recipe, recipe_file = typed_recipe(keys, params_file), params_file
     backends = validate(recipe, recipe_file, templates_dir)
+    if keys:
+        for line in departures(params_view(recipe, backends), from_file):
+            print(f"note: {params_file} sets {line}", file=sys.stderr)
     memo = HashMemo(root / HASH_MEMO)
     try:
         return build(recipe, backends, root, templates_dir, memo)
     except RecipeError as error:
         if error.key is None:
             raise
-        raise RecipeError(f"{locate_key(recipes_dir, recipe_file, error.key)}: {error}") from None
+        where = recipe_file if keys else locate_key(recipes_dir, recipe_file, error.key)
+        raise RecipeError(f"{where}: {error}") from None
     finally:
         memo.save()
 
@@ -71,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         recipe_name, overrides = read_params(args.params)
-        documents = compile_recipe(Path.cwd(), recipe_name, overrides)
+        documents = compile_recipe(Path.cwd(), recipe_name, overrides, args.params)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

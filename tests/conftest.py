@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiler.params import SETTINGS
+
 # Tests never reach a model hub: fail fast instead of retrying (the hub libraries read this at import).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = REPO / "data" / "gen4gen"  # downscaled Gen4Gen photos shipped with the project (NOTICE.md)
-PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "data", "dvc.yaml", "params.yaml", ".dvcignore")
+PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "data", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
 
 TINY_RECIPE = {
     "defaults": ["schema", "_self_"],
@@ -65,7 +67,8 @@ def copy_project(root: Path, **params: object) -> Path:
         else:
             shutil.copy(source, root / name)
     write_recipe(root, TINY_RECIPE)
-    settings = yaml.safe_load((root / "params.yaml").read_text())
+    shipped = yaml.safe_load((root / "params.yaml").read_text())
+    settings = {key: shipped[key] for key in SETTINGS if key in shipped}  # the tiny recipe file, not the demo's keys
     settings.update({"recipe": "tiny", "runtime": {"workers": 1, "batch_size": 4, "cache_dir": ".g4g/cache"},
                      **params})
     (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
