@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from compiler import diff, scene_preview
+from compiler import diff, run_logs, scene_preview
 from compiler.errors import ItemError, RecipeError
 
 MAX_SAMPLES = 1000  # images one `g4g sample` writes
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="set aside DVC state files a killed `dvc repro` left half-written"
                         ).set_defaults(run=_recover)
     diff.add_parser(commands)
+    run_logs.add_parser(commands)
     scene_preview.add_parser(commands)
     from stages import card  # `g4g card`: the dataset card page
 

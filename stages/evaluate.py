@@ -6,9 +6,11 @@ Reads  build/compiled/evaluate.json (per composition: prompts, seeds, concepts, 
 Writes evaluation/<composition>/<variant>-p<prompt>-s<sample>.png   every generated image
        reports/evaluate_grids/<composition>.jpg   per variant and prompt, a row of its samples (DVC image plot)
        evaluation/rows.jsonl                one row per image: prompt, seed, scores, per-concept detections
-       evaluation/compositions.json         per composition and variant CP-CLIP vs TI-CLIP (DVC plot)
-       metrics/evaluate.json                per bin (<=3, 4, 5 concepts) and per composition, the
-                                            paper's Table 1 values beside ours
+       evaluation/compositions.json         per composition CP-CLIP vs TI-CLIP of the trained models (DVC plot)
+       evaluation/base_model.json           the same for the base model (empty without `baseline: true`)
+       evaluation/summary.json              every mean: per bin, per composition, per checkpoint
+       metrics/evaluate.json                DVC metrics: CP-CLIP / TI-CLIP per bin (<=3, 4, 5 concepts),
+                                            the paper's Table 1 values beside ours
 A variant is a trained model's checkpoint (`step-<N>`: the final one, or every saved one with
 `checkpoints: all`) or the untrained base model (`base`, with `baseline: true`), which paints
 the prompt with class nouns in place of the tokens: one fixed row, the same images in every
@@ -42,6 +44,7 @@ from stages.runtime.settings import load_settings
 
 BASE = "base"
 THUMBNAIL = 256  # grid cell side in pixels at most
+PLOT_FILES = {"trained": "compositions.json", BASE: "base_model.json"}  # the scatter plot's sources, one per model
 
 
 def model_variants(document: dict[str, Any], models_dir: Path
@@ -185,14 +188,26 @@ def metrics_document(rows: list[dict[str, Any]], document: dict[str, Any]) -> di
     return result
 
 
-def plot_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """evaluation/compositions.json: CP-CLIP vs TI-CLIP per composition (final weights, base model)."""
-    rows = []
-    for variant, section in (("trained", metrics), (BASE, metrics.get("baseline", {}))):
-        for comp_id, found in section.get("compositions", {}).items():
-            rows.append({"composition": comp_id, "variant": variant, "bin": found["bin"], "cp_clip": found["cp_clip"],
-                         "cp_clip_assigned": found["cp_clip_assigned"], "ti_clip": found["ti_clip"]})
-    return rows
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """metrics/evaluate.json, the DVC metrics: per bin CP-CLIP and TI-CLIP beside the paper's, for
+    the final weights, the best checkpoints and the base model; the rest is in evaluation/summary.json."""
+    def bins(section: dict[str, Any]) -> dict[str, Any]:
+        return {name: {key: found[key] for key in ("cp_clip", "ti_clip", "paper") if key in found}
+                for name, found in section.get("bins", {}).items()}
+
+    result = {"evaluated": True, "setting": summary["setting"], "bins": bins(summary)}
+    for section in ("best_checkpoint", "baseline"):
+        if section in summary:
+            result[section] = {"bins": bins(summary[section])}
+    return result
+
+
+def plot_rows(metrics: dict[str, Any], variant: str) -> bytes:
+    """CP-CLIP vs TI-CLIP per composition of one model (trained: final weights; base), a DVC plot."""
+    section = metrics if variant == "trained" else metrics.get("baseline", {})
+    rows = [{"composition": comp_id, "model": variant, "bin": found["bin"], "cp_clip": found["cp_clip"],
+             "ti_clip": found["ti_clip"]} for comp_id, found in section.get("compositions", {}).items()]
+    return dumps_json(rows).encode("utf-8")
 
 
 def grids(generated: StageResult, cache: ItemCache, resolution: int) -> dict[str, bytes]:
@@ -240,7 +255,7 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
     if why_not:
         print(f"evaluate: nothing to evaluate: {why_not}", file=sys.stderr)
         materialize(StageResult(), ItemCache(Path(settings.cache_dir), "evaluate-generate"), out_dir,
-                    {"rows.jsonl": b"", "compositions.json": dumps_json([]).encode("utf-8")})
+                    {"rows.jsonl": b"", **{name: plot_rows({}, variant) for variant, name in PLOT_FILES.items()}})
         write_folder(reports_dir / "evaluate_grids", {})  # the image plots DVC declares: none
         write_json(metrics_file, {"evaluated": False, "reason": why_not})
         write_json(reports_dir / "evaluate.json", {**StageResult().report("evaluate", backend), "note": why_not})
@@ -257,10 +272,11 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
     metrics = metrics_document(rows, document)
     if measured.records:
         metrics["models"] = next(iter(measured.records.values()))["models"]
-    extra = {"rows.jsonl": _jsonl(rows), "compositions.json": dumps_json(plot_rows(metrics)).encode("utf-8")}
+    extra = {"rows.jsonl": _jsonl(rows), "summary.json": dumps_json(metrics).encode("utf-8"),
+             **{name: plot_rows(metrics, variant) for variant, name in PLOT_FILES.items()}}
     materialize(generated, cache, out_dir, extra)
     write_folder(reports_dir / "evaluate_grids", grids(generated, cache, document["sampler"]["resolution"]))
-    write_json(metrics_file, metrics)
+    write_json(metrics_file, headline(metrics))
     report = {**generated.report("evaluate", backend), "measure": measured.report("evaluate-measure", backend),
               "left_out": dict(sorted(left_out.items())), "notes": dict(sorted(notes.items()))}
     write_json(reports_dir / "evaluate.json", report)

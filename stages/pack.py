@@ -15,6 +15,7 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
        dataset/recipe.json               the resolved recipe, its key, backends, software
        dataset/card.html                 the card people look at (recipe option output.card_html)
        reports/pack_plots/               DVC plots: keep rates, caption lengths, contact sheets
+       metrics/dataset.json              DVC metrics: samples, keep rate per bin, rejections, caption lengths
 
 Shards are items too: a shard's key covers its samples' content keys, so editing one
 composition rewrites only that composition's shards; the others are reused byte for byte.
@@ -39,6 +40,7 @@ from typing import Any
 from compiler.keys import canonical_json
 from stages.card_html import page as card_page, summarize
 from stages.dataset_card import dataset_card
+from stages.dataset_metrics import dataset_metrics
 from stages.pack_plots import write_plots
 from stages.runtime.files import dumps_json, read_json, write_json
 from stages.runtime.cache import verified_bytes
@@ -188,7 +190,8 @@ def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[s
     return out
 
 
-def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Path("reports")) -> None:
+def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Path("reports"),
+        metrics_file: Path = Path("metrics/dataset.json")) -> None:
     start = time.perf_counter()
     document = read_json(items_file)
     context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"],
@@ -219,6 +222,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         extra["card.html"] = card_page(summary).encode("utf-8")
     materialize(result, cache, out_dir, extra=extra)
     write_plots(summary, reports_dir / "pack_plots")
+    write_json(metrics_file, dataset_metrics(summary, rejected))
     seconds = time.perf_counter() - start
     write_json(reports_dir / "pack.json", {
         "stage": "pack", "items": len(document["items"]), "packed": len(manifest), "rejected": len(rejected),
@@ -245,8 +249,9 @@ def main() -> None:
     parser.add_argument("--items", type=Path, default=Path("build/compiled/pack.json"))
     parser.add_argument("--build", type=Path, default=Path("build"))
     parser.add_argument("--out", type=Path, default=Path("dataset"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/dataset.json"))
     args = parser.parse_args()
-    run_cli(lambda: run(args.items, args.build, args.out))
+    run_cli(lambda: run(args.items, args.build, args.out, metrics_file=args.metrics))
 
 
 if __name__ == "__main__":

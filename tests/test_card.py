@@ -32,21 +32,22 @@ stages:
     deps: [stages/card_html.py, stages/card_figures.py, stages/pack_plots.py]  # added to pack's deps
     outs:
       - dataset
-      - reports/pack_plots: {cache: false}  # written by pack; shown by the plots below
+      - reports/pack_plots  # written by pack; shown by the plots below (in DVC's cache, not git)
 plots:
   - reports/pack_plots/keep_rate.csv:  # column paper_keep_rate: Gen4Gen's human rating kept 53% / 32% / 22%
       template: bar_horizontal
       x: keep_rate
       y: composition
       title: Keep rate per composition
-  - Caption length in words (Gen4Gen's detailed captions average 17.7):
+  - caption_lengths:
       template: linear
       x: {reports/pack_plots/caption_lengths.csv: words}
       y: {reports/pack_plots/caption_lengths.csv: [short, detailed]}
       y_label: captions
+      title: Caption length in words (Gen4Gen detailed captions average 17.7)
   - reports/pack_plots/contact_sheets  # each composition's first samples (those on dataset/card.html)
 """
-CAPTION_PLOT = "Caption length in words (Gen4Gen's detailed captions average 17.7)"
+CAPTION_PLOT = "caption_lengths"
 
 
 def patch_dvc_yaml(root: Path) -> None:

@@ -310,7 +310,10 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
     assert first["variant"] == "base" and "<" not in first["prompt"] and " cat " in first["prompt"]  # class nouns
     assert all("<cat1>" in row["prompt"] for row in rows if row["variant"] != "base")
     assert set(first["concepts"]) == {"cat", "mug"} and "detection_score" in first["concepts"]["cat"]
-    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    headline = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(headline["bins"]["<=3"]) == {"cp_clip", "ti_clip", "paper"} and set(headline) == {
+        "evaluated", "setting", "bins", "best_checkpoint", "baseline"}
+    metrics = json.loads((project / "evaluation/summary.json").read_text())
     assert metrics["evaluated"] and set(metrics["bins"]) == {"<=3"}
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["bins"]["<=3"]["paper"] == {"cp_clip": 0.41,
                                                                                         "ti_clip": 0.17}
@@ -318,9 +321,10 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
     assert set(metrics["checkpoints"]["cat_mug"]) == {"1", "2"} and "best_checkpoint" in metrics
     assert metrics["baseline"]["bins"]["<=3"]["images"] == 4
     assert metrics["models"]["embedder"]["architecture"] == "tiny-clip"
-    plot = json.loads((project / "evaluation/compositions.json").read_text())
-    assert {(p["composition"], p["variant"]) for p in plot} == {(c, v) for c in ("cat_mug", "cat_mug_plant")
-                                                                for v in ("trained", "base")}
+    plot = [row for name in ("compositions.json", "base_model.json")
+            for row in json.loads((project / "evaluation" / name).read_text())]
+    assert {(p["composition"], p["model"]) for p in plot} == {(c, v) for c in ("cat_mug", "cat_mug_plant")
+                                                              for v in ("trained", "base")}
     images = {p.name: p.read_bytes() for p in (project / "evaluation/cat_mug").iterdir()}
 
     set_overrides(project, tiny, checkpoints="all", baseline="true", detection_threshold=0.5)
@@ -364,7 +368,7 @@ def test_dvc_repro_trains_and_evaluates_end_to_end(dvc_project, tiny):
     run_tool(dvc_project, "dvc", "repro")
     shown = run_tool(dvc_project, "dvc", "metrics", "show").stdout
     assert "bins.<=3.cp_clip" in shown and "bins.<=3.ti_clip" in shown and "bins.<=3.paper.cp_clip" in shown
-    metrics = json.loads((dvc_project / "metrics/evaluate.json").read_text())
+    metrics = json.loads((dvc_project / "evaluation/summary.json").read_text())
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["compositions"]["cat_mug"]["checkpoint"] == 2
     plots = run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout
     assert "reports/evaluate_grids/cat_mug.jpg" in plots and "evaluation/compositions.json" in plots
