@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ TWO_CATS = [concept("tom", "cat", "<cat1>", "left", "kitten"), concept("mug", "m
      ["felix"]),
     ("A fluffy dog lies on the grass.", "A fluffy dog lies on the grass, with <cat1>, <mug1> and <cat2>.",
      ["tom", "mug", "felix"]),
-    ("\x1b[2J\"A cat\u202e and a cat by a mug.\"\n", "[2J\"A <cat1> and a <cat2> by a <mug1>.", []),  # controls dropped
+    ("\x1b[2J\"A cat\u202e and a cat by a mug.\"\n", "[2J\"A <cat1> and a <cat2> by a <mug1>.\"", []),  # controls dropped
     ("The concatenated mugshot", "The concatenated mugshot, with <cat1>, <mug1> and <cat2>.",
      ["tom", "mug", "felix"]),  # never inside another word
 ])
@@ -129,6 +130,51 @@ def test_substitution(reply, expected, not_mentioned):
     result = recaption(reply, TWO_CATS)
     assert result.caption == expected
     assert result.not_mentioned == not_mentioned and not result.cut
+
+
+TWO_DOGS = [concept("rex", "dog", "<dog1>", "left"), concept("tom", "cat", "<cat1>", "center", "kitten"),
+            concept("fido", "dog", "<dog2>", "right")]
+
+
+@pytest.mark.parametrize("reply, expected, ambiguous", [
+    # issue 25: cue windows stop at clause punctuation; the cue right after a mention wins
+    ("a dog on the left, a dog on the right and a cat in the center",
+     "a <dog1> on the left, a <dog2> on the right and a <cat1> in the center", 0),
+    ("On the right is a dog, and on the left another dog", "On the right is a <dog2>, and on the left another <dog1>, with <cat1>.", 0),
+    ("A dog sleeps on the right. A dog plays with the kitten.",
+     "A <dog2> sleeps on the right. A <dog1> plays with the <cat1>.", 0),  # the other one, by elimination
+    ("The left dog sniffs the cat next to the right dog.",
+     "The left <dog1> sniffs the <cat1> next to the right <dog2>.", 0),  # "right" is the second dog's
+    # a group mention names all of them, also after one was named
+    ("A dog on the left sniffs a cat. Both dogs look happy.",
+     "A <dog1> on the left sniffs a <cat1>. <dog1> and <dog2> look happy.", 0),
+    ("A dog naps on the right; two dogs and a cat share the lawn.",
+     "A <dog2> naps on the right; <dog1> and <dog2> and a <cat1> share the lawn.", 0),
+    # "right" as an adverb is no side; a position word later in the text claims its dog
+    ("A dog sits right next to the cat, and a dog on the left naps.",
+     "A <dog2> sits right next to the <cat1>, and a <dog1> on the left naps.", 0),
+    ("A dog and a dog play with a cat.", "A <dog1> and a <dog2> play with a <cat1>.", 1),  # no cue: reported
+    ("A dog on the left. The dog barks.", "A <dog1> on the left. The <dog2> barks, with <cat1>.", 1),  # "the": maybe the first
+    # compounds, width, quotes
+    ("A cat sits on a dog-shaped cushion by a hot-dog stand.",
+     "A <cat1> sits on a dog-shaped cushion by a hot-dog stand, with <dog1> and <dog2>.", 0),
+    ("\uff21 \uff44\uff4f\uff47 on the left, a cat and a dog on the right.",
+     "A <dog1> on the left, a <cat1> and a <dog2> on the right.", 0),  # full-width letters folded
+    ('A cat beside a "dog" on the right', 'A <cat1> beside a "<dog2>" on the right, with <dog1>.', 0),
+    ('"A cat and two dogs."', "A <cat1> and <dog1> and <dog2>.", 0),  # quotes around the whole reply go
+])
+def test_two_dogs_get_the_tokens_their_clause_says(reply, expected, ambiguous):
+    result = recaption(reply, TWO_DOGS)
+    assert (result.caption, result.ambiguous) == (expected, ambiguous)
+
+
+def test_a_side_no_dog_stands_on_names_the_outermost_one():
+    from stages.backends.caption.cues import place
+
+    left, centre = concept("a", "dog", "<dog1>", "left"), concept("b", "dog", "<dog2>", "center")
+    assert place("right", [left, centre]) is centre and place("left", [left, centre]) is left
+    assert place("center", [left, centre]) is centre and place(None, [left, centre]) is None
+    assert place("center", [left, concept("c", "dog", "<dog3>", "right")]) is None  # two dogs have no middle one
 
 
 def test_token_noun_style_and_multiword_nouns():
@@ -148,6 +194,51 @@ def test_a_reply_over_clip_context_is_cut_at_a_sentence_and_keeps_every_concept(
     assert result.caption.startswith("A <cat1> sits on the lawn. The lawn")
     assert result.caption.endswith(", with <mug1> and <cat2>.")  # cut away: added back by the clause
     assert result.not_mentioned == [] and result.added == ["mug", "felix"]
+
+
+CLIP_SAMPLES = [
+    "A <cat1> sits on the lawn beside a <mug1>, with <plant1>.", "Two  dogs\tplay;  it's a dog's life!",
+    "&amp;lt;b&amp;gt; caf\u00e9 \u00c3\u00a9 na\u00efve \uff24\uff2f\uff27 \U0001f415\U0001f408 \u732b\u3068\u72ac 3.14159",
+    "<start_of_text> an x-ray of 1,000,000 " + "supercalifragilistic" * 9, "",
+]
+
+
+def test_the_clip_tokenizer_gives_open_clips_ids():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from stages.backends.caption.clip_bpe import tokenizer
+
+    reference = SimpleTokenizer()
+    for text in CLIP_SAMPLES:
+        assert tokenizer().encode(text) == reference.encode(text), text
+        assert tokenizer().count(text, 10) == min(len(reference.encode(text)), 11)
+
+
+def test_counting_tokens_imports_neither_torch_nor_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys; from stages.backends.caption import vlm_openai; from stages.backends.caption.substitute "
+            "import recaption; recaption('A cat.', []); print(sorted({'torch', 'open_clip'} & set(sys.modules)))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+@pytest.mark.parametrize("unit", [
+    "A dog on the left sniffs a cat on the lawn. ",  # 64 KiB of sentences
+    "a dog, a cat and some grass ",  # one 64 KiB sentence: cut word by word
+    "dog",  # one 64 KiB word
+])
+def test_a_64_kib_reply_is_recaptioned_in_under_a_second(unit):
+    import time
+
+    reply = (unit * (64 * 1024 // len(unit) + 1))[:64 * 1024]
+    recaption("A dog.", TWO_DOGS)  # the vocabulary is read once per process
+    began = time.perf_counter()
+    result = recaption(reply, TWO_DOGS)
+    assert time.perf_counter() - began < 1.0
+    assert result.cut and result.clip_tokens == clip_token_count(result.caption) <= CLIP_CONTEXT
+    assert {"<dog1>", "<dog2>", "<cat1>"} <= set(re.findall(r"<\w+>", result.caption))
 
 
 def test_two_cats_are_told_apart_by_the_layout():
