@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stages.layout import horizontal_position
 from stages.backends.caption.substitute import CLIP_CONTEXT, clip_token_count, recaption
 from tests.conftest import TINY_RECIPE, build_in_process, write_recipe
 from tests.llm_server import ChatServer
@@ -343,6 +344,55 @@ def test_remote_vlm_receives_the_image_and_a_rebuild_asks_nothing(project):
         reports = build_in_process(project)
         assert reports["caption"]["computed"] == 4 and server.requests == asked  # replies come from the cache
         assert captions(project)["cat_mug-00000"]["vlm"] == "<cat1> cat and a <mug1> mug sit in the garden."
+
+
+SIDES = {"left": "on the left", "center": "in the center", "right": "on the right"}
+
+
+def described(entries: list[tuple[str, str]], style: int, names: list[str] | None = None) -> str:
+    """A reply naming (noun, side) entries left to right in one of three hard phrasings: commas
+    between positions, the position before the noun, one sentence each. `names`: what to write
+    for each entry instead of its noun (the expected caption)."""
+    phrases = [(name, SIDES[side]) for name, (_, side) in zip(names or [noun for noun, _ in entries], entries)]
+    if style == 0:
+        return ", ".join(f"a {name} {where}" for name, where in phrases) + "."
+    if style == 1:
+        nouns = [noun for noun, _ in entries]
+        return ", and ".join(f"{where} is {'another' if nouns[i] in nouns[:i] else 'a'} {name}"
+                             for i, (name, where) in enumerate(phrases)).capitalize() + "."
+    return " ".join(f"A {name} {verb} {where}." for (name, where), verb in zip(phrases, ["sleeps", "sits", "plays"]))
+
+
+def test_a_two_dog_build_through_a_loopback_server_names_every_dog_right(project):
+    """The positions prompt tells the model where each dog is; its replies, in three phrasings,
+    give each dog its own token in every image."""
+    replies = {}
+
+    def script(prompt, n):
+        entries = re.findall(r"a (\w+) (?:on the|in the) (\w+)", prompt[0]["text"].split("it shows")[1])
+        reply = described(entries, n % 3)
+        replies[reply] = entries, n % 3
+        return 200, reply
+
+    recipe = small_recipe({}, num_images=6)
+    dog = {"class_noun": "dog", "images": ["pkg:skimage/data/astronaut.png"], "cutout": False, "size": 0.5}
+    recipe["concepts"] = {"rex": {**dog, "token": "<dog1>"}, "fido": {**dog, "token": "<dog2>"},
+                          "cat": recipe["concepts"]["cat"]}
+    recipe["compositions"] = {"dogs": {"concepts": ["rex", "cat", "fido"], "backgrounds": ["grass"], "num_images": 6}}
+    with ChatServer(script) as server:
+        recipe["backends"] = {"caption": remote(server.url, instruction="prompts/recaption_positions.j2")}
+        write_recipe(project, recipe)
+        reports = build_in_process(project)
+    layouts = {item["id"]: item for item in json.loads((project / "build/layouts.json").read_text())["layouts"]}
+    tokens = {"rex": "<dog1>", "fido": "<dog2>", "cat": "<cat1>"}
+    for item_id, caption in captions(project).items():
+        objects = sorted(layouts[item_id]["objects"], key=lambda o: (o["box"][0] + o["box"][2] / 2, o["concept"]))
+        entries, style = replies[caption["recaption"]["reply"]]
+        assert caption["vlm"] == described(entries, style, [tokens[o["concept"]] for o in objects]), item_id
+        assert "<dog1>" in caption["vlm"] and "<dog2>" in caption["vlm"]
+    thirds = [{o["concept"]: horizontal_position(o["box"], 256) for o in layout["objects"]} for layout in layouts.values()]
+    assert any(third["rex"] == third["fido"] for third in thirds)  # the prompt told those dogs apart too
+    assert reports["caption"]["recaption"]["ambiguous_mentions"] == 0 and reports["caption"]["computed"] == 6
 
 
 def test_garbage_errors_and_long_replies(project):
