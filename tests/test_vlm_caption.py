@@ -448,6 +448,45 @@ def test_keys_cover_the_instruction_template_and_aliases_only_for_vlm(project):
     assert "prompts/recaption.j2" not in template_item["parts"]["templates"]
 
 
+def item_parts(documents: dict) -> dict:
+    return {stage: [item.get("parts") for item in document.get("items", [])] for stage, document in documents.items()}
+
+
+def test_endpoint_throughput_options_are_in_no_key(project):
+    """concurrency, timeout and max_retries change how fast replies come, not what they say."""
+    from compiler.compile import compile_recipe
+
+    with ChatServer(lambda prompt, n: (200, "A cat and a mug on the grass.")) as server:
+        write_recipe(project, small_recipe(remote(server.url, concurrency=4)))
+        build_in_process(project)
+        shards = {p.name: p.stat().st_mtime_ns for p in (project / "dataset").glob("*.tar")}
+        before = compile_recipe(project, "tiny", [])
+        write_recipe(project, small_recipe(remote(server.url, concurrency=2, timeout=7.0, max_retries=1)))
+        after = compile_recipe(project, "tiny", [])
+        reports = build_in_process(project)
+    assert after["caption"]["backend"]["params"]["concurrency"] == 2  # the backend still gets them
+    assert item_parts(after) == item_parts(before)
+    assert after["pack"]["recipe_key"] == before["pack"]["recipe_key"]
+    assert reports["caption"]["computed"] == 0 and reports["caption"]["reused"] == 4
+    assert {p.name: p.stat().st_mtime_ns for p in (project / "dataset").glob("*.tar")} == shards  # no shard rewritten
+    write_recipe(project, small_recipe(remote(server.url, concurrency=2, temperature=0.5)))
+    changed = compile_recipe(project, "tiny", [])
+    assert item_parts(changed)["caption"] != item_parts(before)["caption"]  # what the model is asked still counts
+    assert item_parts(changed)["plan"] == item_parts(before)["plan"]
+
+
+def test_an_llm_planners_throughput_options_are_in_no_key(project):
+    from compiler.compile import compile_recipe
+
+    def planner(**options):
+        recipe = small_recipe({"name": "template"})
+        recipe["backends"]["plan"] = {"name": "openai", "base_url": "http://127.0.0.1:9/v1", **options}
+        write_recipe(project, recipe)
+        return item_parts(compile_recipe(project, "tiny", []))
+
+    assert planner(concurrency=8, timeout=3.0, max_retries=0) == planner() != planner(temperature=0.3)
+
+
 def test_an_endpoint_the_builder_did_not_approve_is_a_recipe_error(project):
     from compiler.compile import compile_recipe
     from compiler.errors import RecipeError
