@@ -25,6 +25,13 @@ PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "dvc.yaml", "para
 COMPOSITIONS = ("cat_mug", "astronaut_cat", "motorbike_cat_mug", "astronaut_rocket_cat_mug")
 
 
+def environment(**variables: str) -> dict[str, str]:
+    """This environment with the virtualenv's tools first, without G4G_ settings or PYTHONPATH
+    (each copy runs its own code)."""
+    kept = {key: value for key, value in os.environ.items() if not key.startswith("G4G_") and key != "PYTHONPATH"}
+    return {**kept, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **variables}
+
+
 def make_project(root: Path, images: int, resolution: int, workers: int) -> None:
     root.mkdir()
     for name in PROJECT_FILES:
@@ -36,16 +43,13 @@ def make_project(root: Path, images: int, resolution: int, workers: int) -> None
     params["runtime"] = {**params["runtime"], "workers": workers}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        subprocess.run(command, cwd=root, check=True)
+        subprocess.run(command, cwd=root, env=environment(), check=True)
 
 
 def build(root: Path, executor: str) -> float:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("G4G_")}
-    environment.update(G4G_EXECUTOR=executor, RAY_USAGE_STATS_ENABLED="0",
-                       PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    environment.pop("PYTHONPATH", None)  # each copy runs its own code
     began = time.perf_counter()
-    subprocess.run(["dvc", "repro", "-q"], cwd=root, env=environment, check=True)
+    subprocess.run(["dvc", "repro", "-q"], cwd=root, env=environment(G4G_EXECUTOR=executor, RAY_USAGE_STATS_ENABLED="0"),
+                   check=True)
     return time.perf_counter() - began
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.layout import horizontal_position
 from stages.backends.caption.substitute import CLIP_CONTEXT, clip_token_count, recaption
+from stages.layout import horizontal_position
 from tests.conftest import TINY_RECIPE, build_in_process, write_recipe
 from tests.llm_server import ChatServer
 
