@@ -78,11 +78,14 @@ def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> di
 MODEL_FIELDS = {"strategy": ("train_caption", *STRATEGIES), "compositions": ("token", "eval_prompts")}
 
 
-def dataset_recipe(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as the dataset records it: without what only training and evaluation read,
-    so that changing those neither re-packs the dataset nor retrains from it."""
+def dataset_recipe(recipe: Recipe, backends_config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recipe as the dataset records it: without what only training and evaluation read, or
+    what only changes how fast a backend runs, so that changing those neither re-packs the
+    dataset nor retrains from it."""
     values = dataclasses.asdict(recipe)
-    values["backends"] = {kind: values["backends"][kind] for kind in DATASET_KINDS}
+    values["backends"] = {kind: {option: value for option, value in values["backends"][kind].items()
+                                 if option not in backends.throughput_options(kind, backends_config[kind]["name"])}
+                          for kind in DATASET_KINDS}
     for name in MODEL_FIELDS["strategy"]:
         del values["strategy"][name]
     for composition in values["compositions"].values():
@@ -120,7 +123,7 @@ class Fingerprints:
             module = backends.module(kind, description["name"])
             modules.append(module.__name__)
             libraries = getattr(module, "LIBRARIES", ())
-            parts["backend"] = description
+            parts["backend"] = backends.keyed(kind, description)
             params = description["params"]
             if hasattr(module, "weights"):
                 parts["weights"] = {ref: weights_fingerprint(ref, self.memo, self.root)
@@ -228,7 +231,7 @@ def build(
                 ignores["score"])})
             pack_items.append({"id": item_id})
 
-    recipe_dict = dataset_recipe(recipe)
+    recipe_dict = dataset_recipe(recipe, backends_config)
     concepts_public = {
         cid: {"token": c.token, "class_noun": c.class_noun} for cid, c in sorted(recipe.concepts.items())
     }
@@ -264,7 +267,7 @@ def build(
         "pack": {
             "name": recipe.name, "recipe": recipe_dict, "recipe_key": content_key(recipe_dict),
             "shard_size": recipe.output.shard_size,
-            "backends": {kind: d for kind, d in backends_config.items() if kind in DATASET_KINDS},
+            "backends": {kind: backends.keyed(kind, d) for kind, d in backends_config.items() if kind in DATASET_KINDS},
             "concepts": concepts_public, "software": software_versions(),
             "fingerprint": fingerprints.parts("pack"), "items": pack_items,
         },

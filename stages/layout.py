@@ -63,6 +63,12 @@ def fit_aspect(box: Box, aspect: float) -> list[float]:
     return [box[0] + (box[2] - w) / 2, box[1] + (box[3] - h) / 2, w, h]
 
 
+def fitted_area(box: Box, aspect: float) -> float:
+    """The area `fit_aspect` leaves of `box` for a cut-out of that aspect (what is pasted)."""
+    side = min(box[2], box[3])
+    return side * side * min(aspect, 1 / aspect)
+
+
 def to_pixels(box: Box, width: int, height: int) -> list[int]:
     """Whole pixels for a box inside the canvas: corner and size rounded, at least 1 pixel
     wide and high, shifted back inside the canvas where rounding pushed it out."""

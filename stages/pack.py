@@ -229,7 +229,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         "shards": len(sizes), "bytes": sum((out_dir / name).stat().st_size for name in sizes),
         "computed": result.computed, "reused": result.reused,  # shards written / reused
         "repaired": result.repaired, "recomputed_because": result.recomputed_because,
-        "failed": 0, "seconds": round(seconds, 3),
+        "keys_digest": result.keys_digest, "failed": 0, "seconds": round(seconds, 3),
     })
     print(f"pack: {len(manifest)} samples in {len(sizes)} shards ({result.computed} written, {result.reused} "
           f"reused), {len(rejected)} not packed (see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)

@@ -42,6 +42,12 @@ def test_repro_then_edit_one_composition_recomputes_only_its_items(dvc_project):
     after = dataset_bytes(dvc_project)
     assert all(after[name] == data for name, data in untouched.items())  # other compositions' shards: same bytes
 
+    recipe["compositions"]["cat_mug"]["num_images"] = 6  # back: DVC restores the stages from its run cache
+    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert "is cached - skipping run" in run_tool(dvc_project, "dvc", "repro").stdout
+    why = run_tool(dvc_project, "g4g", "explain", "cat_mug-00001").stdout
+    assert "compose: restored from DVC's run cache" in why and "compose cat_mug-00001: recomputed" not in why
+
 
 def test_recipe_typo_fails_naming_file_and_key_and_keeps_outputs(dvc_project):
     run_tool(dvc_project, "dvc", "repro")

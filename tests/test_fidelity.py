@@ -57,6 +57,31 @@ def test_minimum_size_scales_every_box_by_one_factor():
     assert boxes == [[44, 44, 512, 512], [738, 738, 205, 205]]  # mug 737.6, 204.8 rounded
 
 
+def test_the_minimum_size_holds_on_the_pasted_cut_out():
+    # Issue 25's mug: a 2:3 cut-out in the box [300, 300, 40, 60], i.e. [600, 600, 80, 120] on 1024.
+    # Pasted it would be 53.3 x 80 (4,266.7 px), under 204.8^2 = 41,943 px: every box grows by
+    # sqrt(41,943 / 4,266.7) = 3.1354 about its centre. The mug's box becomes 250.8 x 376.2 at
+    # (514.6, 471.9), its cut-out 167.2 x 250.8 centred in it; the cat's 1,254 px box is clamped
+    # to the canvas.
+    boxes, _ = postprocess(layout({"cat": [50, 50, 200, 200], "mug": [300, 300, 40, 60]}), [1.0, 2 / 3], 512,
+                           [1024, 1024])
+    assert boxes == [[0, 0, 1024, 1024], [556, 535, 167, 251]]
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 5])
+def test_no_pasted_cut_out_is_under_the_minimum_area(count):
+    from stages.layout import minimum_side
+
+    rng = np.random.default_rng(count)
+    floor = minimum_side(1024, count) ** 2
+    for _ in range(200):
+        sides = rng.uniform(10, 60, size=(count, 2))
+        llm = [[float(rng.uniform(0, 400)), float(rng.uniform(0, 400)), *map(float, side)] for side in sides]
+        aspects = rng.uniform(0.4, 2.5, size=count).tolist()
+        boxes, _ = postprocess(llm, aspects, 512, [1024, 1024])
+        assert min(w * h for _, _, w, h in boxes) >= 0.98 * floor  # whole pixels: a little under at most
+
+
 def test_paste_order_is_computed_on_the_rescaled_llm_boxes():
     names = ["cat", "mug", "plant"]
     llm = {"cat": [0, 0, 200, 200], "mug": [150, 0, 200, 200], "plant": [320, 0, 180, 200]}

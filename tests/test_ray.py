@@ -148,6 +148,47 @@ def test_an_unreachable_cluster_names_the_setting(project, monkeypatch):
         run_items("extract", numbered_items(1), die_once, {"marker": "m"}, settings)
 
 
+def test_a_ray_head_passes_the_address_check(ray_cluster):
+    from stages.runtime.ray_address import check
+
+    check(ray_cluster.address, "runtime.ray_address")  # a real Ray head answers as gRPC does
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\n\r\n"])  # silent; a web server
+def test_an_address_that_is_not_ray_fails_within_seconds_naming_the_setting(project, monkeypatch, answer):
+    import threading
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        if answer:
+            threading.Thread(target=lambda: server.accept()[0].sendall(answer), daemon=True).start()
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
+        began = time.monotonic()
+        with pytest.raises(SettingsError, match=rf"runtime\.ray_address \(or G4G_RAY_ADDRESS\) '127\.0\.0\.1:{port}': "
+                                                r"something listens there, but it is not a Ray head node"):
+            run_items("extract", numbered_items(1), die_once, {"marker": "m"},
+                      ray_settings(project, ray_address=f"127.0.0.1:{port}"))
+        assert time.monotonic() - began < 10
+
+
+def test_a_ray_client_address_without_the_client_extra_says_what_to_install(project, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with socket.socket() as server:  # a live port, as a Ray Client server's would be
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = "ray://127.0.0.1:%d" % server.getsockname()[1]
+        with pytest.raises(SettingsError, match=rf"'{address}': a ray:// address needs the Ray Client, which is "
+                                                r"not installed: pip install 'ray\[client\]'"):
+            run_items("extract", numbered_items(1), die_once, {"marker": "m"}, ray_settings(project, ray_address=address))
+
+
 def test_installing_ray_changes_no_key(project):
     """Where batches run changes no byte, so Ray's version is in no stage's environment."""
     from compiler.compile import compile_recipe

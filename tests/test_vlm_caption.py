@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from stages.backends.caption.substitute import CLIP_CONTEXT, clip_token_count, recaption
+from stages.layout import horizontal_position
 from tests.conftest import TINY_RECIPE, build_in_process, write_recipe
 from tests.llm_server import ChatServer
 
@@ -121,7 +123,7 @@ TWO_CATS = [concept("tom", "cat", "<cat1>", "left", "kitten"), concept("mug", "m
      ["felix"]),
     ("A fluffy dog lies on the grass.", "A fluffy dog lies on the grass, with <cat1>, <mug1> and <cat2>.",
      ["tom", "mug", "felix"]),
-    ("\x1b[2J\"A cat\u202e and a cat by a mug.\"\n", "[2J\"A <cat1> and a <cat2> by a <mug1>.", []),  # controls dropped
+    ("\x1b[2J\"A cat\u202e and a cat by a mug.\"\n", "[2J\"A <cat1> and a <cat2> by a <mug1>.\"", []),  # controls dropped
     ("The concatenated mugshot", "The concatenated mugshot, with <cat1>, <mug1> and <cat2>.",
      ["tom", "mug", "felix"]),  # never inside another word
 ])
@@ -129,6 +131,51 @@ def test_substitution(reply, expected, not_mentioned):
     result = recaption(reply, TWO_CATS)
     assert result.caption == expected
     assert result.not_mentioned == not_mentioned and not result.cut
+
+
+TWO_DOGS = [concept("rex", "dog", "<dog1>", "left"), concept("tom", "cat", "<cat1>", "center", "kitten"),
+            concept("fido", "dog", "<dog2>", "right")]
+
+
+@pytest.mark.parametrize("reply, expected, ambiguous", [
+    # issue 25: cue windows stop at clause punctuation; the cue right after a mention wins
+    ("a dog on the left, a dog on the right and a cat in the center",
+     "a <dog1> on the left, a <dog2> on the right and a <cat1> in the center", 0),
+    ("On the right is a dog, and on the left another dog", "On the right is a <dog2>, and on the left another <dog1>, with <cat1>.", 0),
+    ("A dog sleeps on the right. A dog plays with the kitten.",
+     "A <dog2> sleeps on the right. A <dog1> plays with the <cat1>.", 0),  # the other one, by elimination
+    ("The left dog sniffs the cat next to the right dog.",
+     "The left <dog1> sniffs the <cat1> next to the right <dog2>.", 0),  # "right" is the second dog's
+    # a group mention names all of them, also after one was named
+    ("A dog on the left sniffs a cat. Both dogs look happy.",
+     "A <dog1> on the left sniffs a <cat1>. <dog1> and <dog2> look happy.", 0),
+    ("A dog naps on the right; two dogs and a cat share the lawn.",
+     "A <dog2> naps on the right; <dog1> and <dog2> and a <cat1> share the lawn.", 0),
+    # "right" as an adverb is no side; a position word later in the text claims its dog
+    ("A dog sits right next to the cat, and a dog on the left naps.",
+     "A <dog2> sits right next to the <cat1>, and a <dog1> on the left naps.", 0),
+    ("A dog and a dog play with a cat.", "A <dog1> and a <dog2> play with a <cat1>.", 1),  # no cue: reported
+    ("A dog on the left. The dog barks.", "A <dog1> on the left. The <dog2> barks, with <cat1>.", 1),  # "the": maybe the first
+    # compounds, width, quotes
+    ("A cat sits on a dog-shaped cushion by a hot-dog stand.",
+     "A <cat1> sits on a dog-shaped cushion by a hot-dog stand, with <dog1> and <dog2>.", 0),
+    ("\uff21 \uff44\uff4f\uff47 on the left, a cat and a dog on the right.",
+     "A <dog1> on the left, a <cat1> and a <dog2> on the right.", 0),  # full-width letters folded
+    ('A cat beside a "dog" on the right', 'A <cat1> beside a "<dog2>" on the right, with <dog1>.', 0),
+    ('"A cat and two dogs."', "A <cat1> and <dog1> and <dog2>.", 0),  # quotes around the whole reply go
+])
+def test_two_dogs_get_the_tokens_their_clause_says(reply, expected, ambiguous):
+    result = recaption(reply, TWO_DOGS)
+    assert (result.caption, result.ambiguous) == (expected, ambiguous)
+
+
+def test_a_side_no_dog_stands_on_names_the_outermost_one():
+    from stages.backends.caption.cues import place
+
+    left, centre = concept("a", "dog", "<dog1>", "left"), concept("b", "dog", "<dog2>", "center")
+    assert place("right", [left, centre]) is centre and place("left", [left, centre]) is left
+    assert place("center", [left, centre]) is centre and place(None, [left, centre]) is None
+    assert place("center", [left, concept("c", "dog", "<dog3>", "right")]) is None  # two dogs have no middle one
 
 
 def test_token_noun_style_and_multiword_nouns():
@@ -148,6 +195,51 @@ def test_a_reply_over_clip_context_is_cut_at_a_sentence_and_keeps_every_concept(
     assert result.caption.startswith("A <cat1> sits on the lawn. The lawn")
     assert result.caption.endswith(", with <mug1> and <cat2>.")  # cut away: added back by the clause
     assert result.not_mentioned == [] and result.added == ["mug", "felix"]
+
+
+CLIP_SAMPLES = [
+    "A <cat1> sits on the lawn beside a <mug1>, with <plant1>.", "Two  dogs\tplay;  it's a dog's life!",
+    "&amp;lt;b&amp;gt; caf\u00e9 \u00c3\u00a9 na\u00efve \uff24\uff2f\uff27 \U0001f415\U0001f408 \u732b\u3068\u72ac 3.14159",
+    "<start_of_text> an x-ray of 1,000,000 " + "supercalifragilistic" * 9, "",
+]
+
+
+def test_the_clip_tokenizer_gives_open_clips_ids():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from stages.backends.caption.clip_bpe import tokenizer
+
+    reference = SimpleTokenizer()
+    for text in CLIP_SAMPLES:
+        assert tokenizer().encode(text) == reference.encode(text), text
+        assert tokenizer().count(text, 10) == min(len(reference.encode(text)), 11)
+
+
+def test_counting_tokens_imports_neither_torch_nor_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys; from stages.backends.caption import vlm_openai; from stages.backends.caption.substitute "
+            "import recaption; recaption('A cat.', []); print(sorted({'torch', 'open_clip'} & set(sys.modules)))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+@pytest.mark.parametrize("unit", [
+    "A dog on the left sniffs a cat on the lawn. ",  # 64 KiB of sentences
+    "a dog, a cat and some grass ",  # one 64 KiB sentence: cut word by word
+    "dog",  # one 64 KiB word
+])
+def test_a_64_kib_reply_is_recaptioned_in_under_a_second(unit):
+    import time
+
+    reply = (unit * (64 * 1024 // len(unit) + 1))[:64 * 1024]
+    recaption("A dog.", TWO_DOGS)  # the vocabulary is read once per process
+    began = time.perf_counter()
+    result = recaption(reply, TWO_DOGS)
+    assert time.perf_counter() - began < 1.0
+    assert result.cut and result.clip_tokens == clip_token_count(result.caption) <= CLIP_CONTEXT
+    assert {"<dog1>", "<dog2>", "<cat1>"} <= set(re.findall(r"<\w+>", result.caption))
 
 
 def test_two_cats_are_told_apart_by_the_layout():
@@ -254,6 +346,55 @@ def test_remote_vlm_receives_the_image_and_a_rebuild_asks_nothing(project):
         assert captions(project)["cat_mug-00000"]["vlm"] == "<cat1> cat and a <mug1> mug sit in the garden."
 
 
+SIDES = {"left": "on the left", "center": "in the center", "right": "on the right"}
+
+
+def described(entries: list[tuple[str, str]], style: int, names: list[str] | None = None) -> str:
+    """A reply naming (noun, side) entries left to right in one of three hard phrasings: commas
+    between positions, the position before the noun, one sentence each. `names`: what to write
+    for each entry instead of its noun (the expected caption)."""
+    phrases = [(name, SIDES[side]) for name, (_, side) in zip(names or [noun for noun, _ in entries], entries)]
+    if style == 0:
+        return ", ".join(f"a {name} {where}" for name, where in phrases) + "."
+    if style == 1:
+        nouns = [noun for noun, _ in entries]
+        return ", and ".join(f"{where} is {'another' if nouns[i] in nouns[:i] else 'a'} {name}"
+                             for i, (name, where) in enumerate(phrases)).capitalize() + "."
+    return " ".join(f"A {name} {verb} {where}." for (name, where), verb in zip(phrases, ["sleeps", "sits", "plays"]))
+
+
+def test_a_two_dog_build_through_a_loopback_server_names_every_dog_right(project):
+    """The positions prompt tells the model where each dog is; its replies, in three phrasings,
+    give each dog its own token in every image."""
+    replies = {}
+
+    def script(prompt, n):
+        entries = re.findall(r"a (\w+) (?:on the|in the) (\w+)", prompt[0]["text"].split("it shows")[1])
+        reply = described(entries, n % 3)
+        replies[reply] = entries, n % 3
+        return 200, reply
+
+    recipe = small_recipe({}, num_images=6)
+    dog = {"class_noun": "dog", "images": ["pkg:skimage/data/astronaut.png"], "cutout": False, "size": 0.5}
+    recipe["concepts"] = {"rex": {**dog, "token": "<dog1>"}, "fido": {**dog, "token": "<dog2>"},
+                          "cat": recipe["concepts"]["cat"]}
+    recipe["compositions"] = {"dogs": {"concepts": ["rex", "cat", "fido"], "backgrounds": ["grass"], "num_images": 6}}
+    with ChatServer(script) as server:
+        recipe["backends"] = {"caption": remote(server.url, instruction="prompts/recaption_positions.j2")}
+        write_recipe(project, recipe)
+        reports = build_in_process(project)
+    layouts = {item["id"]: item for item in json.loads((project / "build/layouts.json").read_text())["layouts"]}
+    tokens = {"rex": "<dog1>", "fido": "<dog2>", "cat": "<cat1>"}
+    for item_id, caption in captions(project).items():
+        objects = sorted(layouts[item_id]["objects"], key=lambda o: (o["box"][0] + o["box"][2] / 2, o["concept"]))
+        entries, style = replies[caption["recaption"]["reply"]]
+        assert caption["vlm"] == described(entries, style, [tokens[o["concept"]] for o in objects]), item_id
+        assert "<dog1>" in caption["vlm"] and "<dog2>" in caption["vlm"]
+    thirds = [{o["concept"]: horizontal_position(o["box"], 256) for o in layout["objects"]} for layout in layouts.values()]
+    assert any(third["rex"] == third["fido"] for third in thirds)  # the prompt told those dogs apart too
+    assert reports["caption"]["recaption"]["ambiguous_mentions"] == 0 and reports["caption"]["computed"] == 6
+
+
 def test_garbage_errors_and_long_replies(project):
     long_reply = "A cat and a mug. " + "The garden behind them is full of tall green plants and flowers. " * 6
 
@@ -305,6 +446,45 @@ def test_keys_cover_the_instruction_template_and_aliases_only_for_vlm(project):
     template_item = compile_recipe(project, "tiny", [])["caption"]["items"][0]
     assert "aliases" not in template_item["parts"]["concepts"]["cat"] and "seed" not in template_item["parts"]
     assert "prompts/recaption.j2" not in template_item["parts"]["templates"]
+
+
+def item_parts(documents: dict) -> dict:
+    return {stage: [item.get("parts") for item in document.get("items", [])] for stage, document in documents.items()}
+
+
+def test_endpoint_throughput_options_are_in_no_key(project):
+    """concurrency, timeout and max_retries change how fast replies come, not what they say."""
+    from compiler.compile import compile_recipe
+
+    with ChatServer(lambda prompt, n: (200, "A cat and a mug on the grass.")) as server:
+        write_recipe(project, small_recipe(remote(server.url, concurrency=4)))
+        build_in_process(project)
+        shards = {p.name: p.stat().st_mtime_ns for p in (project / "dataset").glob("*.tar")}
+        before = compile_recipe(project, "tiny", [])
+        write_recipe(project, small_recipe(remote(server.url, concurrency=2, timeout=7.0, max_retries=1)))
+        after = compile_recipe(project, "tiny", [])
+        reports = build_in_process(project)
+    assert after["caption"]["backend"]["params"]["concurrency"] == 2  # the backend still gets them
+    assert item_parts(after) == item_parts(before)
+    assert after["pack"]["recipe_key"] == before["pack"]["recipe_key"]
+    assert reports["caption"]["computed"] == 0 and reports["caption"]["reused"] == 4
+    assert {p.name: p.stat().st_mtime_ns for p in (project / "dataset").glob("*.tar")} == shards  # no shard rewritten
+    write_recipe(project, small_recipe(remote(server.url, concurrency=2, temperature=0.5)))
+    changed = compile_recipe(project, "tiny", [])
+    assert item_parts(changed)["caption"] != item_parts(before)["caption"]  # what the model is asked still counts
+    assert item_parts(changed)["plan"] == item_parts(before)["plan"]
+
+
+def test_an_llm_planners_throughput_options_are_in_no_key(project):
+    from compiler.compile import compile_recipe
+
+    def planner(**options):
+        recipe = small_recipe({"name": "template"})
+        recipe["backends"]["plan"] = {"name": "openai", "base_url": "http://127.0.0.1:9/v1", **options}
+        write_recipe(project, recipe)
+        return item_parts(compile_recipe(project, "tiny", []))
+
+    assert planner(concurrency=8, timeout=3.0, max_retries=0) == planner() != planner(temperature=0.3)
 
 
 def test_an_endpoint_the_builder_did_not_approve_is_a_recipe_error(project):

@@ -3,8 +3,9 @@
 A backend module defines `VERSION` (bumped whenever its output for the same input changes; it
 enters every content key), `Params` (a dataclass of its recipe options, checked at compile
 time) and `Backend` (constructed once per worker from those params). Modules import heavy
-libraries lazily, so the compiler can read `Params` cheaply. Adding a backend means one new
-module and one line here.
+libraries lazily, so the compiler can read `Params` cheaply. Options that only change how fast
+a backend runs are listed in its module's `THROUGHPUT`: they reach the backend, never a key or
+the dataset's record. Adding a backend means one new module and one line here.
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ def describe(kind: str, name: str, params: dict[str, Any], files: dict[str, str]
     if files:
         description["files"] = files
     return description
+
+
+ENDPOINT_THROUGHPUT = ("concurrency", "timeout", "max_retries")  # of a backend asking a chat endpoint
+
+
+def throughput_options(kind: str, name: str) -> frozenset[str]:
+    """Options of a backend that change how fast it runs, not what it makes (its `THROUGHPUT`)."""
+    return frozenset(getattr(module(kind, name), "THROUGHPUT", ()))
+
+
+def keyed(kind: str, description: dict[str, Any]) -> dict[str, Any]:
+    """A backend's description as keys and the dataset record it: without its throughput options,
+    so changing them recomputes nothing."""
+    ignored = throughput_options(kind, description["name"])
+    return {**description, "params": {k: v for k, v in description["params"].items() if k not in ignored}}
 
 
 def file_options(kind: str, name: str) -> dict[str, str]:

@@ -4,6 +4,11 @@ A key is the hash of named parts (code, environment, backend, weights, inputs, .
 stage runs, `.g4g/keys/<stage>.json` holds every item's key and a digest per part, with each
 distinct part value stored once, so `g4g explain ITEM` can name the parts that changed since
 the build before (down to the code module or library) and the report can count them.
+
+A stage `dvc repro` restores from DVC's run cache runs no code, so its record stays that of
+the stage's last run. Both the record and `reports/<stage>.json` carry a digest of every
+item's key; where they differ, the report came back with a restored stage and `explain` says
+so instead of describing another build.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from compiler.keys import content_key
 from stages.runtime.files import read_json, write_json
 
 STATE_DIR = Path(".g4g/keys")
+REPORTS_DIR = Path("reports")
 
 
 def _state_file(stage: str, state_dir: Path) -> Path:
@@ -55,8 +61,14 @@ def changed_parts(before: dict[str, str] | None, after: dict[str, str]) -> list[
     return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
 
 
-def record(stage: str, items: list[dict[str, Any]], computed: set[str], state_dir: Path = STATE_DIR) -> dict[str, int]:
-    """Store this build's parts; return, over the computed items, how often each part changed."""
+def keys_digest(items: list[dict[str, Any]]) -> str:
+    return content_key(sorted([item["id"], item["key"]] for item in items))
+
+
+def record(stage: str, items: list[dict[str, Any]], computed: set[str],
+           state_dir: Path = STATE_DIR) -> tuple[dict[str, int], str]:
+    """Store this build's parts; return, over the computed items, how often each part changed,
+    and the digest of every item's key (the stage's report carries it too)."""
     previous = load(stage, state_dir)
     values: dict[str, Any] = {}
     entries: dict[str, Any] = {}
@@ -75,8 +87,21 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str], state_di
                                "computed": item["id"] in computed}
     kept_values = {d: previous["values"][d] for e in entries.values() if e["previous"]
                    for d in e["previous"]["parts"].values() if d in previous["values"]}
-    write_json(_state_file(stage, state_dir), {"items": entries, "values": {**kept_values, **values}})
-    return dict(counts)
+    digest = keys_digest(items)
+    write_json(_state_file(stage, state_dir), {"items": entries, "values": {**kept_values, **values},
+                                               "keys_digest": digest})
+    return dict(counts), digest
+
+
+def restored(stage: str, state: dict[str, Any], reports_dir: Path = REPORTS_DIR) -> bool:
+    """Whether the stage's report is not the one its record was made with: DVC restored the
+    stage from its run cache (or the report came from elsewhere, e.g. `git checkout`)."""
+    try:
+        report = read_json(reports_dir / f"{stage}.json")
+    except (OSError, ValueError):
+        return False
+    digest = report.get("keys_digest") if isinstance(report, dict) else None
+    return bool(digest) and digest != state.get("keys_digest")
 
 
 def _difference(before: Any, after: Any) -> str:
@@ -101,13 +126,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR) -> list[str]:
+def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR,
+            reports_dir: Path = REPORTS_DIR) -> list[str]:
     """Lines saying, per stage, whether `item_id` was reused or recomputed in the last build and
-    which parts of its key changed."""
+    which parts of its key changed (or that DVC restored the stage, so no record says)."""
     lines = []
     for stage in stages:
         state = load(stage, state_dir)
         matches = sorted(i for i in state["items"] if i == item_id or i.startswith(f"{item_id}/"))
+        if matches and restored(stage, state, reports_dir):
+            lines.append(f"{stage}: restored from DVC's run cache, so the last build ran no code of it and "
+                         f"{state_dir / (stage + '.json')} describes an earlier run; `dvc repro --force -s {stage}` "
+                         "runs it again (reusing every cached item) and records why each item was built")
+            continue
         for match in matches:
             entry = state["items"][match]
             verdict = "recomputed" if entry["computed"] else "reused"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import stages
+from stages.runtime import ray_address, ray_instance
 from stages.runtime.executor import WorkerFailed
 from stages.runtime.settings import Settings, SettingsError, for_stage
 
@@ -47,38 +48,31 @@ class NodeSetupError(RuntimeError):
 
 
 def connect(settings: Settings):
-    """The `ray` module, connected as `runtime.ray_address` says (an existing connection, as in
-    tests or notebooks, is kept)."""
+    """The `ray` module, connected as `runtime.ray_address` says: `local` joins the build's
+    shared private instance (`stages.runtime.ray_instance`); other addresses are checked first
+    (`stages.runtime.ray_address`). An existing connection, as in tests or notebooks, is kept."""
+    loaded = sys.modules.get("ray")
+    if loaded is not None and loaded.is_initialized():
+        return loaded
+    if settings.ray_address == "local" and "ray" not in sys.modules:  # read when Ray is imported
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # the keeper's instance has Ray's token; older Rays ignore it
     try:
         ray = _ray()
     except ImportError:
         raise SettingsError("runtime.executor (or G4G_EXECUTOR) asks for Ray, which is not installed: "
                             "pip install 'g4g[ray]', or set the executor to local") from None
-    if ray.is_initialized():
-        return ray
     address = settings.ray_address
     setting = f"runtime.ray_address (or G4G_RAY_ADDRESS) '{address}'"
-    if address not in ("local", "auto"):
-        _check_reachable(address, setting)
+    if address == "local":
+        address = ray_instance.join()  # the build's shared private instance
+    elif address != "auto":
+        ray_address.check(address, setting)
     try:
-        if address == "local":
-            ray.init(address="local", include_dashboard=False)
-        else:
-            ray.init(address=address)
+        ray.init(address=address)
     except ConnectionError as error:
         raise SettingsError(f"{setting}: no Ray cluster found ({' '.join(str(error).split())}); start one "
                             "with `ray start --head`, or use local for a private instance") from None
     return ray
-
-
-def _check_reachable(address: str, setting: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the setting, where nothing listens (Ray itself retries for minutes)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as error:
-        raise SettingsError(f"{setting}: no Ray cluster answers there ({error.strerror or error}); start one "
-                            "with `ray start --head`, or use local for a private instance") from None
 
 
 def model_needs(stage: str, context: dict[str, Any]) -> tuple[bool, bool]:

@@ -54,6 +54,7 @@ class StageResult:
     reused: int = 0
     repaired: int = 0  # damaged cache entries discarded and recomputed
     recomputed_because: dict[str, int] = field(default_factory=dict)  # key part -> items
+    keys_digest: str = ""  # of every item's key: ties the report to its record in .g4g/keys
     seconds: float = 0.0
 
     def entries(self) -> list[dict[str, Any]]:
@@ -68,6 +69,7 @@ class StageResult:
             "failed": len(self.failures), "skipped": len(self.skipped),
             "seconds": round(self.seconds, 3),
             "recomputed_because": dict(sorted(self.recomputed_because.items())),
+            "keys_digest": self.keys_digest,
             "failures": dict(sorted(self.failures.items())),
             "skipped_items": dict(sorted(self.skipped.items())),
             **extra,
@@ -132,7 +134,7 @@ def run_items(
                     result.computed += 1
             progress.update(len(outcomes))
     result.records = dict(sorted(result.records.items()))
-    result.recomputed_because = explain.record(stage, items, {item["id"] for item in todo})
+    result.recomputed_because, result.keys_digest = explain.record(stage, items, {item["id"] for item in todo})
     result.seconds = time.perf_counter() - start
     return result, cache
 

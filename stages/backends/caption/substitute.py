@@ -3,13 +3,16 @@
 The rule (Gen4Gen replaced class nouns by tokens but never said how):
 - a concept is mentioned by its class noun or one of its recipe `aliases`, in any case, singular
   or plural (`cat`, `Cats`, `puppies` for `puppy`; irregular plurals are aliases), the longest
-  word first (`coffee mug` before `mug`), never inside another word or a token;
+  word first (`coffee mug` before `mug`), never inside another word, a hyphenated compound
+  (`dog-shaped`) or a token;
 - each mention becomes the concept's name in the recipe's token style (`<cat1>` or `<cat1> cat`);
-- when several concepts share a word, the layout decides: a position word beside the mention
-  (`the cat on the left`, `the right cat`) picks the concept standing there; otherwise mentions
-  take the concepts left to right in the order they are first mentioned; a plural mention
-  (`two cats`) names all of them not yet mentioned; a later mention with no cue goes to the
-  last one named and is counted as ambiguous;
+- when several concepts share a word, the layout decides: a position word in the mention's
+  clause (`the cat on the left`, `the right cat`, `stages.backends.caption.cues`) picks the
+  concept standing there; a group mention (`two cats`, `both cats`, `cats`) names all of them;
+  otherwise a mention takes the leftmost concept not yet named (one a position word elsewhere
+  names waits for that mention), or once all are named the one named last. A mention that no
+  position word decides counts as ambiguous (reported) when several concepts could be meant, or
+  when it may point back to one named before ("the dog", not "another dog");
 - a concept never mentioned is added in a short clause (`..., with <mug1>.`), never dropped;
 - the caption must fit CLIP's context (77 tokens with start and end, the real CLIP BPE): when
   it does not, it is cut after its last whole sentence that fits, and a concept cut away is
@@ -18,20 +21,25 @@ The rule (Gen4Gen replaced class nouns by tokens but never said how):
 
 from __future__ import annotations
 
-import functools
+import bisect
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
+
+from stages.backends.caption.clip_bpe import tokenizer
+from stages.backends.caption.cues import introduces, mention_cue, place
 from stages.runtime.untrusted import ESCAPED_CATEGORIES
 
 CLIP_CONTEXT = 77  # tokens, with the start and end tokens
 COUNT_WORDS = r"two|three|four|five|both|2|3|4|5"
-CUE_WORDS = {"left": "left", "leftmost": "left", "right": "right", "rightmost": "right",
-             "center": "center", "centre": "center", "middle": "center", "central": "center"}
-CUE_AFTER_CHARS = 40  # how far after a mention a position word still describes it
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+HYPHENS = "-\u2010\u2011"
+INVISIBLE = regex.compile("[" + "".join(rf"\p{{{category}}}" for category in ESCAPED_CATEGORIES) + "]")
+QUOTES = {'"': '"', "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019"}
 
 
 @dataclass
@@ -39,31 +47,27 @@ class Recaption:
     caption: str
     not_mentioned: list[str] = field(default_factory=list)  # concepts the reply never named
     added: list[str] = field(default_factory=list)  # concepts named by the clause (not mentioned, or cut away)
-    ambiguous: int = 0  # mentions of a shared word the layout could not place
+    ambiguous: int = 0  # mentions of a shared word no position word placed
     cut: bool = False  # text dropped to fit CLIP's context
     clip_tokens: int = 0
 
 
-@functools.lru_cache(maxsize=1)
-def _clip_tokenizer() -> Any:
-    from open_clip.tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer()
-
-
 def clip_token_count(text: str) -> int:
-    """Tokens CLIP's text encoder sees for `text`, start and end included (open_clip's copy of
-    the real CLIP BPE; a personal token counts as the word pieces it is spelled with, as a
-    tokenizer that has not learnt it reads it)."""
-    return len(_clip_tokenizer().encode(text)) + 2
+    """Tokens CLIP's text encoder sees for `text`, start and end included (the real CLIP BPE; a
+    personal token counts as the word pieces it is spelled with, as a tokenizer that has not
+    learnt it reads it)."""
+    return len(tokenizer().encode(text)) + 2
 
 
 def clean(reply: str) -> str:
-    """One line of plain text: control and format characters dropped, whitespace collapsed,
-    quotes around the whole reply removed."""
-    text = "".join(" " if ch.isspace() else ch for ch in reply
-                   if ch.isspace() or unicodedata.category(ch) not in ESCAPED_CATEGORIES)
-    return " ".join(text.split()).strip("\"'` ")
+    """One line of plain text: compatibility forms folded (NFKC: full-width letters), control and
+    format characters dropped, whitespace collapsed, one pair of quotes around the whole reply
+    removed."""
+    text = " ".join(unicodedata.normalize("NFKC", reply).split())
+    text = " ".join(INVISIBLE.sub("", text).split())
+    if len(text) > 1 and QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
 
 
 def _word_pattern(word: str) -> str:
@@ -80,76 +84,65 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _cue(text: str, start: int, end: int, next_start: int) -> str | None:
-    """The position a mention's neighbourhood names: up to two words before it, or its own
-    clause after it (until the next mention, a sentence end or CUE_AFTER_CHARS)."""
-    before = re.findall(r"[a-z]+", text[max(0, start - 30):start].lower())[-2:]
-    for word in reversed(before):
-        if word in CUE_WORDS:
-            return CUE_WORDS[word]
-    after = text[end:min(next_start, end + CUE_AFTER_CHARS)]
-    after = re.split(r"[.;!?]", after)[0].lower()
-    for word in re.findall(r"[a-z]+", after):
-        if word in CUE_WORDS:
-            return CUE_WORDS[word]
-    return None
-
-
 Span = tuple[int, str]  # (where a substituted name ends in the text, concept id)
 
 
-def substitute(reply: str, concepts: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
-    """(text with every mention replaced, where each concept was named, ambiguous mentions).
-    `concepts` are left to right, each with `id`, `name` (its token-style name), `class_noun`,
-    `aliases`, `position`."""
+def _shared_words(concepts: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each naming word (lower case, spaces collapsed) -> the concepts it names, left to right."""
     words: dict[str, list[dict[str, Any]]] = {}
     for concept in concepts:
         for word in [concept["class_noun"], *concept.get("aliases", [])]:
             key = " ".join(word.lower().split())
             if key and concept not in words.setdefault(key, []):
                 words[key].append(concept)
+    return words
+
+
+def substitute(reply: str, concepts: list[dict[str, Any]]) -> tuple[str, list[Span], int]:
+    """(text with every mention replaced, where each concept was named, ambiguous mentions).
+    `concepts` are left to right, each with `id`, `name` (its token-style name), `class_noun`,
+    `aliases`, `position`."""
+    words = _shared_words(concepts)
     ordered = sorted(words, key=lambda w: (-len(w), w))
     if not ordered:
         return reply, [], 0
     patterns = {w: re.compile(_word_pattern(w) + r"\Z", re.IGNORECASE) for w in ordered}
-    mention = re.compile(r"(?<![\w<])(?:(?P<count>" + COUNT_WORDS + r")\s+)?(?P<noun>"
-                         + "|".join(_word_pattern(w) for w in ordered) + r")(?![\w>])", re.IGNORECASE)
+    mention = re.compile(rf"(?<![\w<])(?<!\w[{HYPHENS}])(?:(?P<count>{COUNT_WORDS})\s+)?(?P<noun>"
+                         + "|".join(_word_pattern(w) for w in ordered) + rf")(?![\w>])(?![{HYPHENS}]\w)",
+                         re.IGNORECASE)
     matches = list(mention.finditer(reply))
-    mentioned: set[str] = set()
-    last: dict[str, dict[str, Any]] = {}
+    said = [next(w for w in ordered if patterns[w].match(m.group("noun"))) for m in matches]
+    groups = [words[word] for word in said]
+    bounds = [(m.start("noun"), m.end()) for m in matches]
+    placed = [place(mention_cue(reply, bounds, i), group) if len(group) > 1 else None
+              for i, group in enumerate(groups)]
+    claimed = {c["id"] for c in placed if c}  # a concept some position word names waits for that mention
+    recent: dict[str, int] = {}  # concept id -> the mention that named it last
     ambiguous = 0
-    out, spans, done = "", [], 0
-    for index, match in enumerate(matches):
-        noun = match.group("noun")
-        word = next(w for w in ordered if patterns[w].match(noun))
-        group = words[word]
-        plural = noun.lower().split()[-1] != word.split()[-1]
+    out: list[str] = []
+    length, done, spans = 0, 0, []
+    for index, (match, word, group, here) in enumerate(zip(matches, said, groups, placed)):
+        plural = match.group("noun").lower().split()[-1] != word.split()[-1]
         targets = group
-        if len(group) > 1:
-            next_start = matches[index + 1].start() if index + 1 < len(matches) else len(reply)
-            cue = _cue(reply, match.start(), match.end(), next_start)
-            placed = [c for c in group if c["position"] == cue]
-            unnamed = [c for c in group if c["id"] not in mentioned]
-            if cue and len(placed) == 1:
-                targets = placed
-            elif plural:
-                targets = unnamed or group
-            elif unnamed:
-                targets = unnamed[:1]
-            else:
-                targets = [last.get(word, group[0])]
-                ambiguous += 1
+        if len(group) > 1 and not plural:
+            unnamed = [c for c in group if c["id"] not in recent]
+            pool = [c for c in unnamed if c["id"] not in claimed] or unnamed
+            targets = [here or (pool[0] if pool else max(group, key=lambda c: recent[c["id"]]))]
+            named_before = any(c["id"] in recent for c in group)
+            ambiguous += not here and (len(pool) != 1 or named_before and not introduces(reply, match.start()))
         keep_count = match.group("count") and len(targets) == 1 and not plural
-        out += reply[done:match.start("noun") if keep_count else match.start()]
+        piece = reply[done:match.start("noun") if keep_count else match.start()]
         for position, concept in enumerate(targets):
             if position:
-                out += " and " if position == len(targets) - 1 else ", "
-            out += concept["name"]
-            spans.append((len(out), concept["id"]))
-            mentioned.add(concept["id"])
-            last[word] = concept
+                piece += " and " if position == len(targets) - 1 else ", "
+            piece += concept["name"]
+            spans.append((length + len(piece), concept["id"]))
+            recent[concept["id"]] = index
+        out.append(piece)
+        length += len(piece)
         done = match.end()
-    return out + reply[done:], spans, ambiguous
+    out.append(reply[done:])
+    return "".join(out), spans, ambiguous
 
 
 def _with_clause(text: str, missing: list[dict[str, Any]]) -> str:
@@ -160,21 +153,41 @@ def _with_clause(text: str, missing: list[dict[str, Any]]) -> str:
     return f"{body}, {clause}" if body else clause[0].upper() + clause[1:]
 
 
+def _cuts(text: str) -> tuple[list[int], int]:
+    """(where the caption may end, longest first: the whole text, after each sentence, then
+    inside the first sentence before each word, then nothing; where the first sentence ends)."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)] + [len(text)]
+    words = [m.start() for m in re.finditer(r"\s\S", text[:ends[0]])]
+    return sorted(set(ends), reverse=True) + words[::-1] + [0], ends[0]
+
+
 def recaption(reply: str, concepts: list[dict[str, Any]]) -> Recaption:
     """The caption for a VLM reply: tokens substituted, every concept present, within CLIP's
-    context (see the module docstring)."""
+    context (see the module docstring). The text is tokenised once, as far as the context
+    reaches; a cut is counted as the tokens before its last space plus its short tail."""
     text, spans, ambiguous = substitute(clean(reply), concepts)
     not_mentioned = [c["id"] for c in concepts if c["id"] not in {i for _, i in spans}]
-    ends = [m.end() for m in SENTENCE_END.finditer(text)] + [len(text)]  # after each sentence (and its space)
-    cuts = [end for end in reversed(ends)]  # whole text first, then fewer sentences
-    words = [m.start() for m in re.finditer(r"\s\S", text)][::-1]  # then the first sentence, word by word
-    for length in cuts + [w for w in words if w < ends[0]] + [0]:
+    budget = CLIP_CONTEXT - 2
+    chunks = list(tokenizer().chunk_counts(text, budget))  # (where a chunk ends, tokens up to there)
+    chunk_ends = [end for end, _ in chunks]
+    span_ends = [end for end, _ in spans]
+    counted_to = chunk_ends[-1] + 1 if chunks and chunks[-1][1] > budget else len(text)  # past it: too long
+    cuts, first_end = _cuts(text)
+    for length in cuts:
+        whole = bisect.bisect_right(chunk_ends, length) - 1  # chunks of text[:length] less its last: all kept
+        if length > counted_to or whole > 0 and chunks[whole - 1][1] > budget:
+            continue
         kept = text[:length].rstrip()
-        named = {i for end, i in spans if end <= len(kept)}
+        named = {i for _, i in spans[:bisect.bisect_right(span_ends, len(kept))]}
         added = [c for c in concepts if c["id"] not in named]
-        if length < ends[0] and kept:  # inside the first sentence: end it cleanly
+        if length < first_end and kept:  # inside the first sentence: end it cleanly
             kept = kept.rstrip(",;:") + "."
         caption = _with_clause(kept, added)
+        space = caption.rfind(" ", 0, len(os.path.commonprefix([caption, text]))) + 1
+        before = bisect.bisect_right(chunk_ends, space)
+        prefix = chunks[before - 1][1] if before else 0
+        if prefix > budget or prefix + tokenizer().count(caption[space:], budget) > budget:
+            continue
         tokens = clip_token_count(caption)
         if tokens <= CLIP_CONTEXT:
             return Recaption(caption, not_mentioned, [c["id"] for c in added], ambiguous, length < len(text), tokens)

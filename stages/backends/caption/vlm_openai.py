@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from stages.backends import ENDPOINT_THROUGHPUT
 from stages.backends.caption.recaption import Recaptioner, VlmParams
 from stages.runtime.chat import ChatEndpoint, EndpointParams
 from stages.runtime.replies import ReplyRejected, RequestFailed
 
 VERSION = "1"
+THROUGHPUT = ENDPOINT_THROUGHPUT  # in no key: changing them asks nothing again
 READS_IMAGES = True  # the caption stage hands it the composed images
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stages.backends import ENDPOINT_THROUGHPUT
 from stages.backends.plan.llm import LlmParams, LlmPlanner
 from stages.runtime.chat import ChatEndpoint, EndpointParams
 from stages.runtime.replies import ReplyRejected, RequestFailed
 
 VERSION = "1"
+THROUGHPUT = ENDPOINT_THROUGHPUT  # in no key: changing them asks nothing again
 JSON_MODES = ("auto", "on", "off")
 
 

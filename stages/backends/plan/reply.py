@@ -11,8 +11,8 @@ import json
 import math
 from typing import Any, Sequence
 
-from stages.layout import (clamp, fit_aspect, minimum_side, paste_order_by_overlap, resize_about_centre,
-                           scale_about_centre, to_pixels)
+from stages.layout import (clamp, fit_aspect, fitted_area, minimum_side, paste_order_by_overlap,
+                           resize_about_centre, scale_about_centre, to_pixels)
 from stages.runtime.replies import ReplyRejected
 from stages.runtime.untrusted import escape_controls
 
@@ -161,10 +161,12 @@ def postprocess(boxes: Sequence[Sequence[float]], aspects: Sequence[float], prom
                 canvas: Sequence[int], ratios: Sequence[float] | None = None) -> tuple[list[list[int]], list[int]]:
     """Gen4Gen's post-processing of LLM boxes, in the paper's order: rescale from the prompt
     canvas; with `ratios`, give each box the largest object's (w, h) times its ratio, about
-    its own centre; clamp into the canvas; if the smallest box is under the minimum area,
-    scale every box by one factor about its centre (sides by the square root of the area
-    ratio, where the paper's code scales them by the area ratio); clamp; fit each cut-out's
-    aspect ratio (longer side = min(w, h), centred). Returns whole-pixel boxes and the paste
+    its own centre; clamp into the canvas; if the smallest cut-out as it will be pasted (after
+    the aspect fit) is under the minimum area, scale every box by one factor about its centre
+    (sides by the square root of the area ratio; the paper's code tests the LLM box and scales
+    sides by the area ratio); clamp; fit each cut-out's aspect ratio (longer side = min(w, h),
+    centred), so the smallest pasted cut-out has the minimum area unless the canvas is too small
+    for it. Returns whole-pixel boxes and the paste
     order, computed as the paper does on the rescaled LLM boxes (most overlapped first).
     A box under one pixel is rejected (the paper's code truncates it to zero and fails on it)."""
     width, height = canvas
@@ -181,7 +183,7 @@ def postprocess(boxes: Sequence[Sequence[float]], aspects: Sequence[float], prom
             raise ReplyRejected("zero_box", f"box {i + 1} {list(boxes[i])}{sized} is under one pixel on the "
                                             f"{width}x{height} canvas")
     floor = minimum_side(width, len(out)) * minimum_side(height, len(out))
-    smallest = min(b[2] * b[3] for b in out)
+    smallest = min(fitted_area(b, aspect) for b, aspect in zip(out, aspects))  # what will be pasted
     factor = math.sqrt(floor / smallest) if smallest < floor else 1.0
     out = [fit_aspect(clamp(scale_about_centre(b, factor), width, height), aspect) for b, aspect in zip(out, aspects)]
     return [to_pixels(b, width, height) for b in out], paste_order_by_overlap(llm)
