@@ -18,7 +18,6 @@ the after / before ratio.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil

@@ -3,9 +3,9 @@ it may not cover.
 
 A recipe's template (`backgrounds.<id>.scene`) is written in fractions of the photo; `on_canvas`
 maps it through the same centre crop the composers apply to the photo. Sizes follow a level
-pinhole camera: an object of real size `size_cm` whose foot rests at canvas row `y` on a
-support `height_cm` above the ground is `size_cm * (y - horizon) / (camera_height_cm -
-height_cm)` pixels tall. Shared by the planners (placing), the score stage (checking) and
+pinhole camera: an object whose longer side is `size_cm` long, with its foot at canvas row `y`
+on a support `height_cm` above the ground, shows that side `size_cm * (y - horizon) /
+(camera_height_cm - height_cm)` pixels long. Shared by the planners (placing), the score stage (checking) and
 `g4g scene` (drawing).
 """
 
@@ -53,6 +53,8 @@ class Blocker:
 
 @dataclass(frozen=True)
 class CanvasScene:
+    """A scene template in canvas pixels: what the planners place by and the score stage checks."""
+
     width: int
     height: int
     horizon: float  # canvas row

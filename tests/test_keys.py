@@ -199,17 +199,18 @@ def test_explain_says_when_dvc_restored_a_stage_instead_of_describing_another_ru
     from stages.runtime import explain
     from stages.runtime.files import write_json
 
-    def run(seed: int) -> None:  # a stage run: its record in .g4g/keys, its report
+    index = tmp_path / "build/layouts.json"
+
+    def run(seed: int) -> None:  # a stage run: its record in .g4g/keys, its index (a DVC output)
         items = [{"id": "a-00000", "parts": {"seed": seed}}]
         items[0]["key"] = f"key{seed}"
         _, digest = explain.record("plan", items, {"a-00000"}, tmp_path / "keys")
-        write_json(tmp_path / "reports/plan.json", {"stage": "plan", "keys_digest": digest})
+        write_json(index, {"layouts": [], "keys_digest": digest})
 
     run(1)
-    restored_report = (tmp_path / "reports/plan.json").read_bytes()
+    restored_index = index.read_bytes()
     run(2)
-    assert explain.explain("a-00000", ["plan"], tmp_path / "keys", tmp_path / "reports")[0] == \
-        "plan a-00000: recomputed (key key2)"
-    (tmp_path / "reports/plan.json").write_bytes(restored_report)  # dvc repro restored the seed-1 run
-    [line] = explain.explain("a-00000", ["plan"], tmp_path / "keys", tmp_path / "reports")
+    assert explain.explain("a-00000", ["plan"], tmp_path / "keys", tmp_path)[0] == "plan a-00000: recomputed (key key2)"
+    index.write_bytes(restored_index)  # dvc repro restored the seed-1 run
+    [line] = explain.explain("a-00000", ["plan"], tmp_path / "keys", tmp_path)
     assert line.startswith("plan: restored from DVC's run cache") and "dvc repro --force -s plan" in line

@@ -30,8 +30,19 @@ TEMPLATE = {
 }
 
 
+PARK = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+
+
 def scene(template=TEMPLATE):
     return on_canvas(template, (200, 100), (100, 100))
+
+
+def dog_and_plant(dog_cm: float, dog_aspect: float) -> list[dict]:
+    """Plan-request concepts: a dog on the ground and a 20 cm houseplant for a surface."""
+    return [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": dog_cm, "placement": "ground",
+             "views": [{"id": "dog/a", "aspect": dog_aspect}]},
+            {"id": "plant", "class_noun": "houseplant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
+             "views": [{"id": "plant/a", "aspect": 1.0}]}]
 
 
 def test_centre_crop_and_view_select_the_part_of_the_photo_the_canvas_shows():
@@ -73,11 +84,7 @@ def test_judge_names_floating_scale_and_blocked():
 
 def test_solver_stands_every_object_on_its_support_at_the_perspectives_size():
     solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.1, "max_overlap": 0.3}))
-    concepts = [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": 60.0, "placement": "ground",
-                 "views": [{"id": "dog/a", "aspect": 0.8}]},
-                {"id": "plant", "class_noun": "plant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
-                 "views": [{"id": "plant/a", "aspect": 1.0}]}]
-    background = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    concepts, background = dog_and_plant(dog_cm=60.0, dog_aspect=0.8), PARK
     s = scene()
     for seed in range(20):
         layout = solver.plan({"id": f"x-{seed}", "seed": seed, "canvas": [100, 100], "concepts": concepts,
@@ -97,9 +104,8 @@ def test_solver_tries_the_other_scenes_and_says_why_none_holds_them():
     solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.5}))
     concepts = [{"id": c, "class_noun": c, "size": 1.0, "size_cm": 20.0, "placement": "ground",
                  "views": [{"id": f"{c}/a", "aspect": 1.0}]} for c in ("cat", "mug")]
-    background = {"id": "park", "phrase": "p", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
     with pytest.raises(ItemError, match=r"cannot stand cat, mug in any scene: park: no place for .* at least 0\.5"):
-        solver.plan({"id": "x", "seed": 0, "canvas": [100, 100], "concepts": concepts, "backgrounds": [background]})
+        solver.plan({"id": "x", "seed": 0, "canvas": [100, 100], "concepts": concepts, "backgrounds": [PARK]})
 
 
 def test_score_rejects_a_floating_object_on_a_templated_background():
@@ -223,11 +229,7 @@ def test_llm_planner_tells_the_model_the_scene_and_repairs_its_boxes(tmp_path):
             return ['{"objects": [{"name": "dog", "box": [300, 20, 80, 80]}, '
                     '{"name": "houseplant", "box": [215, 330, 80, 80]}]}' for _ in prompts]
 
-    concepts = [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": 50.0, "placement": "ground",
-                 "views": [{"id": "dog/a", "aspect": 1.0}]},
-                {"id": "plant", "class_noun": "houseplant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
-                 "views": [{"id": "plant/a", "aspect": 1.0}]}]
-    background = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    concepts, background = dog_and_plant(dog_cm=50.0, dog_aspect=1.0), PARK
     planner = Canned()
     [layout] = planner.plan_batch([{"id": "x", "seed": 3, "canvas": [100, 100], "concepts": concepts,
                                     "backgrounds": [background]}])

@@ -6,9 +6,9 @@ distinct part value stored once, so `g4g explain ITEM` can name the parts that c
 the build before (down to the code module or library) and the report can count them.
 
 A stage `dvc repro` restores from DVC's run cache runs no code, so its record stays that of
-the stage's last run. Both the record and `reports/<stage>.json` carry a digest of every
-item's key; where they differ, the report came back with a restored stage and `explain` says
-so instead of describing another build.
+the stage's last run. Both the record and the stage's index (`build/<index>.json`, a DVC
+output restored with the stage) carry a digest of every item's key; where they differ, the
+index came back with a restored stage and `explain` says so instead of describing another build.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from compiler.keys import content_key
 from stages.runtime.files import read_json, write_json
 
 STATE_DIR = Path(".g4g/keys")
-REPORTS_DIR = Path("reports")
+STAGE_INDEX = {"extract": Path("build/cutouts.json"), "plan": Path("build/layouts.json"),  # each carries
+               "compose": Path("build/images.json"), "caption": Path("build/captions.json"),  # its run's
+               "score": Path("build/scores.json")}  # keys digest
 
 
 def _state_file(stage: str, state_dir: Path) -> Path:
@@ -93,14 +95,17 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
     return dict(counts), digest
 
 
-def restored(stage: str, state: dict[str, Any], reports_dir: Path = REPORTS_DIR) -> bool:
-    """Whether the stage's report is not the one its record was made with: DVC restored the
-    stage from its run cache (or the report came from elsewhere, e.g. `git checkout`)."""
+def restored(stage: str, state: dict[str, Any], root: Path = Path(".")) -> bool:
+    """Whether the stage's index (a DVC output, restored with the stage) is not the one its
+    record was made with: DVC restored the stage from its run cache (or the index came from
+    elsewhere, e.g. `git checkout`)."""
+    if stage not in STAGE_INDEX:
+        return False
     try:
-        report = read_json(reports_dir / f"{stage}.json")
+        index = read_json(root / STAGE_INDEX[stage])
     except (OSError, ValueError):
         return False
-    digest = report.get("keys_digest") if isinstance(report, dict) else None
+    digest = index.get("keys_digest") if isinstance(index, dict) else None
     return bool(digest) and digest != state.get("keys_digest")
 
 
@@ -126,15 +131,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR,
-            reports_dir: Path = REPORTS_DIR) -> list[str]:
+def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR, root: Path = Path(".")) -> list[str]:
     """Lines saying, per stage, whether `item_id` was reused or recomputed in the last build and
     which parts of its key changed (or that DVC restored the stage, so no record says)."""
     lines = []
     for stage in stages:
         state = load(stage, state_dir)
         matches = sorted(i for i in state["items"] if i == item_id or i.startswith(f"{item_id}/"))
-        if matches and restored(stage, state, reports_dir):
+        if matches and restored(stage, state, root):
             lines.append(f"{stage}: restored from DVC's run cache, so the last build ran no code of it and "
                          f"{state_dir / (stage + '.json')} describes an earlier run; `dvc repro --force -s {stage}` "
                          "runs it again (reusing every cached item) and records why each item was built")

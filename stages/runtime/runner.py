@@ -201,7 +201,8 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
     """Write the stage index and `reports/<stage>.json`, and print a one-line summary (ids and
     reasons may quote file names: their control characters are escaped)."""
     write_json(index, {**index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
-                       "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())]})
+                       "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())],
+                       "keys_digest": result.keys_digest})  # ties the index to .g4g/keys (explain.restored)
     report = result.report(stage, backend, **extra)
     write_json(reports_dir / f"{stage}.json", report)
     repaired = f", {result.repaired} damaged cache entries repaired" if result.repaired else ""
