@@ -243,3 +243,15 @@ def test_llm_planner_tells_the_model_the_scene_and_repairs_its_boxes(tmp_path):
     s = scene()
     assert all(judge(s, o["box"], c["placement"], c["size_cm"]) == [] for o, c in
                zip([placed["dog"], placed["plant"]], concepts))
+
+
+def test_g4g_scene_draws_a_background_of_the_recipe_and_names_the_valid_ones(project):
+    from tests.conftest import run_tool
+
+    write_recipe(project, scene_recipe())
+    photo = str(REFERENCE_DATA / "backgrounds/garden/garden2.jpg")
+    run_tool(project, "g4g", "scene", photo, "--template", "bench", "-o", "bench.png")
+    assert Image.open(project / "bench.png").size == Image.open(photo).size
+    wrong = run_tool(project, "g4g", "scene", photo, "--template", "garden", check=False)
+    assert wrong.returncode == 2 and "--template garden: no background with a scene template" in wrong.stderr
+    assert "valid: bench, path" in wrong.stderr
