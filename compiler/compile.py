@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
     print(f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+    if documents["pack"]["recipe"]["output"]["license"] == "unknown":
+        print(f"warning: recipe '{recipe_name}': output.license is not set, so the dataset card says 'unknown'; set "
+              f"it to the Hugging Face licence id your photos allow (cc-by-4.0, mit, other, ...)", file=sys.stderr)
     return 0
 
 

@@ -36,6 +36,7 @@ class Concept:
     placement: str = "ground"  # ground: stands on the ground; surface: on a bench or table that holds it,
     #                            else the ground; free: hangs or floats (no support)
     aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
+    credit: str = ""  # who took the photos and under which licence: the dataset card credits it
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Background:
     phrase: str = MISSING  # "in the garden"
     images: List[str] = field(default_factory=list)  # none: painted from the phrase (compose: sdxl-inpaint)
     scene: Optional[Scene] = None  # where objects stand, at what size; one camera view for all its photos
+    credit: str = ""  # who took the photos and under which licence: the dataset card credits it
 
 
 @dataclass

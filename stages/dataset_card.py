@@ -86,14 +86,19 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
     """The card's text.
 
     Args:
-        recipe: `name`, `key`, `license` (a Hugging Face license id) and `card_html` (whether
-            card.html is written beside) of the recipe the dataset was built from.
+        recipe: `name`, `key`, `license` (a Hugging Face license id), `card_html` (whether
+            card.html is written beside), `credits` ((what, who) pairs from the recipe's
+            `credit` keys), `example` (whether example.jpg is written beside) and `repainted`
+            (whether a diffusion model repainted the backgrounds) of the recipe.
         compositions: per composition id, in order: `shards` (file names), `fields` (the
             samples' field names) and `provenance` (each sample's JSON).
     """
     rows = "\n".join(f"| `{name}` | {len(c['provenance'])} | {len(c['shards'])} | "
                      f"{', '.join(f'`{f}`' for f in sorted(c['fields']))} |" for name, c in compositions.items())
     first = next(iter(compositions), "COMPOSITION")
+    credits = "".join(f"- {what}: {who}\n" for what, who in recipe.get("credits", []))
+    credits = f"\n## Credits\n\n{credits}" if credits else ""
+    example = "\n![Samples of the dataset](example.jpg)\n" if recipe.get("example") else ""
     card = ("\n`card.html` shows samples of each composition with their captions, keep rates beside Gen4Gen's,\n"
             "rejection reasons, caption lengths and where the objects lie.") if recipe["card_html"] else ""
     return f"""---
@@ -104,7 +109,7 @@ Built by g4g, a Gen4Gen-style dataset compiler, from recipe `{recipe['name']}` (
 images of several personal concepts, each with its soft mask, captions and provenance.
 One config per composition (Gen4Gen trains one model per composition); `{WHOLE}`, the default,
 holds every composition, a mask of a concept a sample does not show being None.
-
+{example}
 | composition | samples | shards | fields |
 |---|---|---|---|
 {rows}
@@ -118,4 +123,30 @@ everything = load_dataset("dataset", split="train")  # config "{WHOLE}"
 
 `sizes.json` gives the samples per shard, `manifest.jsonl` one row per sample,
 `rejected.jsonl` why each image not packed was left out, `recipe.json` the resolved recipe.{card}
+
+## Limitations
+
+- The images are composites: photos of the concepts cut out and placed on background photos by
+  a program, with{'' if recipe.get('repainted') else 'out'} a diffusion model repainting the background. Lighting, shadows and
+  edges can betray the paste; a model trained on them may learn that look.
+- The filter that chose the samples is automatic (visibility, size, placement; see
+  `rejected.jsonl`), not the human 1-5 rating of the Gen4Gen paper: some kept images would not
+  pass a person.
+- Each concept is only as varied as its few source photos: its poses, lighting and angles.
+- Captions are generated from templates or a vision-language model, with the personal tokens
+  put in; they can be wrong about positions or details.
+{credits}
+## Citation
+
+The pipeline is Gen4Gen's; please cite it when you use this dataset:
+
+```bibtex
+@inproceedings{{yeh2025gen4gen,
+  title     = {{Gen4Gen: Generative Data Pipeline for Generative Multi-Concept Composition}},
+  author    = {{Yeh, Chun-Hsiao and Cheng, Ta-Ying and Hsieh, He-Yen and others}},
+  booktitle = {{British Machine Vision Conference (BMVC)}},
+  year      = {{2025}},
+  note      = {{arXiv:2402.15504}}
+}}
+```
 """

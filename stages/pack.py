@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.keys import canonical_json
+from stages.card_figures import contact_sheet
 from stages.card_html import page as card_page, summarize
 from stages.dataset_card import dataset_card
 from stages.dataset_metrics import dataset_metrics
@@ -220,6 +221,9 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     }
     if document["recipe"]["output"]["card_html"]:
         extra["card.html"] = card_page(summary).encode("utf-8")
+    example = example_sheet(summary)
+    if example:
+        extra["example.jpg"] = example
     materialize(result, cache, out_dir, extra=extra)
     write_plots(summary, reports_dir / "pack_plots")
     write_json(metrics_file, dataset_metrics(summary, rejected))
@@ -239,9 +243,26 @@ def card(document: dict[str, Any], summary: dict[str, Any]) -> str:
     """The dataset card, from the shards as written (their fields and provenance, as summarized)."""
     compositions = {cid: {"shards": c["shards"], "fields": c["fields"], "provenance": c["samples"]}
                     for cid, c in summary["compositions"].items() if c["shards"]}
-    output = document["recipe"]["output"]
+    output, recipe = document["recipe"]["output"], document["recipe"]
+    credits = [(f"{kind} `{name}`", entry["credit"]) for kind, section in (("concept", "concepts"),
+               ("background", "backgrounds")) for name, entry in sorted(recipe[section].items()) if entry.get("credit")]
     return dataset_card({"name": document["name"], "key": document["recipe_key"], "license": output["license"],
-                         "card_html": output["card_html"]}, compositions)
+                         "card_html": output["card_html"], "credits": credits,
+                         "repainted": document["backends"]["compose"]["name"] != "paste",
+                         "example": any(c["sheet"] for c in summary["compositions"].values())}, compositions)
+
+
+def example_sheet(summary: dict[str, Any]) -> bytes:
+    """The card's example image: the first samples of the composition with the most concepts
+    (the first such by name); empty when nothing was packed."""
+    shown = [name for name, c in summary["compositions"].items() if c["sheet"]]
+    if not shown:
+        return b""
+    name = max(sorted(shown), key=lambda n: len(summary["compositions"][n]["concepts"]))
+    buffer = io.BytesIO()
+    contact_sheet([s["image"] for s in summary["compositions"][name]["sheet"][:6]], columns=3, side=256).save(
+        buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def main() -> None:

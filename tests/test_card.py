@@ -259,3 +259,22 @@ def test_card_renders_in_headless_chromium(history, tmp_path):
             page.screenshot(path=str(tmp_path / "card.png"), full_page=True)  # kept as a test artifact
         finally:
             browser.close()
+
+
+def test_card_credits_the_photos_cites_gen4gen_and_states_its_limits():
+    from stages.dataset_card import dataset_card
+
+    text = dataset_card({"name": "pets", "key": "k", "license": "cc-by-4.0", "card_html": False,
+                         "credits": [("concept `cat`", "Ann on Unsplash")], "example": True, "repainted": False},
+                        {"cat_dog": {"shards": ["cat_dog-000000.tar"], "fields": {"jpg", "txt"}, "provenance": [{}]}})
+    assert "license: cc-by-4.0" in text and "![Samples of the dataset](example.jpg)" in text
+    assert "## Credits\n\n- concept `cat`: Ann on Unsplash\n" in text
+    assert "## Limitations" in text and "without a diffusion model repainting" in text
+    assert "@inproceedings{yeh2025gen4gen," in text and "arXiv:2402.15504" in text
+
+
+def test_an_unset_licence_is_warned_about_naming_the_key(project, capsys):
+    from compiler import compile as compile_stage
+
+    assert compile_stage.main(["--params", str(project / "params.yaml"), "--out", str(project / "build/compiled")]) == 0
+    assert "warning: recipe 'tiny': output.license is not set" in capsys.readouterr().err
