@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed  # the models (torch, diffusers, ...)
 
 demo: install
 	dvc repro
-	@echo "dataset: $(CURDIR)/dataset (per-stage reports: reports/*.json, or dvc metrics show)"
+	@echo "dataset: $(CURDIR)/dataset (its figures: dvc metrics show; what each stage did: g4g report)"
 	@echo "in a new shell, run 'source $(VENV)/bin/activate' first: dvc and the stages' python live there"
 
 test: install-dev  # one process per core (at most 4); each test file stays on one process

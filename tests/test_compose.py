@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.backends.compose.paste import Backend, Params, fit_background
+from stages.backends.compose.paste import Backend, Params, decontaminate, fit_background
 
 
 def square(colour, size=40, alpha=255) -> Image.Image:
@@ -133,3 +133,15 @@ def test_poisson_blending_keeps_the_object_where_the_alpha_puts_it():
 def test_bad_compose_options_name_the_valid_values():
     with pytest.raises(ValueError, match="blend 'soft': valid alpha, poisson"):
         Params(blend="soft")
+
+
+def test_a_stage_forks_its_workers_safely_after_decontaminating_in_process():
+    """numba's GNU OpenMP layer kills a process forked after it ran; the composer keeps numba on
+    its fork-safe layer, so a worker pool started after an in-process compose still works."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cutout, _, _ = soft_disc_photo()
+    expected = np.asarray(decontaminate(cutout))
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(decontaminate, [cutout, cutout]))
+    assert all((np.asarray(result) == expected).all() for result in results)
