@@ -1,7 +1,8 @@
 """`g4g recover`: set aside DVC's own state files that a killed `dvc repro` left half-written.
 
 DVC writes `.dvc/tmp/rwlock` and `dvc.lock` in place, so a SIGKILL or power cut during one of
-those writes leaves a file DVC then refuses to read ("Unable to read RWLock-file", "dvc.lock
+those writes leaves a file DVC then refuses to read; a lock whose holders were all killed is
+removed too (DVC would release it entry by entry, and a rerun once failed right after that) ("Unable to read RWLock-file", "dvc.lock
 validation failed"). Neither holds any of the build: the lock only guards a running DVC, and
 without a usable `dvc.lock` every stage reruns and reuses its items from the item cache, giving
 the same bytes. A torn `dvc.lock` is moved to `dvc.lock.torn` (kept for a look), never deleted.
@@ -27,6 +28,21 @@ def torn_rwlock(root: Path) -> bool:
     return False
 
 
+def stale_rwlock(root: Path) -> bool:
+    """True when DVC's lock names processes and every one of them has exited: a killed run's
+    leftovers, which DVC would otherwise release entry by entry on the next run."""
+    import psutil
+
+    try:
+        lock = json.loads((root / RWLOCK).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    holders = [info for mode in ("read", "write") for infos in (lock.get(mode) or {}).values()
+               for info in (infos if isinstance(infos, list) else [infos])]
+    pids = [info.get("pid") for info in holders if isinstance(info, dict)]
+    return bool(pids) and not any(isinstance(pid, int) and psutil.pid_exists(pid) for pid in pids)
+
+
 def lockfile_problem(root: Path) -> str | None:
     """Why DVC would refuse `dvc.lock` (checked with DVC's own loader and schema), or None."""
     from dvc.exceptions import DvcException
@@ -49,6 +65,9 @@ def recover(root: Path) -> list[str]:
     if torn_rwlock(root):
         (root / RWLOCK).unlink()
         done.append(f"removed the half-written {RWLOCK} (DVC's lock of a killed run)")
+    elif stale_rwlock(root):
+        (root / RWLOCK).unlink()
+        done.append(f"removed {RWLOCK}: every process it names has exited (a killed run's lock)")
     problem = lockfile_problem(root)
     if problem is not None:
         aside = root / f"{LOCKFILE}.torn"

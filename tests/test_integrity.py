@@ -489,3 +489,18 @@ def test_full_disk_through_the_stage_cli_is_one_error_line(project, monkeypatch,
     err = capsys.readouterr().err
     assert err.startswith("error: no space left on the device of the item cache") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_g4g_recover_removes_a_lock_whose_holders_all_exited(tmp_path):
+    from compiler.dvc_state import RWLOCK
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    lock = tmp_path / RWLOCK
+    lock.parent.mkdir(parents=True)
+    held = {"read": {"build/layouts.json": [{"pid": os.getpid(), "cmd": "dvc repro"}]}, "write": {}}
+    lock.write_text(json.dumps(held))
+    assert recover(tmp_path) == [] and lock.exists()  # a live holder: DVC's business
+    lock.write_text(json.dumps({"read": {}, "write": {"build/captions.json": {"pid": exited.pid, "cmd": "dvc repro"}}}))
+    assert recover(tmp_path) == [f"removed {RWLOCK}: every process it names has exited (a killed run's lock)"]
+    assert not lock.exists()
