@@ -94,10 +94,13 @@ class CanvasScene:
         where depth is compared (a cat on a bench seat is as near as the seat's legs)."""
         return self.horizon + (foot_y - self.horizon) * self.camera_height_cm / (self.camera_height_cm - height_cm)
 
+    def height_of(self, support: str) -> float:
+        """Height above the ground of the support named `support` (0 for the ground or `free`)."""
+        return next((s.height_cm for s in self.supports if s.name == support), 0.0)
+
     def far_to_near(self, boxes: Sequence[Sequence[float]], supports: Sequence[str]) -> list[int]:
         """Paste order: farthest first (smallest ground row of the foot), so nearer objects cover it."""
-        heights = {s.name: s.height_cm for s in self.supports}
-        depth = [self.ground_row(b[1] + b[3], heights.get(name, 0.0)) for b, name in zip(boxes, supports)]
+        depth = [self.ground_row(b[1] + b[3], self.height_of(name)) for b, name in zip(boxes, supports)]
         return sorted(range(len(boxes)), key=lambda i: (depth[i], i))
 
     def blocked(self, box: Sequence[float], height_cm: float = 0.0) -> float:

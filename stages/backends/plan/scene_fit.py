@@ -75,9 +75,8 @@ def fit_to_scene(scene: CanvasScene, boxes: list[list[int]], concepts: list[dict
             if problems:
                 raise ReplyRejected(problems[0][0], f"{concept['id']}: {problems[0][1]} (off_scene: reject)")
     fitted = [stand(scene, box, concept, aspect) for box, concept, aspect in zip(boxes, concepts, aspects)]
-    heights = {s.name: s.height_cm for s in scene.supports}
     for (box, support, _), concept in zip(fitted, concepts):
-        if scene.blocked(box, heights.get(support, 0.0)) > BLOCK_LIMIT:
+        if scene.blocked(box, scene.height_of(support)) > BLOCK_LIMIT:
             raise ReplyRejected("blocked", f"{concept['id']}: its box {box} covers a forbidden region of the scene")
     boxes, supports = [f[0] for f in fitted], [f[1] for f in fitted]
     return boxes, supports, [f[2] for f in fitted], scene.far_to_near(boxes, supports)
