@@ -94,6 +94,18 @@ class CanvasScene:
         where depth is compared (a cat on a bench seat is as near as the seat's legs)."""
         return self.horizon + (foot_y - self.horizon) * self.camera_height_cm / (self.camera_height_cm - height_cm)
 
+    def box_at(self, foot: Sequence[float], support: Support, size_cm: float, aspect: float,
+               factor: float = 1.0) -> list[int]:
+        """The whole-pixel box of a cut-out of shape `aspect` (w / h) standing with its foot at
+        `foot` on `support`, its longer side the perspective's (times `factor`)."""
+        longer = self.size_at(foot[1], support, size_cm) * factor
+        w, h = (longer, longer / aspect) if aspect >= 1 else (longer * aspect, longer)
+        return [round(foot[0] - w / 2), round(foot[1] - h), max(1, round(w)), max(1, round(h))]
+
+    def holds(self, box: Sequence[float]) -> bool:
+        """Whether the box lies inside the canvas."""
+        return box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= self.width and box[1] + box[3] <= self.height
+
     def height_of(self, support: str) -> float:
         """Height above the ground of the support named `support` (0 for the ground or `free`)."""
         return next((s.height_cm for s in self.supports if s.name == support), 0.0)

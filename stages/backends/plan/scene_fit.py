@@ -17,24 +17,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from stages.backends.plan.reply import ReplyRejected
-from stages.scene import BLOCK_LIMIT, FOOT_TOLERANCE, CanvasScene, Support, judge
+from stages.scene import BLOCK_LIMIT, FOOT_TOLERANCE, CanvasScene, judge
 
 ROW_STEP = 4  # pixels between the rows tried when snapping a foot
 SIDE_STEPS = 6  # sideways positions tried, from the box's own toward the support's middle
 OFF_SCENE = ("repair", "reject")
 EDGE = 1.0  # a foot on a support's outline (a box resting on the canvas bottom) stands on it
-
-
-def sized_box(scene: CanvasScene, foot: Sequence[float], support: Support, size_cm: float,
-              aspect: float) -> list[int]:
-    """A box whose foot is `foot` and whose longer side is the perspective's there."""
-    longer = scene.size_at(foot[1], support, size_cm)
-    w, h = (longer, longer / aspect) if aspect >= 1 else (longer * aspect, longer)
-    return [round(foot[0] - w / 2), round(foot[1] - h), max(1, round(w)), max(1, round(h))]
-
-
-def inside_canvas(scene: CanvasScene, box: Sequence[int]) -> bool:
-    return box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= scene.width and box[1] + box[3] <= scene.height
 
 
 def stand(scene: CanvasScene, box: Sequence[int], concept: dict[str, Any], aspect: float) -> tuple[list[int], str, list[str]]:
@@ -47,8 +35,8 @@ def stand(scene: CanvasScene, box: Sequence[int], concept: dict[str, Any], aspec
     foot = (box[0] + box[2] / 2, box[1] + box[3])
     supports = scene.supports_for(placement, size_cm)
     for support in supports:  # rule 1: the box's own foot, at the perspective's size
-        resized = sized_box(scene, foot, support, size_cm, aspect)
-        if scene.support_under(resized, placement, size_cm, EDGE) is support and inside_canvas(scene, resized):
+        resized = scene.box_at(foot, support, size_cm, aspect)
+        if scene.support_under(resized, placement, size_cm, EDGE) is support and scene.holds(resized):
             return resized, support.name, ["rescaled"]
     for support in supports:  # rule 2: the nearest place on a support
         low, high = support.polygon[:, 1].min(), support.polygon[:, 1].max()
@@ -57,8 +45,8 @@ def stand(scene: CanvasScene, box: Sequence[int], concept: dict[str, Any], aspec
         for step in range(SIDE_STEPS):
             x = foot[0] + (middle - foot[0]) * step / (SIDE_STEPS - 1)
             for y in rows:
-                moved = sized_box(scene, (x, y), support, size_cm, aspect)
-                if inside_canvas(scene, moved) and scene.support_under(moved, placement, size_cm, EDGE) is support:
+                moved = scene.box_at((x, y), support, size_cm, aspect)
+                if scene.holds(moved) and scene.support_under(moved, placement, size_cm, EDGE) is support:
                     return moved, support.name, ["snapped", "rescaled"]
     allowed = " or ".join(s.name for s in supports)
     raise ReplyRejected("off_scene", f"{concept['id']}: no place on the {allowed} where a {size_cm:g} cm object "

@@ -107,8 +107,7 @@ class Backend:
                 problems.append(f"{background['id']}: {placed}")
                 continue
             boxes, supports = placed
-            return {**layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports),
-                    "background": {"id": background["id"], "photo": photo, "crop": crop}}
+            return layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports, crop)
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
                         f"{'; '.join(problems)}; lower backends.plan.min_size or max_overlap, or widen the templates' "
                         f"ground")
@@ -145,7 +144,8 @@ class Backend:
                 spot = None
             if spot is None:
                 return (f"no place for {concepts[index]['id']} ({concepts[index]['size_cm']:g} cm, "
-                        f"{concepts[index]['placement']}) at least {self.params.min_size:g} of the canvas tall")
+                        f"{concepts[index]['placement']}) with its longer side at least {self.params.min_size:g} of the "
+                        f"canvas")
             placed[index] = spot
         return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
 
@@ -162,12 +162,11 @@ class Backend:
         if foot is None:
             return None
         spread = math.log1p(scene.size_tolerance / 2)
-        longer = scene.size_at(foot[1], support, concept["size_cm"]) * math.exp(rng.uniform(-spread, spread))
-        if longer < self.params.min_size * scene.height:
+        factor = math.exp(rng.uniform(-spread, spread))
+        if scene.size_at(foot[1], support, concept["size_cm"]) * factor < self.params.min_size * scene.height:
             return None
-        w, h = (longer, longer / aspect) if aspect >= 1 else (longer * aspect, longer)
-        box = [round(foot[0] - w / 2), round(foot[1] - h), max(1, round(w)), max(1, round(h))]
-        if box[0] < 0 or box[1] < 0 or box[0] + box[2] > scene.width or box[1] + box[3] > scene.height:
+        box = scene.box_at(foot, support, concept["size_cm"], aspect, factor)
+        if not scene.holds(box):
             return None
         if supports and scene.support_under(box, concept["placement"], concept["size_cm"]) is not support:
             return None
@@ -194,8 +193,10 @@ class Backend:
 
 
 def layout(background: dict[str, Any], photo: int | None, request: dict[str, Any], views: list[dict[str, Any]],
-           boxes: list[list[int]], order: list[int], supports: list[str] | None = None) -> dict[str, Any]:
-    """The layout record: background and objects in paste order (with what each stands on)."""
+           boxes: list[list[int]], order: list[int], supports: list[str] | None = None,
+           crop: list[int] | None = None) -> dict[str, Any]:
+    """The layout record: background (with the photo crop of a scene's view) and objects in
+    paste order (with what each stands on)."""
     concepts = request["concepts"]
     objects = []
     for i in order:
@@ -203,4 +204,5 @@ def layout(background: dict[str, Any], photo: int | None, request: dict[str, Any
         if supports:
             entry["support"] = supports[i]
         objects.append(entry)
-    return {"background": {"id": background["id"], "photo": photo}, "objects": objects}
+    return {"background": {"id": background["id"], "photo": photo, **({"crop": crop} if crop else {})},
+            "objects": objects}
