@@ -10,6 +10,7 @@ bench looks as tall as a pole of that height would, the horizon and camera heigh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +31,24 @@ CANVAS = (1024, 1024)
 
 
 def load_template(spec: str, root: Path, recipe: str | None) -> dict[str, Any]:
-    """A template from a YAML file (a scene mapping) or by background id from the recipe."""
+    """A template from a YAML file (a scene mapping) or by background id from the recipe
+    (composed and its templates checked, without compiling the build: no photo is hashed)."""
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         template = yaml.safe_load(path.read_text())
         return template.get("scene", template) if isinstance(template, dict) else {}
-    from compiler.compile import compile_recipe, read_params
+    from compiler.compile import read_params
+    from compiler.recipe import compose_recipe, scene_problems
 
     name, overrides = (recipe, []) if recipe else read_params(root / "params.yaml")
-    scenes = compile_recipe(root, name, overrides)["score"]["scenes"]
+    backgrounds = compose_recipe(root / "recipes", name, overrides).backgrounds
+    scenes = {bid: bg.scene for bid, bg in backgrounds.items() if bg.scene is not None}
     if spec not in scenes:
         raise RecipeError(f"--template {spec}: no background with a scene template of that id in recipe '{name}' "
                           f"(valid: {', '.join(sorted(scenes)) or 'none'}), and not a .yaml file")
-    return scenes[spec]["template"]
+    for key, problem in scene_problems(scenes[spec]):
+        raise RecipeError(f"recipe '{name}': backgrounds.{spec}.scene.{key}: {problem}")
+    return dataclasses.asdict(scenes[spec])
 
 
 def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0) -> Image.Image:
