@@ -188,9 +188,12 @@ def contact_shadow(canvas: Image.Image, box: list[int], alpha: Image.Image, dark
     ellipse = Image.new("L", size, 0)
     ImageDraw.Draw(ellipse).ellipse((pad, pad, pad + width, pad + height), fill=round(255 * darkness))
     ellipse = ellipse.filter(ImageFilter.GaussianBlur(blur / 2))
-    shade = Image.new("L", canvas.size, 0)
-    shade.paste(ellipse, (left, top))
-    return ImageChops.multiply(canvas, ImageOps.invert(shade).convert("RGB"))
+    region = (max(0, left), max(0, top), min(canvas.width, left + size[0]), min(canvas.height, top + size[1]))
+    if region[0] >= region[2] or region[1] >= region[3]:
+        return canvas
+    light = ImageOps.invert(ellipse.crop((region[0] - left, region[1] - top, region[2] - left, region[3] - top)))
+    canvas.paste(ImageChops.multiply(canvas.crop(region), light.convert("RGB")), region[:2])
+    return canvas  # only the shadow's region is touched: the rest of the canvas keeps its bytes
 
 
 def poisson_paste(canvas: Image.Image, piece: Image.Image, alpha: Image.Image, region: tuple[int, ...]) -> Image.Image:
