@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from stages.backends.compose.paste import Backend, Params, decontaminate, fit_background
+from tests.conftest import REPO
 
 
 def square(colour, size=40, alpha=255) -> Image.Image:
@@ -135,13 +136,35 @@ def test_bad_compose_options_name_the_valid_values():
         Params(blend="soft")
 
 
-def test_a_stage_forks_its_workers_safely_after_decontaminating_in_process():
-    """numba's GNU OpenMP layer kills a process forked after it ran; the composer keeps numba on
-    its fork-safe layer, so a worker pool started after an in-process compose still works."""
-    from concurrent.futures import ProcessPoolExecutor
+FORK_AFTER_NUMBA = """
+import sys
+import stages
+import pymatting  # loads numba's cached kernels first, as an earlier import of rembg does
+from concurrent.futures import ProcessPoolExecutor
+import numpy as np
+from PIL import Image
+from stages.backends.compose.paste import decontaminate
+
+cutout = Image.open(sys.argv[1])
+expected = np.asarray(decontaminate(cutout))
+with ProcessPoolExecutor(2) as pool:
+    results = list(pool.map(decontaminate, [cutout, cutout]))
+assert all((np.asarray(result) == expected).all() for result in results)
+print("forked workers agree")
+"""
+
+
+def test_a_stage_forks_its_workers_safely_after_decontaminating_in_process(tmp_path):
+    """numba's GNU OpenMP layer kills a process forked after it ran; importing `stages` keeps
+    numba on its fork-safe layer, even when its kernels come from numba's on-disk cache (warmed
+    here first) and were loaded before the composer ran, so a worker pool still works."""
+    import subprocess
+    import sys
 
     cutout, _, _ = soft_disc_photo()
-    expected = np.asarray(decontaminate(cutout))
-    with ProcessPoolExecutor(2) as pool:
-        results = list(pool.map(decontaminate, [cutout, cutout]))
-    assert all((np.asarray(result) == expected).all() for result in results)
+    decontaminate(cutout)  # compiles or loads the kernels, so the child loads them from the cache
+    cutout.save(tmp_path / "cutout.png")
+    run = subprocess.run([sys.executable, "-c", FORK_AFTER_NUMBA, str(tmp_path / "cutout.png")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "forked workers agree" in run.stdout

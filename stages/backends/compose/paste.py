@@ -11,7 +11,6 @@ an option. Besides the image it returns the union mask and each concept's visibl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -155,10 +154,7 @@ def decontaminate(cutout: Image.Image) -> Image.Image:
     """The cut-out with the colours of its partly transparent pixels replaced by estimated
     foreground colours (pymatting's multilevel estimator), so that blending it over a new
     background leaves no trace of the old one. Opaque and transparent pixels keep their bytes."""
-    # Before numba's first parallel kernel would pick GNU OpenMP, which kills any process forked
-    # after it ran (the stage's workers); numba re-reads its settings from the environment.
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    from pymatting import estimate_foreground_ml
+    from pymatting import estimate_foreground_ml  # numba's threading layer: see stages/__init__.py
 
     pixels = np.asarray(cutout)
     alpha = pixels[..., 3]
