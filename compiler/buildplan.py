@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from compiler import __version__, sources
-from compiler.fingerprint import HashMemo, code_and_environment, template_closure, weights_fingerprint
+from compiler.fingerprint import FileMemo, code_and_environment, template_closure, weights_fingerprint
 from compiler.keys import canonical_json, content_key, item_seed, without
 from compiler.schema import DATASET_KINDS, Recipe
 from compiler.evaluation_plan import evaluation_document
@@ -30,7 +30,7 @@ EXIF_ORIENTATION = 0x0112
 SOFTWARE = ("numpy", "pillow", "rembg", "onnxruntime", "webdataset", "jinja2")
 
 
-def _hash_files(references: list[str], root: Path, hashes: dict[str, str], memo: HashMemo) -> list[dict[str, str]]:
+def _hash_files(references: list[str], root: Path, hashes: dict[str, str], memo: FileMemo) -> list[dict[str, str]]:
     out = []
     for ref in references:
         if ref not in hashes:
@@ -108,7 +108,7 @@ class Fingerprints:
     """What each (stage, backend) pair runs, computed once per compile: code, environment,
     weights and templates, as key parts."""
 
-    def __init__(self, root: Path, templates_dir: Path, memo: HashMemo):
+    def __init__(self, root: Path, templates_dir: Path, memo: FileMemo):
         self.root, self.templates_dir, self.memo = root, templates_dir, memo
         self._done: dict[str, dict[str, Any]] = {}
 
@@ -132,7 +132,7 @@ class Fingerprints:
                          if folder == "templates" and params[o]]
             if templates:
                 parts["templates"] = template_closure(self.templates_dir, templates)
-        self._done[memo] = {**code_and_environment(modules, libraries), **parts}
+        self._done[memo] = {**code_and_environment(modules, libraries, self.memo), **parts}
         return self._done[memo]
 
 
@@ -141,7 +141,7 @@ def build(
     backends_config: dict[str, dict[str, Any]],
     root: Path,
     templates_dir: Path,
-    memo: HashMemo | None = None,
+    memo: FileMemo | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The per-stage build documents for `recipe` (keys: extract, plan, compose, caption, score, pack,
     train, evaluate).
@@ -151,7 +151,7 @@ def build(
     upstream recompute that gives the same output stops there (early cutoff). Parts a backend
     does not read (its module's `IGNORES`) are left out, so changing them recomputes nothing.
     """
-    memo = memo or HashMemo(None)
+    memo = memo or FileMemo(None)
     fingerprints = Fingerprints(root, templates_dir, memo)
     hashes: dict[str, str] = {}
     canvas = [recipe.output.resolution, recipe.output.resolution]

@@ -15,9 +15,9 @@ import yaml
 
 from compiler.buildplan import build
 from compiler.errors import RecipeError
-from compiler.fingerprint import HashMemo
+from compiler.fingerprint import FileMemo
 from compiler.recipe import compose_recipe, locate_key, validate
-from stages.runtime.files import dumps_json, write_json
+from stages.runtime.files import dumps_json_document, write_json_document
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
@@ -44,7 +44,7 @@ def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[s
     recipe_file = recipes_dir / f"{recipe_name}.yaml"
     recipe = compose_recipe(recipes_dir, recipe_name, overrides)
     backends = validate(recipe, recipe_file, templates_dir)
-    memo = HashMemo(root / HASH_MEMO)
+    memo = FileMemo(root / HASH_MEMO)
     try:
         return build(recipe, backends, root, templates_dir, memo)
     except RecipeError as error:
@@ -59,9 +59,9 @@ def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None
     """Write every stage's document; unchanged ones keep their bytes (and their mtime)."""
     for stage in STAGES:
         path = out_dir / f"{stage}.json"
-        if path.exists() and path.read_text(encoding="utf-8") == dumps_json(documents[stage]):
+        if path.exists() and path.read_text(encoding="utf-8") == dumps_json_document(documents[stage]):
             continue
-        write_json(path, documents[stage])
+        write_json_document(path, documents[stage])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,7 +120,7 @@ def evaluation_document(recipe: Recipe, backends_config: dict[str, dict[str, Any
     params = description["params"]
     generation = {"backend": {"name": description["name"], "version": description["version"],
                               "params": {k: params[k] for k in module.GENERATION}},
-                  **code_and_environment(GENERATION_MODULES, sampling.LIBRARIES)}
+                  **code_and_environment(GENERATION_MODULES, sampling.LIBRARIES, fingerprints.memo)}
     measurement = {**fingerprints.parts("evaluate", "evaluate", description),
                    "backend": {"name": description["name"], "version": description["version"],
                                "params": {k: params[k] for k in module.MEASUREMENT}}}

@@ -7,6 +7,8 @@ Keys include them so that no edit can leave a stale item behind:
 - environment: the versions of the third-party distributions those modules import (found from
   their imports, plus a backend's `LIBRARIES` for libraries it reaches indirectly), Python's
   version and zlib's, which shape the bytes of every encoder;
+A module's digest and imports are memoised by its file's stat (`FileMemo`), so a compile with
+nothing edited parses no module.
 - weights: the sha256 of every weights file a backend names (memoised by size and times, so
   multi-gigabyte checkpoints are hashed once), or the revision of a hub cache snapshot;
 - templates: every file a Jinja template loads (includes, imports, extends).
@@ -21,14 +23,13 @@ import json
 import os
 import sys
 import zlib
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jinja2
 from jinja2 import meta
 
-from compiler import sources
+from compiler import installed, sources
 from compiler.keys import content_key, file_sha256
 
 PROJECT_PACKAGES = ("compiler", "stages")
@@ -37,6 +38,7 @@ PROJECT_PACKAGES = ("compiler", "stages")
 NOT_OUTPUT_SHAPING = {"tqdm", "yaml", "ray", "accelerate"}
 
 
+@functools.lru_cache(maxsize=None)
 def module_file(name: str) -> Path | None:
     """The source file Python would import for project module `name`, or None."""
     try:
@@ -58,7 +60,7 @@ def _normalised_source(path: Path) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-def _imports(path: Path, name: str) -> set[str]:
+def _imports(path: Path, name: str) -> list[str]:
     """Every module name `path` imports anywhere (lazy imports in functions included)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -72,7 +74,11 @@ def _imports(path: Path, name: str) -> set[str]:
                 base = ".".join(parent + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return found
+    return sorted(found)
+
+
+def _module_facts(path: Path, name: str) -> dict[str, Any]:
+    return {"code": content_key(_normalised_source(path)), "imports": _imports(path, name)}
 
 
 def _parents(name: str) -> list[str]:
@@ -80,9 +86,10 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def closure(modules: Iterable[str]) -> tuple[dict[str, Path], set[str]]:
+def closure(modules: Iterable[str], memo: FileMemo | None = None) -> tuple[dict[str, Path], set[str]]:
     """(project modules run by `modules`, transitively, with their files; top-level names of
     the other modules they import)."""
+    memo = memo or FileMemo(None)
     project: dict[str, Path] = {}
     external: set[str] = set()
     todo = list(modules)
@@ -95,18 +102,13 @@ def closure(modules: Iterable[str]) -> tuple[dict[str, Path], set[str]]:
             continue
         project[name] = path
         todo.extend(_parents(name))  # importing a.b.c runs a/__init__ and a/b/__init__
-        for imported in _imports(path, name):
+        for imported in memo.derived(path, f"module {name}", lambda p, n=name: _module_facts(p, n))["imports"]:
             top = imported.split(".")[0]
             if top in PROJECT_PACKAGES:
                 todo.append(imported)
             elif top and top != "__future__" and top not in NOT_OUTPUT_SHAPING:
                 external.add(top)
     return dict(sorted(project.items())), external
-
-
-@functools.lru_cache(maxsize=None)
-def _distributions() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
 
 
 def library_versions(import_names: Iterable[str]) -> dict[str, str]:
@@ -118,25 +120,26 @@ def library_versions(import_names: Iterable[str]) -> dict[str, str]:
             versions["zlib"] = zlib.ZLIB_RUNTIME_VERSION
         if name in sys.stdlib_module_names:
             continue
-        for distribution in _distributions().get(name, [name]):
-            try:
-                versions[distribution.lower()] = metadata.version(distribution)
-            except metadata.PackageNotFoundError:
-                versions[distribution.lower()] = "not installed"
+        for distribution in installed.packages().get(name, [name]):
+            versions[distribution.lower()] = installed.version(distribution) or "not installed"
     return versions
 
 
-def code_and_environment(modules: Iterable[str], extra_libraries: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+def code_and_environment(modules: Iterable[str], extra_libraries: Iterable[str] = (),
+                         memo: FileMemo | None = None) -> dict[str, dict[str, str]]:
     """`code`: a digest per project module run; `environment`: the library versions they use."""
-    project, external = closure(modules)
-    code = {name: content_key(_normalised_source(path)) for name, path in project.items()}
+    memo = memo or FileMemo(None)
+    project, external = closure(modules, memo)
+    code = {name: memo.derived(path, f"module {name}", lambda p, n=name: _module_facts(p, n))["code"]
+            for name, path in project.items()}
     return {"code": code, "environment": library_versions(external | set(extra_libraries))}
 
 
-class HashMemo:
-    """sha256 of files memoised by (size, mtime, ctime, inode), persisted as JSON (like DVC's
-    state database), so weights and photos are read once until they change; ctime changes on
-    any write, even one that sets the mtime back."""
+class FileMemo:
+    """What is derived from a file (its sha256, a module's digest and imports) memoised by the
+    file's (size, mtime, ctime, inode), persisted as JSON (like DVC's state database), so
+    weights, photos and modules are read once until they change; ctime changes on any write,
+    even one that sets the mtime back."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -149,16 +152,20 @@ class HashMemo:
                 self.entries = {}
 
     def sha256(self, path: Path) -> str:
+        return self.derived(path, "", file_sha256)
+
+    def derived(self, path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
+        """`compute(path)`, remembered under `kind` (one file can carry several) until the file changes."""
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
-        name = str(path.resolve())
+        name = f"{kind}:{path.resolve()}" if kind else str(path.resolve())
         entry = self.entries.get(name)
         if entry and entry[:-1] == stamp:
             return entry[-1]
-        digest = file_sha256(path)
-        self.entries[name] = stamp + [digest]
+        value = compute(path)
+        self.entries[name] = stamp + [value]
         self.dirty = True
-        return digest
+        return value
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
@@ -176,7 +183,7 @@ def _hub_snapshot(repo_id: str) -> str | None:
     return ref.read_text().strip() if ref.is_file() else None
 
 
-def weights_fingerprint(reference: str, memo: HashMemo, root: Path) -> str:
+def weights_fingerprint(reference: str, memo: FileMemo, root: Path) -> str:
     """sha256 of a weights file, a digest of a weights folder's files, or for a hub id the
     cached snapshot's revision ("absent" when nothing is there yet: the load will fail and say so)."""
     path = Path(reference) if Path(reference).is_absolute() else root / reference

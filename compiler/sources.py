@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+from compiler import installed
 from compiler.errors import RecipeError
 
 PACKAGE_PREFIX = "pkg:"
@@ -35,17 +36,12 @@ def confined(folder: Path, name: str) -> Path | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _installed_packages() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
-
-
-@functools.lru_cache(maxsize=None)
 def _package_root(package: str) -> Path:
     """The folder of an installed distribution's top-level package, found without importing it."""
     if not package.isidentifier():
         raise RecipeError(f"{PACKAGE_PREFIX}{package}: '{package}' is not a package name; valid: the top-level "
                           f"import name of an installed distribution (letters, digits, '_'; no dots)")
-    for distribution in _installed_packages().get(package, []):
+    for distribution in installed.packages().get(package, []):
         folder = Path(str(metadata.distribution(distribution).locate_file(package)))
         if folder.is_dir():
             return folder

@@ -15,7 +15,7 @@ from PIL import Image
 from compiler.buildplan import Fingerprints
 from compiler.errors import RecipeError
 from compiler.evaluation_plan import evaluation_document
-from compiler.fingerprint import HashMemo
+from compiler.fingerprint import FileMemo
 from compiler.recipe import compose_recipe, validate
 from stages import evaluate
 from stages.metrics.aggregate import summarize
@@ -159,7 +159,7 @@ def compile_evaluation(root: Path, overrides: list[str]) -> dict:
     """build/compiled/evaluate.json's content for the tiny recipe (the rest of the plan is not built)."""
     recipe = compose_recipe(root / "recipes", "tiny", overrides)
     backends_config = validate(recipe, root / "recipes/tiny.yaml", root / "templates")
-    return evaluation_document(recipe, backends_config, Fingerprints(root, root / "templates", HashMemo(None)),
+    return evaluation_document(recipe, backends_config, Fingerprints(root, root / "templates", FileMemo(None)),
                                root / "templates")
 
 

@@ -144,14 +144,11 @@ def test_runtime_settings_are_in_no_key(built):
 
 
 def test_library_versions_enter_the_keys_of_the_stages_that_import_them(project, monkeypatch):
-    from importlib import metadata
-
-    from compiler import fingerprint
+    from compiler import installed
 
     before = compile_recipe(project, "tiny", [])
-    real_version = metadata.version
-    monkeypatch.setattr(fingerprint.metadata, "version",
-                        lambda name: "99.0" if name.lower() == "pillow" else real_version(name))
+    real_version = installed.version
+    monkeypatch.setattr(installed, "version", lambda name: "99.0" if name.lower() == "pillow" else real_version(name))
     after = compile_recipe(project, "tiny", [])
     for stage in ("extract", "compose"):  # decode and encode images with Pillow
         assert before[stage]["items"][0]["parts"]["environment"] != after[stage]["items"][0]["parts"]["environment"]

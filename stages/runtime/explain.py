@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.keys import content_key
-from stages.runtime.files import read_json, write_json
+from stages.runtime.files import read_json, write_json_document
 
 STATE_DIR = Path(".g4g/keys")
 STAGE_INDEX = {"extract": Path("build/cutouts.json"), "plan": Path("build/layouts.json"),  # each carries
@@ -90,8 +90,8 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
     kept_values = {d: previous["values"][d] for e in entries.values() if e["previous"]
                    for d in e["previous"]["parts"].values() if d in previous["values"]}
     digest = keys_digest(items)
-    write_json(_state_file(stage, state_dir), {"items": entries, "values": {**kept_values, **values},
-                                               "keys_digest": digest})
+    write_json_document(_state_file(stage, state_dir),
+                        {"items": entries, "values": {**kept_values, **values}, "keys_digest": digest})
     return dict(counts), digest
 
 

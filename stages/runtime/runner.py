@@ -19,7 +19,8 @@ from compiler.keys import content_key
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache
 from stages.runtime.executor import WorkerFailed, batched, executor_for
-from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
+from stages.runtime.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json,
+                                  write_json_document)
 from stages.runtime.settings import Settings
 from stages.runtime.untrusted import escape_controls
 
@@ -176,7 +177,7 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_dir(staging, out_dir)
-    write_json(stamps_file, {name: [digest, *_stamp(out_dir / name)] for name, digest in digests.items()})
+    write_json_document(stamps_file, {name: [digest, *_stamp(out_dir / name)] for name, digest in digests.items()})
 
 
 def _stamp(path: Path) -> list[int]:
@@ -200,9 +201,10 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
            reports_dir: Path = Path("reports"), **extra: Any) -> None:
     """Write the stage index and `reports/<stage>.json`, and print a one-line summary (ids and
     reasons may quote file names: their control characters are escaped)."""
-    write_json(index, {**index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
-                       "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())],
-                       "keys_digest": result.keys_digest})  # ties the index to .g4g/keys (explain.restored)
+    write_json_document(index, {
+        **index_body, "failed": [{"id": i, "reason": r} for i, r in sorted(result.failures.items())],
+        "skipped": [{"id": i, "reason": r} for i, r in sorted(result.skipped.items())],
+        "keys_digest": result.keys_digest})  # ties the index to .g4g/keys (explain.restored)
     report = result.report(stage, backend, **extra)
     write_json(reports_dir / f"{stage}.json", report)
     repaired = f", {result.repaired} damaged cache entries repaired" if result.repaired else ""
