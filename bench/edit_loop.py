@@ -20,50 +20,23 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # dvc, g4g and the stages' python live beside this interpreter
+from project_copy import copy_project, edit_recipe, timed  # noqa: E402
+
 EDITED = "cat_houseplant"  # the demo's smallest composition (80 of 400 images)
-
-
-def copy_project(root: Path) -> None:
-    """The tracked files of the repository (code, recipes, data) as a new git repository."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
-    for name in filter(None, listed.decode().split("\0")):
-        target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=root, check=True)
-
-
-def timed(root: Path, command: list[str]) -> float:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    start = time.perf_counter()
-    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if run.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed in {root}:\n{run.stdout[-2000:]}{run.stderr[-3000:]}")
-    return seconds
 
 
 def median(root: Path, command: list[str], repeats: int) -> float:
     return statistics.median(timed(root, command) for _ in range(repeats))
 
 
-def edit_recipe(root: Path, change) -> None:
-    path = root / "recipes/demo.yaml"
-    recipe = yaml.safe_load(path.read_text())
-    change(recipe["compositions"][EDITED])
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+def edit_composition(root: Path, change) -> None:
+    edit_recipe(root, "demo", lambda recipe: change(recipe["compositions"][EDITED]))
 
 
 def main() -> None:
@@ -79,9 +52,9 @@ def main() -> None:
         figures["dvc status"] = median(root, ["dvc", "status"], args.repeats)
         figures["no-op repro"] = median(root, ["dvc", "repro"], args.repeats)
         figures["validate"] = median(root, ["g4g", "validate"], args.repeats)
-        edit_recipe(root, lambda composition: composition.update(num_images=composition["num_images"] + 1))
+        edit_composition(root, lambda composition: composition.update(num_images=composition["num_images"] + 1))
         figures["one-image edit"] = timed(root, ["dvc", "repro"])
-        edit_recipe(root, lambda composition: composition.update(seed=1))
+        edit_composition(root, lambda composition: composition.update(seed=1))
         figures["one-composition edit"] = timed(root, ["dvc", "repro"])
     finally:
         if args.keep is None:

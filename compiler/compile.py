@@ -1,7 +1,8 @@
 """The `compile` stage: params.yaml's recipe -> build/compiled/<stage>.json.
 
-DVC runs it on every `dvc repro` (it is cheap); it rewrites the same bytes when nothing that
-matters changed, so DVC skips every stage whose build document is unchanged.
+DVC runs it on every `dvc repro`; it rewrites the same bytes when nothing that matters
+changed, so DVC skips every stage whose build document is unchanged. When nothing it read last
+time changed (`compiler.input_record`), it stops before importing anything heavy.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from compiler.buildplan import build
+from compiler import input_record, installed
 from compiler.errors import RecipeError
-from compiler.fingerprint import FileMemo
-from compiler.recipe import compose_recipe, locate_key, validate
-from stages.runtime.files import dumps_json_document, write_json_document
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
+INPUT_RECORD = Path(".g4g/compile-inputs.json")  # what the last compile read, and what it printed
 
 
 def read_params(params_file: Path) -> tuple[str, list[str]]:
     """The selected recipe name and its Hydra overrides from params.yaml."""
+    import yaml
+
     try:
         params: dict[str, Any] = yaml.safe_load(params_file.read_text()) or {}
     except (yaml.YAMLError, RecursionError) as error:
@@ -40,6 +39,10 @@ def read_params(params_file: Path) -> tuple[str, list[str]]:
 
 def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[str, dict[str, Any]]:
     """Compose, validate and expand one recipe; raises RecipeError on any problem."""
+    from compiler.buildplan import build
+    from compiler.fingerprint import FileMemo
+    from compiler.recipe import compose_recipe, locate_key, validate
+
     recipes_dir, templates_dir = root / "recipes", root / "templates"
     recipe_file = recipes_dir / f"{recipe_name}.yaml"
     recipe = compose_recipe(recipes_dir, recipe_name, overrides)
@@ -57,6 +60,8 @@ def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[s
 
 def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None:
     """Write every stage's document; unchanged ones keep their bytes (and their mtime)."""
+    from stages.runtime.files import dumps_json_document, write_json_document
+
     for stage in STAGES:
         path = out_dir / f"{stage}.json"
         if path.exists() and path.read_text(encoding="utf-8") == dumps_json_document(documents[stage]):
@@ -69,18 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("build/compiled"))
     args = parser.parse_args(argv)
+    arguments = [str(args.params), str(args.out)]
+    unchanged = input_record.unchanged(INPUT_RECORD, arguments)
+    if unchanged is not None:
+        print("\n".join(unchanged + ["compile: nothing it read changed since the last compile; documents kept"]),
+              file=sys.stderr)
+        return 0
+    recorder = input_record.Recorder(ignored=[args.out, INPUT_RECORD, HASH_MEMO, installed.memo_folder()])
     try:
         recipe_name, overrides = read_params(args.params)
         documents = compile_recipe(Path.cwd(), recipe_name, overrides)
     except RecipeError as error:
+        recorder.stop()
+        INPUT_RECORD.unlink(missing_ok=True)
         print(f"error: {error}", file=sys.stderr)
         return 2
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
-    print(f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+    messages = [f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items())]
     if documents["pack"]["recipe"]["output"]["license"] == "unknown":
-        print(f"warning: recipe '{recipe_name}': output.license is not set, so the dataset card says 'unknown'; set "
-              f"it to the Hugging Face licence id your photos allow (cc-by-4.0, mit, other, ...)", file=sys.stderr)
+        messages.append(f"warning: recipe '{recipe_name}': output.license is not set, so the dataset card says "
+                        f"'unknown'; set it to the Hugging Face licence id your photos allow (cc-by-4.0, mit, "
+                        f"other, ...)")
+    print("\n".join(messages), file=sys.stderr)
+    recorder.save(INPUT_RECORD, arguments, [args.out / f"{stage}.json" for stage in STAGES], messages)
     return 0
 
 

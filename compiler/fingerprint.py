@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import jinja2
 from jinja2 import meta
 
-from compiler import installed, sources
+from compiler import input_record, installed, sources
 from compiler.keys import content_key, file_sha256
 
 PROJECT_PACKAGES = ("compiler", "stages")
@@ -158,6 +158,7 @@ class FileMemo:
         """`compute(path)`, remembered under `kind` (one file can carry several) until the file changes."""
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        input_record.note_file(path)  # a memo hit reads nothing, yet the result depends on the file
         name = f"{kind}:{path.resolve()}" if kind else str(path.resolve())
         entry = self.entries.get(name)
         if entry and entry[:-1] == stamp:
@@ -180,7 +181,10 @@ def _hub_snapshot(repo_id: str) -> str | None:
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface"))
                / "hub")
     ref = hub / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
-    return ref.read_text().strip() if ref.is_file() else None
+    if not ref.is_file():
+        input_record.note_absent(ref)
+        return None
+    return ref.read_text().strip()
 
 
 def weights_fingerprint(reference: str, memo: FileMemo, root: Path) -> str:
@@ -192,6 +196,7 @@ def weights_fingerprint(reference: str, memo: FileMemo, root: Path) -> str:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         return content_key([[p.relative_to(path).as_posix(), memo.sha256(p)] for p in files])
+    input_record.note_absent(path)
     revision = _hub_snapshot(reference)
     return f"hub:{revision}" if revision else "absent"
 
@@ -207,6 +212,8 @@ def template_closure(templates_dir: Path, names: Iterable[str]) -> dict[str, str
     while todo:
         name = todo.pop()
         path = sources.confined(templates_dir, name)
+        if path is not None and not path.is_file():
+            input_record.note_absent(path)  # left for the stage to report; appearing changes the key
         if name in found or path is None or not path.is_file():
             continue
         found[name] = file_sha256(path)

@@ -24,10 +24,16 @@ from stages.runtime.files import atomic_write_bytes
 MEMO_VERSION = 1
 
 
-def _memo_file() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    environment = hashlib.sha256(sys.prefix.encode("utf-8")).hexdigest()[:16]
-    return cache / "g4g" / f"distributions-{environment}.json"
+def memo_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "g4g"
+
+
+def _memo_file(stamp: list[list[Any]]) -> Path:
+    """One memo per environment and set of folders holding distributions (a project folder
+    with its editable install's metadata is one), so processes started elsewhere do not
+    overwrite each other's memo."""
+    where = json.dumps([sys.prefix, [entry for entry, _ in stamp]])
+    return memo_folder() / f"distributions-{hashlib.sha256(where.encode('utf-8')).hexdigest()[:16]}.json"
 
 
 def _stamp() -> list[list[Any]]:
@@ -47,7 +53,8 @@ def _stamp() -> list[list[Any]]:
 
 @functools.lru_cache(maxsize=None)
 def _memo() -> dict[str, Any]:
-    path, stamp = _memo_file(), _stamp()
+    stamp = _stamp()
+    path = _memo_file(stamp)
     try:
         memo = json.loads(path.read_text(encoding="utf-8"))
         if memo.get("version") == MEMO_VERSION and memo.get("stamp") == stamp \
@@ -63,7 +70,7 @@ def _save(memo: dict[str, Any]) -> None:
     if not memo.pop("dirty", False):
         return
     try:
-        atomic_write_bytes(_memo_file(), json.dumps(memo, sort_keys=True).encode("utf-8"))
+        atomic_write_bytes(_memo_file(memo["stamp"]), json.dumps(memo, sort_keys=True).encode("utf-8"))
     except OSError:
         pass  # a read-only home: the next process computes it again
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from compiler import installed
+from compiler import input_record, installed
 from compiler.errors import RecipeError
 
 PACKAGE_PREFIX = "pkg:"
@@ -89,6 +89,8 @@ def _walk(pattern: Path, where: str, unreadable: list[str]) -> Iterator[Path]:
         if not _has_magic(segment):
             if os.path.lexists(path / segment):
                 stack.append((path / segment, position + 1))
+            else:
+                input_record.note_absent(path / segment)  # were it to appear, the pattern would match more
             continue
         try:
             info = path.stat()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from stages.layout import iou
 
@@ -75,6 +74,8 @@ def assign(similarity: np.ndarray, box_labels: Sequence[str], class_nouns: Seque
     concept whose class noun it was detected as."""
     if similarity.size == 0:
         return []
+    from scipy.optimize import linear_sum_assignment  # 1 s to import: only where a score is computed
+
     allowed = np.array([[label == noun for noun in class_nouns] for label in box_labels])
     cost = np.where(allowed, -similarity, 1e6)
     rows, cols = linear_sum_assignment(cost)

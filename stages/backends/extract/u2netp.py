@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from compiler import input_record
 from compiler.errors import ItemError
 from stages.backends import BackendUnavailable
 from stages.backends.extract import CutoutParams
@@ -65,7 +66,11 @@ def weights_path() -> Path:
 
 def installed_weights() -> Path | None:
     """The weights file rembg would load (its model folder first, then the legacy one), if any."""
-    return next((path for path in (weights_path(), _legacy_home() / MODEL_FILE) if path.exists()), None)
+    for path in (weights_path(), _legacy_home() / MODEL_FILE):
+        if path.exists():
+            return path
+        input_record.note_absent(path)  # installing it there would change which file is loaded
+    return None
 
 
 def weights(params: dict) -> list[str]:

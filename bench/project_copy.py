@@ -1,0 +1,61 @@
+"""A fresh copy of this project for benchmarks (its own git repository and item cache), and
+commands timed in it with this interpreter's `dvc`, `g4g` and stage python first on PATH."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def copy_project(root: Path) -> None:
+    """The tracked files of the repository (code, recipes, data) as a new git repository."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    git(root, "init", "-q")
+    commit(root, "copy")
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args], cwd=root, check=True)
+
+
+def commit(root: Path, message: str) -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+
+
+def timed(root: Path, command: list[str]) -> float:
+    """Seconds `command` took in `root`; exits with its output when it fails."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed in {root}:\n{run.stdout[-2000:]}{run.stderr[-3000:]}")
+    return seconds
+
+
+def peak_rss_mib() -> float:
+    """The largest resident set of any finished child process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def edit_recipe(root: Path, name: str, change) -> None:
+    """Apply `change` to the parsed recipes/<name>.yaml and write it back."""
+    path = root / f"recipes/{name}.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    change(recipe)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
