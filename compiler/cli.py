@@ -54,23 +54,25 @@ def existing_file(text: str) -> Path:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from compiler.compile import compile_recipe, read_params
+    from compiler.compile import compile_recipe, current_documents, read_params
     from compiler.dryrun import describe, forecast
+    from compiler.schema import DATASET_KINDS
     from stages.runtime.settings import load_settings
 
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
-    documents = compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
+    selected = args.recipe is None and not args.override  # what `dvc repro` builds: its documents may be current
+    documents = (selected and current_documents()) or compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
     pack = documents["pack"]
     print(f"recipe '{recipe}' is valid: {len(pack['recipe']['concepts'])} concepts, "
           f"{len(pack['recipe']['backgrounds'])} backgrounds, {len(pack['items'])} images")
-    for kind, backend in pack["backends"].items():
-        print(f"  {kind:8s} {backend['name']}")
+    for kind in DATASET_KINDS:  # in build order; concepts and compositions by name (documents sort their keys)
+        print(f"  {kind:8s} {pack['backends'][kind]['name']}")
     cutouts = Counter(item["concept"] for item in documents["extract"]["items"])
     print("concepts:")
-    for cid, concept in pack["recipe"]["concepts"].items():
+    for cid, concept in sorted(pack["recipe"]["concepts"].items()):
         print(f"  {cid:12s} {concept['token']:14s} {cutouts[cid]} photo(s){' (cut out)' if concept['cutout'] else ''}")
     print("compositions:")
-    for comp_id, comp in pack["recipe"]["compositions"].items():
+    for comp_id, comp in sorted(pack["recipe"]["compositions"].items()):
         print(f"  {comp_id:32s} {comp['num_images']:5d} images  {' + '.join(comp['concepts'])}  "
               f"on {' | '.join(comp['backgrounds'])}")
     print("\n".join(describe(forecast(documents, Path(load_settings().cache_dir)))))

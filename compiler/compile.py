@@ -69,6 +69,17 @@ def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None
         write_json_document(path, documents[stage])
 
 
+def current_documents(params_file: Path = Path("params.yaml"), out_dir: Path = Path("build/compiled")) \
+        -> dict[str, dict[str, Any]] | None:
+    """The documents the last compile wrote, when nothing it read has changed since (what a
+    compile now would write), else None."""
+    import json
+
+    if input_record.unchanged(INPUT_RECORD, [str(params_file), str(out_dir)]) is None:
+        return None
+    return {stage: json.loads((out_dir / f"{stage}.json").read_text(encoding="utf-8")) for stage in STAGES}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))

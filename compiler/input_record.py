@@ -20,6 +20,7 @@ files (a second edit could share its timestamps): that compile writes no record.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from typing import Any, Iterable
 RECORD_VERSION = 1
 LOCATING_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                       "U2NET_HOME", "REMBG_HOME", "PYTHONPATH")
+OUR_PACKAGES = ("compiler", "stages")
 NOT_INPUTS = ("__pycache__", "/dev/", "/proc/", "/sys/")
 RACY_NS = 1_000_000_000
 
@@ -66,8 +68,12 @@ def note_absent(path: Path | str) -> None:
 
 
 def _context(argv: list[str]) -> dict[str, Any]:
-    return {"argv": argv, "cwd": os.getcwd(), "python": [sys.executable, sys.version], "path": sys.path,
-            "environment": {name: os.environ.get(name) for name in LOCATING_VARIABLES}}
+    """Where this process runs from. sys.path[0] is the script's folder (`python -m` puts the
+    working folder there, `g4g` its bin folder), so it is replaced by where our own packages
+    resolve from: `g4g validate` may then use what `compile` recorded."""
+    ours = [getattr(importlib.util.find_spec(name), "origin", None) for name in OUR_PACKAGES]
+    return {"argv": argv, "cwd": os.getcwd(), "python": [sys.executable, sys.version], "path": sys.path[1:],
+            "packages": ours, "environment": {name: os.environ.get(name) for name in LOCATING_VARIABLES}}
 
 
 class Recorder:

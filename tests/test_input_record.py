@@ -128,3 +128,20 @@ def test_a_stage_code_edit_compiles_in_full_in_a_new_process(project):
     assert KEPT not in compile()
     assert KEPT in compile()
     assert Path(REPO) != project
+
+
+def test_validate_reads_the_current_documents_and_prints_what_a_compile_would(project, compiled, capsys,
+                                                                             monkeypatch):
+    """`g4g validate` of the selected recipe, right after a compile: no compile, the same report."""
+    from compiler import cli
+    from compiler import compile as compile_module
+
+    capsys.readouterr()
+    assert cli.main(["validate"]) == 0
+    current = capsys.readouterr().out
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compile_module, "current_documents", lambda: None)  # as if something had changed
+        assert cli.main(["validate"]) == 0
+    assert capsys.readouterr().out == current and "recipe 'tiny' is valid" in current
+    monkeypatch.setattr(compile_module, "compile_recipe", lambda *args: pytest.fail("compiled again"))
+    assert cli.main(["validate"]) == 0
