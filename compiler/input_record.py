@@ -10,7 +10,7 @@ files or ccache's manifests, a successful compile records everything it read:
   (`note_file`, `note_absent`: the few places that decide by a file's existence call them);
 - the source of every module it ran, the interpreter, its arguments and working folder, and
   the environment variables that locate weights and caches;
-- the stat of every document it wrote.
+- the digest of every document it wrote.
 The next compile restats all of it (milliseconds, before importing anything heavy); when
 every stamp matches, the documents on disk are the ones it would write. A file changed (its
 ctime) in the second before the compile started is not trusted, as git treats racily clean
@@ -53,6 +53,15 @@ def _listing(folder: str) -> str | None:
     except OSError:
         return None
     return hashlib.blake2b("\0".join(names).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+def _digest(path: Path | str) -> str | None:
+    """The bytes of a document compile wrote (by content: DVC replaces outputs with copies from its cache)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "blake2b").hexdigest()
+    except OSError:
+        return None
 
 
 def note_file(path: Path | str) -> None:
@@ -128,7 +137,7 @@ class Recorder:
             return
         record = {"version": RECORD_VERSION, "context": _context(argv), "files": self.files,
                   "folders": self.folders, "absent": sorted(self.absent), "messages": messages,
-                  "outputs": {str(p): _stamp(str(p)) for p in outputs}}
+                  "outputs": {str(p): _digest(p) for p in outputs}}
         from stages.runtime.files import atomic_write_bytes
 
         atomic_write_bytes(record_file, json.dumps(record, sort_keys=True).encode("utf-8"))
@@ -165,7 +174,7 @@ def unchanged(record_file: Path, argv: list[str]) -> list[str] | None:
         same = (all(_stamp(path) == stamp for path, stamp in record["files"].items())
                 and all(_listing(folder) == names for folder, names in record["folders"].items())
                 and not any(map(os.path.exists, record["absent"]))
-                and all(stamp is not None and _stamp(path) == stamp for path, stamp in record["outputs"].items()))
+                and all(digest is not None and _digest(path) == digest for path, digest in record["outputs"].items()))
         return list(record["messages"]) if same else None
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None

@@ -504,3 +504,31 @@ def test_g4g_recover_removes_a_lock_whose_holders_all_exited(tmp_path):
     lock.write_text(json.dumps({"read": {}, "write": {"build/captions.json": {"pid": exited.pid, "cmd": "dvc repro"}}}))
     assert recover(tmp_path) == [f"removed {RWLOCK}: every process it names has exited (a killed run's lock)"]
     assert not lock.exists()
+
+
+def test_a_checked_cache_file_is_read_again_only_when_its_stat_changes(project, monkeypatch):
+    """The second lookup of an unchanged entry reads nothing; a rewrite that keeps the size and
+    puts the mtime back still changes the ctime, and is caught."""
+    from stages.runtime import cache as cache_module
+    from stages.runtime.cache import VerifiedFiles
+
+    build_in_process(project)
+    cache = ItemCache(project / CACHE, "compose")
+    key = next(cache.keys())
+    verified = VerifiedFiles(cache.root)
+    assert cache.lookup(key, verified)[1] is None
+    verified.save()
+    reads = []
+    real = cache_module.blake2b_file
+    monkeypatch.setattr(cache_module, "blake2b_file", lambda path: reads.append(path) or real(path))
+    verified = VerifiedFiles(cache.root)
+    assert cache.lookup(key, verified) == (cache.lookup(key)[0], None) and len(reads) == len(
+        stored_record(cache.file(key, ""))["files"])  # only the full lookup read them
+
+    image = next(p for p in cache.file(key, "").iterdir() if p.suffix in (".jpg", ".png"))
+    info = image.stat()
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    os.utime(image, ns=(info.st_atime_ns, info.st_mtime_ns))  # same size, same mtime
+    assert "does not match its digest" in cache.lookup(key, VerifiedFiles(cache.root))[1]

@@ -3,9 +3,11 @@
 Stages look items up here before computing them, so a rerun after an unrelated recipe edit
 (or an interrupted build) recomputes only what is missing. Like git's object store, an entry
 is never handed back unchecked: its record carries the size and BLAKE2b digest of every file
-and a digest of itself, and `lookup` re-reads and checks them all. A damaged or incomplete
-entry is reported and recomputed, never reused. Stages copy cached files into their outputs,
-so editing an output never reaches the cache.
+and a digest of itself, and `lookup` checks them all. As DVC's state database does, a file
+whose digest was checked is re-read only when its stat changes (`VerifiedFiles`, per stage),
+so an edit loop does not re-read the whole dataset; `g4g cache verify` re-reads everything. A
+damaged or incomplete entry is reported and recomputed, never reused. Stages copy cached files
+into their outputs, so editing an output never reaches the cache.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from typing import Any, Iterator
 
 from compiler.errors import ItemError
 from compiler.keys import canonical_json
-from stages.runtime.files import DiskFull, dumps_json
+from stages.runtime.files import DiskFull, atomic_write_bytes, dumps_json
 
 RECORD = "record.json"
 CHUNK = 1 << 20
 LOCK = ".lock"  # builds hold it shared, `g4g cache gc` and `verify --repair` exclusively
+VERIFIED = "verified.json"  # per stage: the stat of every file whose digest was checked
 
 
 class CacheBusy(ValueError):
@@ -82,6 +85,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class VerifiedFiles:
+    """Cache files whose digest was checked, by (size, mtime, ctime, inode): any write to a
+    file changes its ctime, so an unchanged stamp means unchanged bytes (as DVC trusts its
+    state database). Kept out of `ItemCache`, which travels to every worker."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / VERIFIED
+        self.dirty = False
+        try:
+            self.stamps: dict[str, list[Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.stamps = {}
+
+    def save(self) -> None:
+        if self.dirty and self.path.parent.is_dir():
+            atomic_write_bytes(self.path, json.dumps(self.stamps, sort_keys=True).encode("utf-8"))
+            self.dirty = False
+
+
+def _stamp(info: os.stat_result, digest: str) -> list[Any]:
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, digest]
+
+
 class ItemCache:
     def __init__(self, root: Path, stage: str):
         self.base = Path(root)
@@ -109,9 +135,10 @@ class ItemCache:
                 if shard.is_dir():
                     yield from sorted(p.name for p in shard.iterdir() if p.is_dir())
 
-    def lookup(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    def lookup(self, key: str, verified: VerifiedFiles | None = None) -> tuple[dict[str, Any] | None, str | None]:
         """(the verified record of `key`, None), (None, None) when absent, or (None, what is
-        damaged) when the entry exists but cannot be trusted."""
+        damaged) when the entry exists but cannot be trusted. Files `verified` holds with an
+        unchanged stat are not read again."""
         folder = self.folder(key)
         if not folder.exists():
             return None, None
@@ -127,13 +154,19 @@ class ItemCache:
         for name, meta in record["files"].items():
             path = folder / name
             try:
-                size = path.stat().st_size
+                info = path.stat()
             except FileNotFoundError:
                 return None, f"{name} is missing"
-            if size != meta["size"]:
-                return None, f"{name} has {size} bytes, {meta['size']} expected"
+            if info.st_size != meta["size"]:
+                return None, f"{name} has {info.st_size} bytes, {meta['size']} expected"
+            memo = f"{key}/{name}"
+            if verified is not None and verified.stamps.get(memo) == _stamp(info, meta["blake2b"]):
+                continue
             if blake2b_file(path) != meta["blake2b"]:
                 return None, f"{name} does not match its digest"
+            if verified is not None:
+                verified.stamps[memo] = _stamp(info, meta["blake2b"])
+                verified.dirty = True
         return record, None
 
     def discard(self, key: str) -> None:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from compiler.errors import ItemError
 from compiler.keys import content_key
 from stages.runtime import explain
-from stages.runtime.cache import ItemCache
+from stages.runtime.cache import ItemCache, VerifiedFiles
 from stages.runtime.executor import WorkerFailed, batched, executor_for
 from stages.runtime.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json,
                                   write_json_document)
@@ -101,18 +101,20 @@ def run_items(
 
     Each item has an `id` and `parts`: everything that determines its output, by name. Its
     content key is the hash of the parts; a cached entry under that key is verified before
-    reuse, and a damaged one is discarded (with a warning) and recomputed.
+    reuse (files re-read only when their stat changed), and a damaged one is discarded (with
+    a warning) and recomputed.
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
     cache.hold()
+    verified = VerifiedFiles(cache.root)
     result = StageResult(skipped=dict(skipped or {}))
     for item in items:
         item["key"] = content_key(stage, item["parts"])
     todo = []
     for item in tqdm(items, desc=f"{stage} (checking cache)", unit="item", disable=None, file=sys.stderr,
                      leave=False):
-        record, damage = cache.lookup(item["key"])
+        record, damage = cache.lookup(item["key"], verified)
         if damage is not None:
             tqdm.write(f"warning: {stage}: cached item {item['id']} ({item['key']}) is damaged: {damage}; "
                        "recomputing it", file=sys.stderr)
@@ -123,6 +125,7 @@ def run_items(
             result.reused += 1
         else:
             todo.append(item)
+    verified.save()
     work = functools.partial(_work, process=process, context=context, cache=cache)
     executor = executor_for(stage, settings, context, cache.base)
     with tqdm(total=len(todo), desc=stage, unit="item", disable=None, file=sys.stderr) as progress:
