@@ -67,8 +67,7 @@ def forecast(documents: dict[str, dict[str, Any]], cache_dir: Path,
         result = done[stage] = Forecast(stage)
         for item in documents[stage]["items"]:
             last = last_build["items"].get(item["id"])
-            why = changed(item, last)
-            key = None
+            upstream, key = False, None
             if stage == "extract":  # every part is known: the key is exact
                 key = content_key(stage, item["parts"])
             elif last is not None and (all(c in done["extract"].reused for c in cutouts.get(item["id"], ()))
@@ -78,12 +77,12 @@ def forecast(documents: dict[str, dict[str, Any]], cache_dir: Path,
                               if name not in item["parts"]}
                 key = content_key(stage, {**made_parts, **item["parts"]})
             elif last is not None:
-                why = why + ["upstream"]
-            if key is not None and cache.lookup(key)[0] is not None:
+                upstream = True
+            if key is not None and cache.has(key):  # a damaged entry is found (and recomputed) by the stage
                 result.reused.add(item["id"])
                 continue
             result.recomputed += 1
-            result.because.update(why or ["cache"])
+            result.because.update(changed(item, last) + ["upstream"] * upstream or ["cache"])
     return list(done.values())
 
 

@@ -135,6 +135,10 @@ class ItemCache:
                 if shard.is_dir():
                     yield from sorted(p.name for p in shard.iterdir() if p.is_dir())
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for `key` was committed (unverified: `lookup` checks it)."""
+        return (self.folder(key) / RECORD).is_file()
+
     def lookup(self, key: str, verified: VerifiedFiles | None = None) -> tuple[dict[str, Any] | None, str | None]:
         """(the verified record of `key`, None), (None, None) when absent, or (None, what is
         damaged) when the entry exists but cannot be trusted. Files `verified` holds with an
