@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from base.errors import RecipeError
+from base.files import dumps_json, write_json
 from compiler.buildplan import build
-from compiler.errors import RecipeError
 from compiler.fingerprint import HashMemo
 from compiler.recipe import compose_recipe, locate_key, validate
-from stages.runtime.files import dumps_json, write_json
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)

@@ -22,8 +22,8 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
+from base.files import read_json
 from stages.card_figures import colorize, histogram_svg, position_counts, size_counts
-from stages.runtime.files import read_json
 from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
 SHEET = 12  # samples on a composition's contact sheet: the first ones in key order

@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from base.files import write_folder
 from stages.card_figures import contact_sheet
-from stages.runtime.files import write_folder
 
 KEEP_RATE_COLUMNS = ["composition", "concepts", "images", "kept", "keep_rate", "paper_keep_rate"]
 

@@ -196,8 +196,8 @@ def test_a_backend_declares_the_libraries_it_reaches_indirectly(project):
 
 
 def test_explain_says_when_dvc_restored_a_stage_instead_of_describing_another_run(tmp_path):
+    from base.files import write_json
     from stages.runtime import explain
-    from stages.runtime.files import write_json
 
     index = tmp_path / "build/layouts.json"
 

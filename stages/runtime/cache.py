@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from compiler.errors import ItemError
-from compiler.keys import canonical_json
-from stages.runtime.files import DiskFull, dumps_json
+from base.errors import ItemError
+from base.files import DiskFull, dumps_json
+from base.keys import canonical_json
 
 RECORD = "record.json"
 CHUNK = 1 << 20

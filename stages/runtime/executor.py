@@ -8,7 +8,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from stages.runtime.settings import Settings, for_stage
+from base.settings import Settings, for_stage
 
 
 class Executor(Protocol):

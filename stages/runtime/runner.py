@@ -14,14 +14,14 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from compiler.errors import ItemError
-from compiler.keys import content_key
+from base.errors import ItemError
+from base.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
+from base.keys import content_key
+from base.settings import Settings
+from base.untrusted import escape_controls
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache
 from stages.runtime.executor import WorkerFailed, batched, executor_for
-from stages.runtime.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json
-from stages.runtime.settings import Settings
-from stages.runtime.untrusted import escape_controls
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
 """What computing one item gives: its record and its files (name -> bytes)."""
@@ -220,8 +220,8 @@ class StageFailed(RuntimeError):
 def run_cli(run_stage: Callable[[], None]) -> None:
     """Run a stage; a backend that cannot start or a bad runtime setting ends it with its own
     message, not a traceback."""
+    from base.settings import SettingsError
     from stages.backends import BackendUnavailable
-    from stages.runtime.settings import SettingsError
 
     try:
         run_stage()

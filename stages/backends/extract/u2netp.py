@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages.backends import BackendUnavailable
 from stages.backends.extract import CutoutParams
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from compiler.errors import RecipeError
+from base.errors import RecipeError
 
 PACKAGE_PREFIX = "pkg:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
