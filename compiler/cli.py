@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_parser(commands)
     run_logs.add_parser(commands)
     scene_preview.add_parser(commands)
-    from stages import card  # `g4g card`: the dataset card page
+    from stages.card import command as card  # `g4g card`: the dataset card page
 
     card.add_parser(commands)
     from stages import export  # `g4g export`: the training data for other trainers

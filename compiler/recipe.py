@@ -36,7 +36,7 @@ from compiler.schema import (
 from base.settings import SettingsError, load_settings, user_config
 from base.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 from stages import backends
-from stages.dataset_card import WHOLE as WHOLE_DATASET
+from stages.card.readme import WHOLE as WHOLE_DATASET
 
 SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase

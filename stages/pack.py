@@ -40,11 +40,11 @@ from typing import Any
 from base.files import dumps_json, read_json, write_json
 from base.keys import canonical_json
 from base.settings import load_settings
-from stages.card_figures import contact_sheet
-from stages.card_html import page as card_page, summarize
-from stages.dataset_card import dataset_card
+from stages.card.figures import contact_sheet
+from stages.card.page import page as card_page, summarize
+from stages.card.readme import dataset_card
 from stages.dataset_metrics import dataset_metrics
-from stages.pack_plots import write_plots
+from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
 
