@@ -10,6 +10,7 @@ module `pkg.name` when there is one, else to `pkg`. A failure names file:line an
 from __future__ import annotations
 
 import ast
+from itertools import pairwise
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -83,7 +84,7 @@ def cycles(sources, ours: set[str], root: Path) -> list[str]:
         start = min(component)
         cycle = shortest_cycle(graph, start, component) + [start]
         found.append("import cycle: " + " -> ".join(
-            f"{a} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:])) + f" -> {start}")
+            f"{a} ({graph[a][b]})" for a, b in pairwise(cycle)) + f" -> {start}")
     return found
 
 

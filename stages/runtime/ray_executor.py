@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from base.settings import Settings, SettingsError, for_stage
 import stages
+from base.settings import Settings, SettingsError, for_stage
 from stages.runtime import ray_address, ray_instance
 from stages.runtime.executor import WorkerFailed
 

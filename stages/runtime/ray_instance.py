@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+import stages
 from base.files import read_json, write_json
 from base.settings import SettingsError
-import stages
 
 STATE_DIR = Path(".g4g/ray")
 IDLE_SECONDS = 60.0  # the keeper stops its instance this long after the last stage let go
