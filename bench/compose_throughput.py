@@ -34,7 +34,7 @@ REFERENCE = REPO / "data" / "gen4gen"
 
 
 def make_project(root: Path, images: int) -> None:
-    for name in ("compiler", "stages", "recipes", "templates", "params.yaml"):
+    for name in ("base", "compiler", "stages", "recipes", "templates", "params.yaml"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     recipe = {
@@ -85,7 +85,7 @@ def floor_seconds(root: Path) -> tuple[float, int]:
     """The bare floor on the same layouts, cut-outs and backgrounds."""
     layouts = json.loads((root / "build/layouts.json").read_text())["layouts"]
     compose_doc = json.loads((root / "build/compiled/compose.json").read_text())
-    from compiler import sources
+    from base import sources
 
     backgrounds = {}
     for photo in compose_doc["backgrounds"]["garden"]["photos"]:

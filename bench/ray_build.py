@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "dvc.yaml", "params.yaml", ".dvcignore")
+PROJECT_FILES = ("base", "compiler", "stages", "recipes", "templates", "dvc.yaml", "params.yaml", ".dvcignore")
 COMPOSITIONS = ("cat_mug", "astronaut_cat", "motorbike_cat_mug", "astronaut_rocket_cat_mug")
 
 

@@ -26,8 +26,8 @@ from compose_throughput import PREPARE, make_project  # noqa: E402
 COMPOSE = """
 import json, shutil, time
 from pathlib import Path
+from base.settings import load_settings
 from stages import compose
-from stages.runtime.settings import load_settings
 settings = load_settings()
 started = time.perf_counter()
 if settings.executor == "ray":
@@ -46,9 +46,9 @@ print(json.dumps({"seconds": seconds, "ray_start": ray_start, "digests": digests
 OVERHEAD = """
 import json, time
 from pathlib import Path
+from base.settings import Settings
 from stages.runtime.executor import LocalExecutor
 from stages.runtime.ray_executor import RayExecutor
-from stages.runtime.settings import Settings
 settings = Settings(workers={workers}, executor="ray")
 tasks = [[{{"id": str(n)}}] for n in range({batches})]
 executors = {{"local pool": LocalExecutor({workers}),

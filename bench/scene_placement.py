@@ -63,7 +63,7 @@ def recipe(images: int, templates: bool) -> dict:
 
 
 def build(root: Path, images: int, templates: bool) -> dict:
-    for name in ("compiler", "stages", "recipes", "templates", "data"):
+    for name in ("base", "compiler", "stages", "recipes", "templates", "data"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "recipes/bench.yaml").write_text(yaml.safe_dump(recipe(images, templates)))
     (root / "params.yaml").write_text(yaml.safe_dump({"recipe": "bench", "overrides": [],

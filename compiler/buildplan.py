@@ -16,15 +16,16 @@ from typing import Any
 
 from PIL import Image
 
-from compiler import __version__, sources
+from base import sources
+from base.keys import canonical_json, content_key, item_seed, without
+from base.untrusted import escape_controls
+from compiler import __version__
 from compiler.fingerprint import FileMemo, code_and_environment, template_closure, weights_fingerprint
-from compiler.keys import canonical_json, content_key, item_seed, without
 from compiler.schema import DATASET_KINDS, Recipe
 from compiler.evaluation_plan import evaluation_document
 from compiler.training_plan import STRATEGIES, training_document
 from stages import backends
 from stages.backends.extract import alpha_description
-from stages.runtime.untrusted import escape_controls
 
 EXIF_ORIENTATION = 0x0112
 SOFTWARE = ("numpy", "pillow", "rembg", "onnxruntime", "webdataset", "jinja2")

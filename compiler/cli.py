@@ -26,8 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from base.errors import ItemError, RecipeError
 from compiler import diff, run_logs, scene_preview
-from compiler.errors import ItemError, RecipeError
 
 MAX_SAMPLES = 1000  # images one `g4g sample` writes
 
@@ -54,10 +54,10 @@ def existing_file(text: str) -> Path:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from base.settings import load_settings
     from compiler.compile import compile_recipe, current_documents, read_params
     from compiler.dryrun import describe, forecast
     from compiler.schema import DATASET_KINDS
-    from stages.runtime.settings import load_settings
 
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
     selected = args.recipe is None and not args.override  # what `dvc repro` builds: its documents may be current
@@ -82,9 +82,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from base.files import check_output
     from stages import backends
     from stages.extract import cut_out
-    from stages.runtime.files import check_output
     from stages.runtime.images import load_image
 
     check_output(args.output)
@@ -113,9 +113,9 @@ def _fetch_weights(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
-    from compiler.keys import canonical_json
+    from base.files import atomic_write_bytes
+    from base.keys import canonical_json
     from stages.backends.plan.examples import import_coco
-    from stages.runtime.files import atomic_write_bytes
 
     examples = import_coco(args.instances, args.captions, args.canvas)
     atomic_write_bytes(args.output, "".join(canonical_json(e) + "\n" for e in examples).encode("utf-8"))
@@ -127,8 +127,8 @@ STAGE_ORDER = ("extract", "plan", "compose", "caption", "score", "pack")
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from base.untrusted import escape_controls
     from stages.runtime.explain import explain
-    from stages.runtime.untrusted import escape_controls
 
     lines = [escape_controls(line) for line in explain(args.item, list(STAGE_ORDER))]
     if not lines:
@@ -139,7 +139,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _cache_root() -> Path:
-    from stages.runtime.settings import load_settings
+    from base.settings import load_settings
 
     return Path(load_settings().cache_dir)
 
@@ -178,8 +178,8 @@ def _cache_stats(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from base.settings import load_settings, torch_device, torch_dtype
     from stages.backends.train.trained import sample
-    from stages.runtime.settings import load_settings, torch_device, torch_dtype
 
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: is a file; valid: a folder for the images (created if missing)")
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_parser(commands)
     run_logs.add_parser(commands)
     scene_preview.add_parser(commands)
-    from stages import card  # `g4g card`: the dataset card page
+    from stages.card import command as card  # `g4g card`: the dataset card page
 
     card.add_parser(commands)
     from stages import export  # `g4g export`: the training data for other trainers
@@ -289,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from base.untrusted import escape_controls
     from stages.backends import BackendUnavailable
-    from stages.runtime.untrusted import escape_controls
 
     args = build_parser().parse_args(argv)
     try:

@@ -2,7 +2,7 @@
 
 DVC runs it on every `dvc repro`; it rewrites the same bytes when nothing that matters
 changed, so DVC skips every stage whose build document is unchanged. When nothing it read last
-time changed (`compiler.input_record`), it stops before importing anything heavy.
+time changed (`base.input_record`), it stops before importing anything heavy.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compiler import input_record, installed
-from compiler.errors import RecipeError
+from base import input_record, installed
+from base.errors import RecipeError
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
@@ -60,7 +60,7 @@ def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[s
 
 def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None:
     """Write every stage's document; unchanged ones keep their bytes (and their mtime)."""
-    from stages.runtime.files import dumps_json_document, write_json_document
+    from base.files import dumps_json_document, write_json_document
 
     for stage in STAGES:
         path = out_dir / f"{stage}.json"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.keys import content_key
+from base.keys import content_key
 from stages import backends
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache

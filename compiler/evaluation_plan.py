@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compiler import sources
-from compiler.errors import RecipeError
+from base import sources
+from base.errors import RecipeError
+from base.keys import item_seed
 from compiler.fingerprint import code_and_environment, weights_fingerprint
-from compiler.keys import item_seed
 from compiler.schema import Recipe
 from compiler.training_plan import STRATEGIES, global_token
 from stages import backends

@@ -29,10 +29,10 @@ from typing import Any, Callable, Iterable
 import jinja2
 from jinja2 import meta
 
-from compiler import input_record, installed, sources
-from compiler.keys import content_key, file_sha256
+from base import input_record, installed, sources
+from base.keys import content_key, file_sha256
 
-PROJECT_PACKAGES = ("compiler", "stages")
+PROJECT_PACKAGES = ("base", "compiler", "stages")
 # Progress bars, the settings file, where work runs (Ray) and which process trains what
 # (accelerate's process state): no output byte depends on them.
 NOT_OUTPUT_SHAPING = {"tqdm", "yaml", "ray", "accelerate"}
@@ -170,7 +170,7 @@ class FileMemo:
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
-            from stages.runtime.files import atomic_write_bytes
+            from base.files import atomic_write_bytes
 
             atomic_write_bytes(self.path, json.dumps(self.entries, sort_keys=True).encode("utf-8"))
             self.dirty = False

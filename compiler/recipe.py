@@ -15,9 +15,9 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from compiler.errors import RecipeError
-from compiler.keys import file_sha256
-from compiler.sources import confined
+from base.errors import RecipeError
+from base.keys import file_sha256
+from base.sources import confined
 from compiler import schema
 from compiler.schema import (
     IMAGE_FORMATS,
@@ -33,10 +33,10 @@ from compiler.schema import (
     TOKEN_STYLES,
     Recipe,
 )
+from base.settings import SettingsError, load_settings, user_config
+from base.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 from stages import backends
-from stages.dataset_card import WHOLE as WHOLE_DATASET
-from stages.runtime.settings import SettingsError, load_settings, user_config
-from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
+from stages.card.readme import WHOLE as WHOLE_DATASET
 
 SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from compiler.errors import RecipeError
+from base.errors import RecipeError
 from stages.scene import centre_crop, contains, on_canvas
 
 GRID = (255, 255, 255, 90)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from base.keys import item_seed
 from compiler.fingerprint import template_closure
-from compiler.keys import item_seed
 from compiler.schema import Recipe
 from stages.backends.train.common import PAPER_STEPS
 

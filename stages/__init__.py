@@ -2,7 +2,7 @@
 
 import os
 
-from compiler.environment import require_project_environment
+from base.environment import require_project_environment
 
 require_project_environment()
 

@@ -17,12 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import ItemError
+from base.errors import ItemError
+from base.files import read_json
+from base.settings import load_settings
 from stages import backends
 from stages.layout import area, horizontal_position, intersection
-from stages.runtime.files import read_json
 from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 PAPER_CAPTION_WORDS = {"mean_words": 17.7, "over_20_words": 0.30}  # Gen4Gen's captions (LLaVA-1.5)
 EXAMPLES = 5  # captions shown per kind of problem in the report

@@ -20,15 +20,15 @@ from typing import Any
 
 from PIL import Image
 
-from compiler import sources
-from compiler.errors import ItemError
-from compiler.keys import without
+from base import sources
+from base.errors import ItemError
+from base.files import read_json
+from base.keys import without
+from base.settings import load_settings
 from stages import backends
 from stages.backends.compose.paste import fit_background
-from stages.runtime.files import read_json
 from stages.runtime.images import encode_image, encode_mask, load_image
 from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from stages.card_html import PAPER_CAPTION_WORDS, paper_keep_rate
+from stages.card.page import PAPER_CAPTION_WORDS, paper_keep_rate
 
 REASON = re.compile(r"\b(min_[a-z_]+|max_[a-z_]+|detection_threshold|floating|scale|blocked)\b")
 
@@ -28,7 +28,7 @@ def reason_key(stage: str, reason: str) -> str:
 
 
 def dataset_metrics(summary: dict[str, Any], rejected: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures of `summary` (stages.card_html.summarize) and the rows of rejected.jsonl."""
+    """The figures of `summary` (stages.card.page.summarize) and the rows of rejected.jsonl."""
     images: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     words: dict[str, list[int]] = {"short": [], "detailed": []}

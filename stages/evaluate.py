@@ -30,17 +30,17 @@ from typing import Any
 
 from PIL import Image
 
-from compiler import sources
-from compiler.errors import ItemError
+from base import sources
+from base.errors import ItemError
+from base.files import dumps_json, read_json, write_folder, write_json
+from base.settings import load_settings
 from stages import backends
 from stages.backends.evaluate import sampling
 from stages.backends.train.trained import read_model
 from stages.metrics.aggregate import means, summarize
 from stages.runtime.cache import ItemCache
-from stages.runtime.files import dumps_json, read_json, write_folder, write_json
 from stages.runtime.images import encode_png
 from stages.runtime.runner import ItemOutput, StageResult, materialize, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 BASE = "base"
 THUMBNAIL = 256  # grid cell side in pixels at most

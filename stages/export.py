@@ -79,9 +79,9 @@ def imagefolder_files(examples: list[Any]) -> dict[str, bytes]:
 
 
 def run(fmt: str, out_dir: Path, items_file: Path, dataset_dir: Path, templates_dir: Path) -> int:
+    from base.files import read_json, write_folder
+    from base.settings import load_settings
     from stages import train
-    from stages.runtime.files import read_json, write_folder
-    from stages.runtime.settings import load_settings
 
     if fmt not in FORMATS:
         raise ValueError(f"export format '{fmt}'; valid: {', '.join(FORMATS)}")

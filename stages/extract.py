@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from compiler import sources
-from compiler.errors import ItemError
+from base import sources
+from base.errors import ItemError
+from base.files import read_json
+from base.settings import load_settings
 from stages import backends
 from stages.backends.extract import alpha_description
-from stages.runtime.files import read_json
 from stages.runtime.images import encode_png, load_image
 from stages.runtime.runner import ItemOutput, each_item, finish, materialize, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 
 def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int) -> tuple[Image.Image, list[int]]:

@@ -37,16 +37,16 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from compiler.keys import canonical_json
-from stages.card_figures import contact_sheet
-from stages.card_html import page as card_page, summarize
-from stages.dataset_card import dataset_card
+from base.files import dumps_json, read_json, write_json
+from base.keys import canonical_json
+from base.settings import load_settings
+from stages.card.figures import contact_sheet
+from stages.card.page import page as card_page, summarize
+from stages.card.readme import dataset_card
 from stages.dataset_metrics import dataset_metrics
-from stages.pack_plots import write_plots
-from stages.runtime.files import dumps_json, read_json, write_json
+from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 VERSION = "1"
 TAR_MTIME = 946684800  # 2000-01-01: fixed, so the same samples give the same bytes

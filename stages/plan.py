@@ -15,12 +15,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import ItemError
-from compiler.keys import without
+from base.errors import ItemError
+from base.files import read_json
+from base.keys import without
+from base.settings import load_settings
 from stages import backends
-from stages.runtime.files import read_json
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
-from stages.runtime.settings import load_settings
 
 
 def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:

@@ -16,13 +16,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from compiler import sources
-from compiler.keys import without
-from compiler.errors import ItemError
+from base import sources
+from base.errors import ItemError
+from base.files import read_json
+from base.keys import without
+from base.settings import load_settings
 from stages import backends
-from stages.runtime.files import read_json
 from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
-from stages.runtime.settings import load_settings
 from stages.scene import judge, on_canvas
 
 PAPER_KEEP_RATES = {"<=3": 0.53, "4": 0.32, "5": 0.22}  # Gen4Gen's manual rating, 4-5 of 5 kept

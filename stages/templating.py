@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from compiler.sources import confined
+from base.sources import confined
 from stages.backends import BackendUnavailable
 
 

@@ -26,9 +26,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from compiler import sources
-from compiler.errors import ItemError
-from compiler.keys import canonical_json, item_seed
+from base import sources
+from base.errors import ItemError
+from base.files import dumps_json, write_folder, write_json
+from base.keys import canonical_json, item_seed
+from base.settings import Settings, load_settings, torch_device, torch_dtype
 from stages import backends
 from stages.backends.train import common
 from stages.backends.train.text import TOKEN_FILE
@@ -36,10 +38,8 @@ from stages.backends.train.trained import base_pipeline, load_base
 from stages.caption import concept_name
 from stages.metrics.pixels import flatten_alpha
 from stages.runtime.cache import blake2b_file
-from stages.runtime.files import dumps_json, write_folder, write_json
 from stages.runtime.images import load_image
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
-from stages.runtime.settings import Settings, load_settings, torch_device, torch_dtype
 from stages.templating import Templates
 
 STATE_ROOT = Path(".g4g/train")  # resume points of trainings in progress, by item key
@@ -290,7 +290,7 @@ def attach_data(document: dict[str, Any], dataset_dir: Path) -> dict[str, str]:
 
 def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
         reports_dir: Path = Path("reports")) -> None:
-    from stages.runtime.files import read_json
+    from base.files import read_json
 
     document = read_json(items_file)
     name = document["backend"]["name"]

@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = REPO / "data" / "gen4gen"  # downscaled Gen4Gen photos shipped with the project (NOTICE.md)
-PROJECT_FILES = ("compiler", "stages", "recipes", "templates", "data", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("base", "compiler", "stages", "recipes", "templates", "data", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
 
 TINY_RECIPE = {
     "defaults": ["schema", "_self_"],

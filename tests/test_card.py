@@ -21,15 +21,16 @@ import yaml
 
 from compiler import compile as compile_stage
 from compiler.cli import main
-from stages import card_figures, card_html, pack
-from stages.card_html import SHEET
+from stages import pack
+from stages.card import figures, page as card_page
+from stages.card.page import SHEET
 from tests.conftest import THROUGHPUT_VARIABLES, build_in_process, copy_project, run_tool
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 PLOTS_YAML = """
 stages:
   pack:
-    deps: [stages/card_html.py, stages/card_figures.py, stages/pack_plots.py]  # added to pack's deps
+    deps: [stages/card]  # added to pack's deps
     outs:
       - dataset
       - reports/pack_plots  # written by pack; shown by the plots below (in DVC's cache, not git)
@@ -131,7 +132,7 @@ def test_readme_header_describes_the_dataset_for_the_hub(history):
 
 
 def test_size_categories_follow_the_hub_buckets():
-    from stages.dataset_card import size_category
+    from stages.card.readme import size_category
 
     assert [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 2 * 10**9)] == [
         "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "n>1B"]
@@ -210,7 +211,7 @@ def test_reason_kinds_group_rejections_with_one_example():
     rows = [{"key": "a-00001", "stage": "score", "reasons": ["mug: covers 0.77% of the image, below min_area 1.00%"]},
             {"key": "a-00002", "stage": "score", "reasons": ["mug: covers 0.91% of the image, below min_area 1.00%",
                                                              "cat: 52% visible, below min_visible 60%"]}]
-    assert card_html.reasons(rows) == [
+    assert card_page.reasons(rows) == [
         {"stage": "score", "kind": "mug: covers #% of the image, below min_area #%", "images": 2,
          "example": "a-00001: mug: covers 0.77% of the image, below min_area 1.00%"},
         {"stage": "score", "kind": "cat: #% visible, below min_visible #%", "images": 1,
@@ -218,15 +219,15 @@ def test_reason_kinds_group_rejections_with_one_example():
 
 
 def test_heat_maps_count_boxes_where_they_are():
-    cells = card_figures.POSITION_CELLS
-    position = card_figures.position_counts([[0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 0.5]])  # left half, bottom half
+    cells = figures.POSITION_CELLS
+    position = figures.position_counts([[0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 0.5]])  # left half, bottom half
     assert position[: cells // 2, : cells // 2].min() == position[: cells // 2, : cells // 2].max() == 1
     assert (position[cells // 2:, : cells // 2] == 2).all() and (position[: cells // 2, cells // 2:] == 0).all()
-    size = card_figures.size_counts([[0, 0, 0.5, 1.0], [0, 0, 0.5, 1.0], [0, 0, 0.01, 0.01]])
-    bins = card_figures.SIZE_BINS
+    size = figures.size_counts([[0, 0, 0.5, 1.0], [0, 0, 0.5, 1.0], [0, 0, 0.01, 0.01]])
+    bins = figures.SIZE_BINS
     assert size.sum() == 3 and size[0, bins // 2] == 2 and size[bins - 1, 0] == 1  # tall boxes at the top
-    image = np.asarray(card_figures.colorize(size))
-    assert tuple(image[0, bins // 2]) == (253, 231, 37) and tuple(image[1, 1]) == card_figures.EMPTY
+    image = np.asarray(figures.colorize(size))
+    assert tuple(image[0, bins // 2]) == (253, 231, 37) and tuple(image[1, 1]) == figures.EMPTY
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -262,7 +263,7 @@ def test_card_renders_in_headless_chromium(history, tmp_path):
 
 
 def test_card_credits_the_photos_cites_gen4gen_and_states_its_limits():
-    from stages.dataset_card import dataset_card
+    from stages.card.readme import dataset_card
 
     text = dataset_card({"name": "pets", "key": "k", "license": "cc-by-4.0", "card_html": False,
                          "credits": [("concept `cat`", "Ann on Unsplash")], "example": True, "repainted": False},

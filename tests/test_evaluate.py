@@ -12,15 +12,15 @@ import torch
 import yaml
 from PIL import Image
 
+from base.errors import RecipeError
+from base.files import write_json
 from compiler.buildplan import Fingerprints
-from compiler.errors import RecipeError
 from compiler.evaluation_plan import evaluation_document
 from compiler.fingerprint import FileMemo
 from compiler.recipe import compose_recipe, validate
 from stages import evaluate
 from stages.metrics.aggregate import summarize
 from stages.metrics.table import format_table
-from stages.runtime.files import write_json
 from tests.conftest import TINY_RECIPE, build_in_process, write_recipe
 from tests.tiny_models import save_tiny_open_clip, save_tiny_owlvit, save_tiny_sd15
 

@@ -57,8 +57,8 @@ def reference_pairs(concepts_list, with_prior_preservation, num_class_images):
 
 def trained_on(project: Path):
     """(pixels, caption) of every training image and prior image, as the train stage reads them."""
+    from base.files import read_json
     from stages import train
-    from stages.runtime.files import read_json
 
     document = read_json(project / "build/compiled/train.json")
     train.attach_data(document, project / "dataset")

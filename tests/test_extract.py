@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages import backends
 from stages.extract import cut_out
 from stages.layout import iou as box_iou

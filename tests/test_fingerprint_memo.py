@@ -12,9 +12,10 @@ from importlib import metadata
 
 import pytest
 
-from compiler import fingerprint, installed
+from base import installed
+from base.files import dumps_json, dumps_json_document
+from compiler import fingerprint
 from compiler.fingerprint import FileMemo, code_and_environment
-from stages.runtime.files import dumps_json, dumps_json_document
 from tests.conftest import REPO
 
 STAGE_MODULES = ["stages.compose", "stages.backends.compose.paste", "stages.caption"]
@@ -101,7 +102,7 @@ def test_compile_keys_do_not_depend_on_the_memos(project, tmp_path):
     """Two compiles, in new processes, the first with every memo cold and the second with every
     memo warm: the same documents, byte for byte."""
     script = ("import sys; from pathlib import Path; from compiler.compile import compile_recipe; "
-              "from stages.runtime.files import dumps_json_document as d; "
+              "from base.files import dumps_json_document as d; "
               "docs = compile_recipe(Path.cwd(), 'tiny', []); "
               "sys.stdout.write(''.join(d(docs[s]) for s in sorted(docs)))")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}

@@ -14,11 +14,11 @@ import zlib
 import pytest
 import yaml
 
+from base.errors import ItemError, RecipeError
+from base.settings import SettingsError, load_settings
+from base.sources import expand
 from compiler import cli
-from compiler.errors import ItemError, RecipeError
-from compiler.sources import expand
 from stages.backends.plan import openai as openai_planner
-from stages.runtime.settings import SettingsError, load_settings
 from tests.conftest import REPO, run_tool, write_recipe
 from tests.llm_server import ChatServer, RawServer, completion, good_reply
 from tests.test_security import layout_request, recipe_with, secrets  # noqa: F401 (a fixture)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from base import input_record, installed
 from compiler import compile as compile_stage
-from compiler import fingerprint, input_record, installed
+from compiler import fingerprint
 from tests.conftest import REPO
 
 KEPT = "nothing it read changed since the last compile"

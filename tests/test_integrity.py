@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from base.files import DiskFull
 from compiler.dvc_state import recover
 from stages.runtime.cache import RECORD, ItemCache
-from stages.runtime.files import DiskFull
 from tests.conftest import build_in_process, dataset_bytes, run_tool
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack")
@@ -266,7 +266,7 @@ def reset_build(root: Path) -> None:
 
 
 def test_written_files_are_readable_as_the_umask_allows(tmp_path):
-    from stages.runtime.files import atomic_write_bytes
+    from base.files import atomic_write_bytes
 
     previous = os.umask(0o022)
     try:
@@ -418,7 +418,7 @@ def fill_cache_disk_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
 
 def fill_output_disk_after(monkeypatch: pytest.MonkeyPatch, copies: int) -> None:
     """Copies into stage outputs fail from copy number `copies` + 1 on."""
-    from stages.runtime import files
+    from base import files
 
     real, calls = files.shutil.copyfile, []
 

@@ -144,7 +144,7 @@ def test_runtime_settings_are_in_no_key(built):
 
 
 def test_library_versions_enter_the_keys_of_the_stages_that_import_them(project, monkeypatch):
-    from compiler import installed
+    from base import installed
 
     before = compile_recipe(project, "tiny", [])
     real_version = installed.version
@@ -193,8 +193,8 @@ def test_a_backend_declares_the_libraries_it_reaches_indirectly(project):
 
 
 def test_explain_says_when_dvc_restored_a_stage_instead_of_describing_another_run(tmp_path):
+    from base.files import write_json
     from stages.runtime import explain
-    from stages.runtime.files import write_json
 
     index = tmp_path / "build/layouts.json"
 

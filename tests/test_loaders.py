@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from base import files
+from base.errors import RecipeError
 from compiler.compile import compile_recipe
-from compiler.errors import RecipeError
 from stages.pack import even_chunks, portable_source
-from stages.runtime import files
 from tests.conftest import REPO, THROUGHPUT_VARIABLES, TINY_RECIPE, build_in_process, copy_project, write_recipe
 
 datasets = pytest.importorskip("datasets", reason="`pip install -e '.[dev]'` installs datasets")

@@ -19,9 +19,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from compiler import sources
+from base import sources
+from base.errors import ItemError, RecipeError
 from compiler.cli import main as g4g
-from compiler.errors import ItemError, RecipeError
 from stages import backends
 from stages.runtime.images import load_image
 from tests.conftest import REPO, TINY_RECIPE, write_recipe
@@ -277,7 +277,7 @@ def test_decompression_bomb_costs_no_memory(tmp_path):
     script = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from compiler.errors import ItemError\n"
+        "from base.errors import ItemError\n"
         "from stages.runtime.images import load_image\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"

@@ -130,7 +130,7 @@ def test_other_image_formats_are_packed_under_their_extension(project, image_for
     ("G4G_PRECISION", "fp8", r"runtime\.precision 'fp8'; valid: auto, fp32, fp16, bf16"),
 ])
 def test_bad_runtime_settings_name_the_setting_and_valid_values(project, monkeypatch, variable, value, message):
-    from stages.runtime.settings import SettingsError, load_settings
+    from base.settings import SettingsError, load_settings
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=message):

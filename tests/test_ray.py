@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from base.settings import Settings, SettingsError, for_stage, load_settings
 from stages import backends
 from stages.runtime import ray_executor
 from stages.runtime.executor import WorkerFailed
 from stages.runtime.runner import run_items
-from stages.runtime.settings import Settings, SettingsError, for_stage, load_settings
 from tests.conftest import REPO, build_in_process, dataset_bytes, run_tool
 
 ray = pytest.importorskip("ray")

@@ -21,8 +21,8 @@ STAGE = """
 import json, os, sys, time
 from stages.runtime import ray_instance
 ray_instance.IDLE_SECONDS = 5.0
+from base.settings import Settings
 from stages.runtime.ray_executor import connect
-from stages.runtime.settings import Settings
 began = time.monotonic()
 ray = connect(Settings(executor="ray"))
 square = ray.get(ray.remote(lambda n: n * n).remote(7))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import RecipeError
 from compiler.compile import compile_recipe, read_params
-from compiler.errors import RecipeError
 from tests.conftest import REPO, TINY_RECIPE, write_recipe
 
 

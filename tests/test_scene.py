@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from base.errors import ItemError, RecipeError
 from compiler.compile import compile_recipe
-from compiler.errors import ItemError, RecipeError
 from compiler.scene_preview import render
 from stages import backends
 from stages.scene import centre_crop, judge, on_canvas

@@ -13,8 +13,8 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageDraw, ImageFilter
 
-from compiler.errors import RecipeError
-from compiler.keys import item_seed
+from base.errors import RecipeError
+from base.keys import item_seed
 from stages.backends.compose.sdxl_inpaint import PAPER_NEGATIVE_PROMPT, Backend, Params, repaint_mask
 from stages.metrics.models import ModelMissing
 from tests.conftest import REPO, TINY_RECIPE, build_in_process, write_recipe

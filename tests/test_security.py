@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from base.errors import ItemError, RecipeError
+from base.keys import content_key
+from base.settings import SettingsError, load_settings
+from base.sources import expand
 from compiler import cli
 from compiler import compile as compile_stage
 from compiler.compile import compile_recipe
-from compiler.errors import ItemError, RecipeError
-from compiler.keys import content_key
-from compiler.sources import expand
 from stages import plan as plan_stage
 from stages.backends import BackendUnavailable
 from stages.backends.plan import openai as openai_planner
 from stages.backends.plan import replay as replay_planner
 from stages.backends.plan.reply import ReplyRejected, extract_json, parse_layout
-from stages.runtime.settings import SettingsError, load_settings
 from stages.templating import TemplateInvalid, Templates
 from tests.conftest import REPO, TINY_RECIPE, run_tool, write_recipe
 from tests.llm_server import ChatServer, good_reply
@@ -185,7 +185,7 @@ def test_pkg_references_import_nothing(project, reference_data):
     (project / "downloads/mydata/cat.png").write_bytes((reference_data / "backgrounds/garden/garden1.jpg").read_bytes())
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from compiler.errors import RecipeError\nfrom compiler.sources import expand\n"
+        "from base.errors import RecipeError\nfrom base.sources import expand\n"
         "for ref in ['pkg:downloads.mydata.x/cat.png', 'pkg:downloads/mydata/cat.png', 'pkg:this/x.png']:\n"
         "    try:\n        expand(ref, Path.cwd(), 'concepts.cat.images[0]')\n        print('RESOLVED', ref)\n"
         "    except RecipeError as error:\n        print('REFUSED', error)\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages.backends.plan.solver import Backend, Params, box_sizes
 from stages.layout import iou, minimum_side, overlap, paste_order_by_overlap
 

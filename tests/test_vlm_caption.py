@@ -488,8 +488,8 @@ def test_an_llm_planners_throughput_options_are_in_no_key(project):
 
 
 def test_an_endpoint_the_builder_did_not_approve_is_a_recipe_error(project):
+    from base.errors import RecipeError
     from compiler.compile import compile_recipe
-    from compiler.errors import RecipeError
 
     write_recipe(project, small_recipe(remote("https://vlm.example.com/v1")))
     with pytest.raises(RecipeError, match=r"backends\.caption\.base_url.*not an approved LLM endpoint"):

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     """Compare, print (table or JSON), write the page; 1 with --exit-code when anything differs."""
     from rich.console import Console
 
+    from base.files import atomic_write_bytes, check_output
+    from base.keys import canonical_json
     from compiler.diff.compare import compare
     from compiler.diff.render import terminal
-    from compiler.keys import canonical_json
-    from stages.runtime.files import atomic_write_bytes, check_output
 
     if args.html is not None:
         check_output(args.html)  # before the work, not after

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from stages.runtime.untrusted import escape_controls
+from base.untrusted import escape_controls
 
 SAMPLE_ROWS = 50  # flips listed per composition; --json lists them all
 

@@ -1,1 +1,2 @@
-"""What every stage shares: atomic files, the item cache, the executor, settings and reports."""
+"""What every stage shares: the item cache, the runner and its executors, images and reports
+(atomic files and settings live in `base`, which the compiler shares too)."""

@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from compiler.errors import ItemError
-from compiler.keys import canonical_json
-from stages.runtime.files import DiskFull, atomic_write_bytes, dumps_json
+from base.errors import ItemError
+from base.files import DiskFull, atomic_write_bytes, dumps_json
+from base.keys import canonical_json
 
 RECORD = "record.json"
 CHUNK = 1 << 20

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from base.files import read_json
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache, exclusive
-from stages.runtime.files import read_json
 
 REPLIES = "llm"
 INTERNAL = (".staging",)

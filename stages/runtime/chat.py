@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
+from base.settings import load_settings, user_config
+from base.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 from stages.backends import BackendUnavailable
 from stages.runtime.replies import MAX_REPLY_CHARS, ReplyRejected, RequestFailed
-from stages.runtime.settings import load_settings, user_config
-from stages.runtime.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
 
 MAX_RESPONSE_BYTES = 8 * MAX_REPLY_CHARS + 64 * 1024  # the reply JSON-escaped, plus the envelope
 MAX_TIMEOUT = 600.0  # seconds per request

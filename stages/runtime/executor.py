@@ -1,14 +1,12 @@
 """Where item batches run. One small interface, so a distributed engine (Ray, Dask) can take
-the local process pool's place without touching any stage: `runtime.executor` picks one per
-stage (stages/runtime/ray_executor.py runs them on a Ray cluster)."""
+the local process pool's place without touching any stage: the runner picks one per stage as
+`runtime.executor` says (stages/runtime/ray_executor.py runs them on a Ray cluster, and builds
+on this module, never the other way round)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
-
-from stages.runtime.settings import Settings, for_stage
 
 
 class Executor(Protocol):
@@ -41,11 +39,3 @@ def batched(items: Iterable[Any], size: int) -> list[list[Any]]:
     items = list(items)
     return [items[i:i + size] for i in range(0, len(items), size)]
 
-
-def executor_for(stage: str, settings: Settings, context: dict[str, Any], cache_root: Path) -> Executor:
-    """The executor `runtime.executor` names for `stage` (local when it names none)."""
-    if (for_stage(settings.executor, stage) or "local") == "local":
-        return LocalExecutor(settings.workers)
-    from stages.runtime.ray_executor import RayExecutor
-
-    return RayExecutor(stage, settings, context, cache_root)

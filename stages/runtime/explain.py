@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from compiler.keys import content_key
-from stages.runtime.files import read_json, write_json_document
+from base.files import read_json, write_json_document
+from base.keys import content_key
 
 STATE_DIR = Path(".g4g/keys")
 STAGE_INDEX = {"extract": Path("build/cutouts.json"), "plan": Path("build/layouts.json"),  # each carries

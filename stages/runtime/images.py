@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"

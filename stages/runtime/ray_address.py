@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import socket
 
-from stages.runtime.settings import SettingsError
+from base.settings import SettingsError
 
 PROBE_SECONDS = 3.0
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS

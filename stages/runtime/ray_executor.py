@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import stages
+from base.settings import Settings, SettingsError, for_stage
 from stages.runtime import ray_address, ray_instance
 from stages.runtime.executor import WorkerFailed
-from stages.runtime.settings import Settings, SettingsError, for_stage
 
 RETRIES = 3  # a batch whose worker dies is run again this many times
 IN_FLIGHT_PER_ACTOR = 2  # the next batch waits in the actor's queue, so it never idles between batches
@@ -245,8 +245,8 @@ class RayExecutor:
 
     def _result(self, ray, done, task: Any) -> Any:
         """The batch's result, or an error naming its items, the node and why."""
+        from base.files import DiskFull
         from stages.backends import BackendUnavailable
-        from stages.runtime.files import DiskFull
 
         items = ", ".join(str(item.get("id")) for item in task) if isinstance(task, list) else str(task)
         try:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO
 
 import stages
-from stages.runtime.files import read_json, write_json
-from stages.runtime.settings import SettingsError
+from base.files import read_json, write_json
+from base.settings import SettingsError
 
 STATE_DIR = Path(".g4g/ray")
 IDLE_SECONDS = 60.0  # the keeper stops its instance this long after the last stage let go

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from compiler.keys import content_key
-from stages.runtime.files import read_json, write_json
+from base.files import read_json, write_json
+from base.keys import content_key
 
 MAX_REPLY_CHARS = 64 * 1024  # a layout or caption reply is a few hundred characters; this long is rejected
 FOLDER = "llm"  # under the item cache

@@ -14,15 +14,14 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from compiler.errors import ItemError
-from compiler.keys import content_key
+from base.errors import ItemError
+from base.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json, write_json_document
+from base.keys import content_key
+from base.settings import Settings, for_stage
+from base.untrusted import escape_controls
 from stages.runtime import explain
 from stages.runtime.cache import ItemCache, VerifiedFiles
-from stages.runtime.executor import WorkerFailed, batched, executor_for
-from stages.runtime.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json,
-                                  write_json_document)
-from stages.runtime.settings import Settings
-from stages.runtime.untrusted import escape_controls
+from stages.runtime.executor import Executor, LocalExecutor, WorkerFailed, batched
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
 """What computing one item gives: its record and its files (name -> bytes)."""
@@ -87,6 +86,15 @@ def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any]
         record, files = output
         outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files), None))
     return outcomes
+
+
+def executor_for(stage: str, settings: Settings, context: dict[str, Any], cache_root: Path) -> Executor:
+    """The executor `runtime.executor` names for `stage` (local when it names none)."""
+    if (for_stage(settings.executor, stage) or "local") == "local":
+        return LocalExecutor(settings.workers)
+    from stages.runtime.ray_executor import RayExecutor  # Ray only when a stage asks for it
+
+    return RayExecutor(stage, settings, context, cache_root)
 
 
 def run_items(
@@ -225,8 +233,8 @@ class StageFailed(RuntimeError):
 def run_cli(run_stage: Callable[[], None]) -> None:
     """Run a stage; a backend that cannot start or a bad runtime setting ends it with its own
     message, not a traceback."""
+    from base.settings import SettingsError
     from stages.backends import BackendUnavailable
-    from stages.runtime.settings import SettingsError
 
     try:
         run_stage()

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compiler.errors import ItemError
+from base.errors import ItemError
+from base.untrusted import escape_controls
 from stages.backends.caption import template
 from stages.backends.caption.substitute import clean, recaption
 from stages.runtime.cache import verified_bytes
 from stages.runtime.replies import ReplyCache, ReplyRejected, RequestFailed
-from stages.runtime.untrusted import escape_controls
 
 MIN_WORDS = 3  # a reply with fewer words (letters in them) is no description
 SHOWN_REPLY_CHARS = 2000  # of a raw reply, kept in captions.json

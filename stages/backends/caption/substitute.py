@@ -30,9 +30,9 @@ from typing import Any
 
 import regex
 
+from base.untrusted import ESCAPED_CATEGORIES
 from stages.backends.caption.clip_bpe import tokenizer
 from stages.backends.caption.cues import introduces, mention_cue, place
-from stages.runtime.untrusted import ESCAPED_CATEGORIES
 
 CLIP_CONTEXT = 77  # tokens, with the start and end tokens
 COUNT_WORDS = r"two|three|four|five|both|2|3|4|5"

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages.scene import centre_crop
 
 VERSION = "2"

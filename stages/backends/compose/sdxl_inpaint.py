@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageFilter
 
-from compiler.keys import item_seed
+from base.keys import item_seed
+from base.settings import torch_device, torch_dtype
 from stages.backends.compose import paste
 from stages.backends.pretrained import load_pipeline
-from stages.runtime.settings import torch_device, torch_dtype
 from stages.templating import Templates
 
 VERSION = "2"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages.backends.extract import CutoutParams
 
 VERSION = "1"

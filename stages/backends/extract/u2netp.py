@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compiler import input_record
-from compiler.errors import ItemError
+from base import input_record
+from base.errors import ItemError
 from stages.backends import BackendUnavailable
 from stages.backends.extract import CutoutParams
 

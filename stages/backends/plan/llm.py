@@ -20,15 +20,15 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from compiler.errors import ItemError
-from compiler.sources import confined
+from base.errors import ItemError
+from base.sources import confined
+from base.untrusted import escape_controls
 from stages.backends import BackendUnavailable
 from stages.backends.plan import choose_photo, choose_views, scene_of
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
 from stages.runtime.replies import ReplyCache, RequestFailed
-from stages.runtime.untrusted import escape_controls
 from stages.scene import CanvasScene
 from stages.templating import Templates
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compiler.errors import ItemError
-from compiler.sources import confined
+from base.errors import ItemError
+from base.sources import confined
+from base.untrusted import escape_controls
 from stages.backends import BackendUnavailable
-from stages.runtime.untrusted import escape_controls
 
 VERSION = "1"
 

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from stages.layout import (clamp, fit_aspect, fitted_area, minimum_side, paste_order_by_overlap,
                            resize_about_centre, scale_about_centre, to_pixels)
+from base.untrusted import escape_controls
 from stages.runtime.replies import ReplyRejected
-from stages.runtime.untrusted import escape_controls
 
 
 MAX_DEPTH = 32  # nesting a layout never needs; deeper replies are malformed, not a crash

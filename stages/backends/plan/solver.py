@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import ItemError
+from base.errors import ItemError
 from stages.backends.plan import choose_photo, choose_views, scene_of
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point

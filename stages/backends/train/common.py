@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from compiler.keys import item_seed
+from base.keys import item_seed
 from stages.backends.train import augment
 from stages.backends.train.text import TextEncoders
 

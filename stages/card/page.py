@@ -7,7 +7,7 @@ the software that built it. Images are inlined (base64), nothing is fetched: the
 offline, from a CI artifact or an e-mail. Byte-stable, like everything pack writes.
 
 Written by pack at the end of a build (recipe option `output.card_html`); `g4g card`
-(stages/card.py) regenerates it from a dataset folder. The same summary feeds pack's DVC plots.
+(stages/card/command.py) regenerates it from a dataset folder. The same summary feeds pack's DVC plots.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
-from stages.card_figures import colorize, histogram_svg, position_counts, size_counts
-from stages.runtime.files import read_json
+from base.files import read_json
+from stages.card.figures import colorize, histogram_svg, position_counts, size_counts
 from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
 SHEET = 12  # samples on a composition's contact sheet: the first ones in key order

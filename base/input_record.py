@@ -31,7 +31,7 @@ from typing import Any, Iterable
 RECORD_VERSION = 1
 LOCATING_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                       "U2NET_HOME", "REMBG_HOME", "PYTHONPATH")
-OUR_PACKAGES = ("compiler", "stages")
+OUR_PACKAGES = ("base", "compiler", "stages")
 NOT_INPUTS = ("__pycache__", "/dev/", "/proc/", "/sys/")
 RACY_NS = 1_000_000_000
 
@@ -138,7 +138,7 @@ class Recorder:
         record = {"version": RECORD_VERSION, "context": _context(argv), "files": self.files,
                   "folders": self.folders, "absent": sorted(self.absent), "messages": messages,
                   "outputs": {str(p): _digest(p) for p in outputs}}
-        from stages.runtime.files import atomic_write_bytes
+        from base.files import atomic_write_bytes
 
         atomic_write_bytes(record_file, json.dumps(record, sort_keys=True).encode("utf-8"))
 

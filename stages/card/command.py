@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from stages.card_html import page, read_dataset  # numpy, Pillow and jinja2: only when a card is written
-    from stages.runtime.files import atomic_write_bytes, check_output
+    from base.files import atomic_write_bytes, check_output
+    from stages.card.page import page, read_dataset  # numpy, Pillow and jinja2: only when a card is written
 
     out = args.output or args.dataset / "card.html"
     check_output(out)  # before the work, not after

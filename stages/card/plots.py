@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from stages.card_figures import contact_sheet
-from stages.runtime.files import write_folder
+from base.files import write_folder
+from stages.card.figures import contact_sheet
 
 KEEP_RATE_COLUMNS = ["composition", "concepts", "images", "kept", "keep_rate", "paper_keep_rate"]
 
@@ -48,7 +48,7 @@ def caption_lengths(summary: dict[str, Any]) -> bytes:
 
 
 def write_plots(summary: dict[str, Any], directory: Path) -> None:
-    """Write the plot files of `summary` (see stages.card_html.summarize) into `directory`."""
+    """Write the plot files of `summary` (see stages.card.page.summarize) into `directory`."""
     files = {"keep_rate.csv": keep_rates(summary), "caption_lengths.csv": caption_lengths(summary)}
     for name, composition in summary["compositions"].items():
         if composition["sheet"]:

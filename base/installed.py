@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stages.runtime.files import atomic_write_bytes
+from base.files import atomic_write_bytes
 
 MEMO_VERSION = 1
 

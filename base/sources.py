@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from compiler import input_record, installed
-from compiler.errors import RecipeError
+from base import input_record, installed
+from base.errors import RecipeError
 
 PACKAGE_PREFIX = "pkg:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.runtime.untrusted import redact_url, url_problem
+from base.untrusted import redact_url, url_problem
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
