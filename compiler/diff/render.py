@@ -17,6 +17,7 @@ from compiler.diff.compare import same_change
 from stages.runtime.untrusted import escape_controls
 
 SAMPLE_ROWS = 50  # flips listed per composition; --json lists them all
+WHY_LINES = 10  # ways samples changed, one line each; --json has every sample's causes
 
 
 def new_table(title: str) -> Table:
@@ -103,6 +104,10 @@ def some(keys: list[str]) -> Text:
     return Text(escape_controls(shown if len(keys) == 1 else f"{len(keys)}: {shown}"))
 
 
+def samples(keys: list[str]) -> str:
+    return f"{len(keys)} sample{'' if len(keys) == 1 else 's'}"
+
+
 def because(causes: tuple[str, ...] | list[str]) -> str:
     return "; ".join(causes) if causes else "cause unknown"
 
@@ -111,10 +116,12 @@ def why(report: dict[str, Any]) -> list[Text]:
     """One line per way samples changed, over every composition: how many, which parts, why."""
     changed = {key: entry for comp in report["compositions"].values() for key, entry in comp["changed"].items()}
     rekeyed = {key: entry for comp in report["compositions"].values() for key, entry in comp["rekeyed"].items()}
-    lines = [f"{len(keys)} samples changed: {', '.join(parts)} ({because(causes)})"
+    lines = [f"{samples(keys)} changed: {', '.join(parts)} ({because(causes)})"
              for parts, causes, keys in same_change(changed)]
-    lines += [f"{len(keys)} unchanged samples have new item keys only ({because(causes)}; --json lists them)"
+    lines += [f"{samples(keys)} unchanged but re-keyed ({because(causes)}; --json lists them)"
               for _, causes, keys in same_change(rekeyed)]
+    if len(lines) > WHY_LINES:
+        lines = lines[:WHY_LINES] + [f"... and {len(lines) - WHY_LINES} more ways (--json gives each sample's causes)"]
     return [Text(escape_controls(line)) for line in lines]
 
 
