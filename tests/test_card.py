@@ -10,6 +10,7 @@ missing.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import tarfile
 from collections import Counter
@@ -119,16 +120,39 @@ def front_matter(root: Path) -> dict:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
+HUB_KEYS = ["license", "pretty_name", "task_categories", "size_categories", "tags", "configs", "dataset_info"]
+
+
 def test_readme_header_describes_the_dataset_for_the_hub(history):
+    text = (history / "dataset/README.md").read_text()
+    assert len(text.split("---\n", 2)[1].splitlines()) < 60  # what the Hub reads, no per-sample lists
     header = front_matter(history)
+    assert list(header) == HUB_KEYS
     assert header["license"] == "unknown" and header["pretty_name"] == "tiny"
     assert header["task_categories"] == ["text-to-image"] and header["size_categories"] == ["n<1K"]
     assert "gen4gen" in header["tags"]
     shards = json.loads((history / "dataset/sizes.json").read_text())
-    configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
+    configs = {c["config_name"]: sorted(fnmatch.filter(shards, c["data_files"])) for c in header["configs"]}
     assert configs.pop("all") == sorted(shards)
     assert configs == {c: sorted(s for s in shards if s.rsplit("-", 1)[0] == c) for c in ("cat_mug", "cat_mug_plant")}
-    assert "`card.html`" in (history / "dataset/README.md").read_text()
+    features = {info["config_name"]: {f["name"]: f["dtype"] for f in info["features"]} for info in header["dataset_info"]}
+    assert features["cat_mug"] == {"__key__": "string", "__url__": "string", "detailed.txt": "string", "jpg": "image",
+                                   "json": "json", "mask.png": "image", "mask.cat.png": "image",
+                                   "mask.mug.png": "image", "txt": "string"}
+    assert set(features["all"]) == set(features["cat_mug"]) | {"mask.plant.png"}
+    assert "`card.html`" in text
+
+
+def test_header_stays_short_for_many_shards_and_compositions():
+    from stages.card.readme import dataset_card
+
+    compositions = {f"c{n}-x": {"shards": [f"c{n}-x-{i:06d}.tar" for i in range(200)], "fields": {"jpg", "json"},
+                                "provenance": [{"key": i, "nested": {"deep": [1, 2]}} for i in range(20000)]}
+                    for n in range(3)}
+    text = dataset_card({"name": "big", "key": "k", "license": "mit", "card_html": False}, compositions)
+    lines = text.split("---\n", 2)[1].splitlines()
+    assert len(lines) < 30 and max(map(len, lines)) < 400
+    assert "size_categories: [10K<n<100K]" in lines and "- {config_name: c1-x, data_files: 'c1-x-??????.tar'}" in lines
 
 
 def test_size_categories_follow_the_hub_buckets():

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import io
 import json
 import shutil
 import tarfile
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
+from compiler.diff.causes import Plans, sample_causes
+from compiler.diff.snapshot import Sample, Snapshot
 from tests.conftest import TINY_RECIPE, copy_project, run_tool, write_recipe
 
 SKIMAGE_DATA = Path(str(importlib.resources.files("skimage") / "data"))
@@ -106,25 +109,30 @@ def test_every_category_between_two_revisions(history, monkeypatch, capsys, tmp_
     assert cat_mug["added"] == ["cat_mug-00003"] and cat_mug["removed"] == []
     assert set(cat_mug["changed"]) == on_grass
     assert all(entry["parts"] == ["photos", "image"] for entry in cat_mug["changed"].values())
+    template = "template templates/captions/short.j2 changed"
+    assert all(entry["causes"] == ["photo photos/grass.png replaced", template] for entry in cat_mug["changed"].values())
     assert all(set(entry["item_keys"]) == {"caption", "compose", "score"} for entry in cat_mug["changed"].values())
     assert set(cat_mug["unchanged"]) == {k for k in built["a"] if k.startswith("cat_mug-")} - on_grass
     assert set(cat_mug["rekeyed"]) == set(cat_mug["unchanged"])  # the template edit re-keyed their captions only
+    assert all(entry["causes"] == [template] for entry in cat_mug["rekeyed"].values())
     assert cat_mug["stats"]["old"]["images"] == 3 and cat_mug["stats"]["new"]["images"] == 4
     assert cat_mug["stats"]["delta"]["kept"] == 1
 
     plant = report["compositions"]["cat_mug_plant"]
     assert sorted(plant["changed"]) == ["cat_mug_plant-00000", "cat_mug_plant-00001"] and plant["unchanged"] == []
     for key, entry in plant["changed"].items():
-        assert entry["parts"] == ["caption"]
+        assert entry["parts"] == ["caption"] and entry["causes"] == [template]
         assert entry["captions"]["old"]["short"] == built["a"][key]["captions"]["short"]
         assert entry["captions"]["new"]["short"] == built["b"][key]["captions"]["short"]
         assert entry["captions"]["new"]["short"].count(", ") == 1
     assert all(not comp[name] for comp in report["compositions"].values()
                for name in ("now_kept", "now_rejected", "rejected_added", "rejected_removed"))
 
-    page = (tmp_path / "diff.html").read_text()
-    assert page.count('<div class="card">') == len(on_grass) + 1 + 2  # new images, the added, the re-captioned
-    assert page.count('src="data:image/jpeg;base64,') == 2 * len(on_grass) + 1 + 2  # before + after, after, one
+    page = (tmp_path / "diff.html").read_text()  # one card per way of changing: an example and a count
+    assert page.count('<div class="card">') == 3  # new photo (+ template), the added, the re-captioned
+    assert page.count('src="data:image/jpeg;base64,') == 2 + 1 + 1  # before + after, after, one
+    assert "1 of 2 samples like this; others: cat_mug_plant-00001<" in page
+    assert f"because: photo photos/grass.png replaced; {template}" in page
 
 
 def test_json_is_stable_and_terminal_names_the_changes(history, monkeypatch, capsys):
@@ -134,7 +142,8 @@ def test_json_is_stable_and_terminal_names_the_changes(history, monkeypatch, cap
     code, out, _ = diff(monkeypatch, capsys, history["root"], "a", "b")
     assert code == 0
     for text in ("recipe.compositions.cat_mug.num_images", "photos/grass.png", "cat_mug-00003", "added",
-                 "cat_mug_plant-00000", "caption", "4 (+1)"):
+                 "cat_mug_plant-00000", "caption", "4 (+1)",
+                 "2 samples changed: caption (template templates/captions/short.j2 changed)"):
         assert text in out
 
 
@@ -173,6 +182,48 @@ def test_unknown_unbuilt_and_uncached_revisions_are_clear_errors(history, monkey
     assert code == 2 and "a (" in err and "not in the local DVC cache" in err and "dvc pull dataset" in err
 
 
+def plans_of(label: str, parts: dict | None) -> Plans:
+    """A side whose caption plan holds one item with `parts` (None: no plan in the cache)."""
+    files = {} if parts is None else {"build/compiled/caption.json": json.dumps(
+        {"items": [{"id": "cat_mug-00000", "parts": parts}]}).encode()}
+
+    def open_file(name: str) -> io.BytesIO:
+        if name not in files:
+            raise FileNotFoundError(name)
+        return io.BytesIO(files[name])
+    return Plans(Snapshot(label, None, None, {}, {}, {}, open_file))
+
+
+def caption_keyed(key: str) -> Sample:
+    return Sample("s.tar", {"item_keys": {"caption": key}, "concepts": [], "background": {}})
+
+
+def test_causes_name_the_code_module_the_library_the_options_and_the_recipe_inputs():
+    parts = {"code": {"stages.caption": "c1", "stages.templating": "t1"}, "environment": {"jinja2": "3.1.5"},
+             "backend": {"name": "template", "version": "1", "params": {"style": "a"}},
+             "templates": {"captions/short.j2": "s1"}, "phrases": {"grass": "on the grass"}, "seed": 7}
+    edited = json.loads(json.dumps(parts))
+    edited["code"]["stages.caption"] = "c2"  # a code fingerprint: one module's syntax tree changed
+    edited["environment"]["jinja2"] = "3.1.6"
+    old, new = caption_keyed("k1"), caption_keyed("k2")
+    assert sample_causes("cat_mug-00000", old, new, plans_of("A", parts), plans_of("B", edited)) == [
+        "code changed: stages.caption", "library jinja2 3.1.5 -> 3.1.6"]
+
+    edited = json.loads(json.dumps(parts))
+    edited["backend"]["params"]["style"] = "b"
+    edited["phrases"]["grass"] = "on a lawn"
+    edited["templates"]["captions/detailed.j2"] = "d1"
+    assert sample_causes("cat_mug-00000", old, new, plans_of("A", parts), plans_of("B", edited)) == [
+        "caption backend template options: style a -> b", "caption inputs from the recipe changed: phrases",
+        "template templates/captions/detailed.j2 added"]
+
+    # Same plans, other key: what an earlier stage produced (the layout) changed; no plan: said so.
+    assert sample_causes("cat_mug-00000", old, new, plans_of("A", parts), plans_of("B", parts)) == [
+        "caption: an earlier stage's output changed"]
+    assert sample_causes("cat_mug-00000", old, new, plans_of("A", None), plans_of("B", parts)) == [
+        "caption: unknown (A: no build plan of it in build/compiled/caption.json, e.g. not in the DVC cache)"]
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -181,8 +232,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_html_page_renders_in_headless_chromium(history, monkeypatch, capsys, tmp_path):
     sync_playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' installs playwright"
                                           ).sync_playwright
-    on_grass = sum(1 for s in history["built"]["a"].values() if s["background"]["id"] == "grass")
-    expected = {"changes": (("a", "b"), on_grass + 3), "flips": (("c", "HEAD~1"), len(history["rejected"]))}
+    flips = json.loads(diff(monkeypatch, capsys, history["root"], "c", "HEAD~1", "--json")[1])["compositions"]
+    groups = sum(len({tuple(entry["reasons"]) for entry in comp["now_kept"].values()}) for comp in flips.values())
+    expected = {"changes": (("a", "b"), 3), "flips": (("c", "HEAD~1"), groups)}  # a card per composition and reason
     for name, (revisions, cards) in expected.items():
         assert diff(monkeypatch, capsys, history["root"], *revisions, "--html", str(tmp_path / f"{name}.html"))[0] == 0
     with sync_playwright() as playwright:

@@ -125,6 +125,27 @@ def test_table_labels_every_row_shares_one_base_row_and_separates_other_protocol
     ]
 
 
+def test_table_reads_the_setting_beside_results_only_metrics():
+    """metrics/evaluate.json holds results only; the setting comes from each revision's
+    evaluation/summary.json (here a stand-in reader keyed by revision)."""
+    def experiment(name, rev, cp_clip):
+        return {"rev": rev, "name": name, "experiments": None,
+                "data": {"metrics": {"metrics/evaluate.json": {"data": {
+                    "evaluated": True, "bins": {"<=3": {"cp_clip": cp_clip, "ti_clip": 0.17}}}}}}}
+
+    settings = {"a" * 40: {"train": "custom-diffusion", "data": "source", "strategies": "none",
+                           "paper_row": "source", "protocol": "ddim 200"},
+                "b" * 40: {"train": "custom-diffusion", "data": "dataset", "strategies": "global_token",
+                           "paper_row": "strategies", "protocol": "ddim 200"}}
+    table = format_table([experiment("source", "a" * 40, 0.30), experiment("strategies", "b" * 40, 0.52),
+                          experiment("lost", "c" * 40, 0.1)], lambda rev: settings.get(rev, {}))
+    lines = table.splitlines()
+    assert lines[2] == "protocol: ddim 200"
+    assert lines[4].startswith("Custom Diffusion + source photos") and "source " in lines[5] and "0.30 / 0.17" in lines[5]
+    assert lines[6].startswith("+ prompting strategies") and "0.52 / 0.17" in lines[7]
+    assert "protocol: not recorded  (not comparable with the rows above)" in table  # no setting found
+
+
 def test_dvc_metrics_diff_shows_the_change_between_two_evaluations(dvc_project):
     from tests.conftest import run_tool
 
@@ -311,8 +332,8 @@ def test_stage_generates_measures_and_reuses_images_when_only_a_metric_option_ch
     assert all("<cat1>" in row["prompt"] for row in rows if row["variant"] != "base")
     assert set(first["concepts"]) == {"cat", "mug"} and "detection_score" in first["concepts"]["cat"]
     headline = json.loads((project / "metrics/evaluate.json").read_text())
-    assert set(headline["bins"]["<=3"]) == {"cp_clip", "ti_clip", "paper"} and set(headline) == {
-        "evaluated", "setting", "bins", "best_checkpoint", "baseline"}
+    assert set(headline["bins"]["<=3"]) == {"cp_clip", "ti_clip"} and set(headline) == {  # results only
+        "evaluated", "bins", "best_checkpoint", "baseline"}
     metrics = json.loads((project / "evaluation/summary.json").read_text())
     assert metrics["evaluated"] and set(metrics["bins"]) == {"<=3"}
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["bins"]["<=3"]["paper"] == {"cp_clip": 0.41,
@@ -367,7 +388,8 @@ def test_dvc_repro_trains_and_evaluates_end_to_end(dvc_project, tiny):
     set_overrides(dvc_project, tiny)
     run_tool(dvc_project, "dvc", "repro")
     shown = run_tool(dvc_project, "dvc", "metrics", "show").stdout
-    assert "bins.<=3.cp_clip" in shown and "bins.<=3.ti_clip" in shown and "bins.<=3.paper.cp_clip" in shown
+    assert "bins.<=3.cp_clip" in shown and "bins.<=3.ti_clip" in shown
+    assert "paper" not in (dvc_project / "metrics/evaluate.json").read_text()  # Table 1's values: summary.json
     metrics = json.loads((dvc_project / "evaluation/summary.json").read_text())
     assert metrics["bins"]["<=3"]["images"] == 4 and metrics["compositions"]["cat_mug"]["checkpoint"] == 2
     plots = json.loads(run_tool(dvc_project, "dvc", "plots", "show", "--json").stdout)["data"]

@@ -12,10 +12,11 @@ terminal and HTML renderings read the same facts. A sample is matched by its key
   score       the score record (keep, per-concept measurements, metrics)
   provenance  anything else in the sample's JSON (backends, software, recipe name)
 
-`item_keys` gives, per stage, the content keys that changed (the keys the build cache uses).
-A sample whose content is the same but whose keys changed (a template edit that rendered the
-same caption) is *unchanged* and also listed under `rekeyed`: only its provenance's
-`item_keys` differ.
+`item_keys` gives, per stage, the content keys that changed (the keys the build cache uses),
+and `causes` why they changed (`causes.py`: a template, code, a library version, backend
+options, a photo, the recipe). A sample whose content is the same but whose keys changed (a
+template edit that rendered the same caption) is *unchanged* and also listed under `rekeyed`
+with its keys and causes: only its provenance's `item_keys` differ.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from compiler.diff.causes import Plans, sample_causes
 from compiler.diff.snapshot import IMAGE_EXTENSIONS, Sample, Snapshot
 
 PARTS = ("layout", "photos", "image", "masks", "caption", "score", "provenance")
@@ -113,7 +115,7 @@ def composition_of(key: str) -> str:
     return key.rsplit("-", 1)[0]
 
 
-def compare_composition(a: Snapshot, b: Snapshot, composition: str) -> dict[str, Any]:
+def compare_composition(a: Snapshot, b: Snapshot, composition: str, plans: tuple[Plans, Plans]) -> dict[str, Any]:
     def kept(snapshot: Snapshot) -> set[str]:
         return {k for k, s in snapshot.samples.items() if s.provenance["composition"] == composition}
 
@@ -130,12 +132,13 @@ def compare_composition(a: Snapshot, b: Snapshot, composition: str) -> dict[str,
         old_keys, new_keys = a.samples[key].provenance["item_keys"], b.samples[key].provenance["item_keys"]
         keys = {stage: {"old": old_keys.get(stage), "new": new_keys.get(stage)}
                 for stage in sorted(old_keys.keys() | new_keys.keys()) if old_keys.get(stage) != new_keys.get(stage)}
+        causes = sample_causes(key, a.samples[key], b.samples[key], *plans) if parts or keys else []
         if not parts:  # same content; new keys alone (an edit upstream that changed nothing here)
             unchanged.append(key)
             if keys:
-                rekeyed[key] = keys
+                rekeyed[key] = {"item_keys": keys, "causes": causes}
             continue
-        entry: dict[str, Any] = {"parts": parts, "item_keys": keys}
+        entry: dict[str, Any] = {"parts": parts, "item_keys": keys, "causes": causes}
         if "caption" in parts:
             entry["captions"] = {"old": before["caption"], "new": after["caption"]}
         changed[key] = entry
@@ -156,6 +159,16 @@ def compare_composition(a: Snapshot, b: Snapshot, composition: str) -> dict[str,
     }
 
 
+def same_change(entries: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, ...], tuple[str, ...], list[str]]]:
+    """Samples that changed the same way: (parts, causes, keys) per distinct parts and causes,
+    largest group first. `entries` maps sample keys to their `changed` or `rekeyed` entry."""
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = defaultdict(list)
+    for key, entry in sorted(entries.items()):
+        groups[(tuple(entry.get("parts", ())), tuple(entry["causes"]))].append(key)
+    return sorted(((parts, causes, keys) for (parts, causes), keys in groups.items()),
+                  key=lambda group: (-len(group[2]), group[0], group[1]))
+
+
 def compositions(snapshot: Snapshot) -> set[str]:
     return ({s.provenance["composition"] for s in snapshot.samples.values()}
             | {composition_of(k) for k in snapshot.rejected}
@@ -169,7 +182,9 @@ def side(snapshot: Snapshot) -> dict[str, Any]:
 
 def compare(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     """Everything that differs between dataset snapshots `a` (before) and `b` (after)."""
-    per_composition = {name: compare_composition(a, b, name) for name in sorted(compositions(a) | compositions(b))}
+    plans = (Plans(a), Plans(b))
+    per_composition = {name: compare_composition(a, b, name, plans)
+                       for name in sorted(compositions(a) | compositions(b))}
     report = {"a": side(a), "b": side(b), "recipe": recipe_changes(a.recipe, b.recipe),
               "photos": photo_changes(a, b), "compositions": per_composition}
     report["differs"] = differs(report)

@@ -1,21 +1,26 @@
 """The diff as one self-contained HTML page: the tables, and before/after thumbnails of samples.
 
-Thumbnails are JPEGs inlined as base64 data URIs, so the page opens anywhere (a browser, a CI
-artifact, an e-mail) without the dataset. Rendered by Jinja with autoescaping: captions,
-reasons and recipe values are text, never markup.
+Samples that changed the same way (the same parts, for the same causes; flips for the same
+reasons; added or removed in one composition) share one card: an example, how many there are
+and a few of their keys. Thumbnails are JPEGs inlined as base64 data URIs, so the page opens
+anywhere (a browser, a CI artifact, an e-mail) without the dataset. Rendered by Jinja with
+autoescaping: captions, reasons and recipe values are text, never markup.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 import jinja2
 
+from compiler.diff.compare import same_change
 from compiler.diff.snapshot import Snapshot
 from stages.runtime.thumbnails import thumbnail
 
-MAX_SAMPLES = 120  # sample cards on one page; the rest are counted
+MAX_CARDS = 120  # cards on one page; the rest are counted
+OTHER_KEYS = 5  # keys of a group named beside its example
 VISUAL_PARTS = {"layout", "photos", "image", "masks"}
 
 PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!doctype html>
@@ -58,46 +63,57 @@ figcaption { font-size: 12px; color: #555; }
 {% endfor %}</table>{% endif %}
 {% if cards %}<h2>Samples</h2><div class="cards">
 {% for card in cards %}<div class="card"><div><b>{{ card.key }}</b> &middot; {{ card.status }}{% if card.parts %}: {{ card.parts | join(", ") }}{% endif %}</div>
+{% if card.count > 1 %}<div class="count">1 of {{ card.count }} samples like this; others: {{ card.others | join(", ") }}{% if card.count > card.others | length + 1 %}, ...{% endif %}</div>{% endif %}
+{% if card.causes %}<div>because: {{ card.causes | join("; ") }}</div>{% endif %}
 <div class="pair">{% if card.same %}<figure><img src="{{ card.after }}" alt="{{ card.key }}"><figcaption>same image</figcaption></figure>
 <figure><figcaption>{{ a.label }}: {{ card.caption_before }}</figcaption><figcaption class="changed">{{ b.label }}: {{ card.caption_after }}</figcaption></figure>
 {% else %}{% for label, image, caption in ((a.label, card.before, card.caption_before), (b.label, card.after, card.caption_after)) %}
 <figure>{% if image %}<img src="{{ image }}" alt="{{ card.key }} in {{ label }}">{% else %}<div class="none">{{ card.absent }} {{ label }}</div>{% endif %}
 <figcaption>{{ label }}{% if caption %}: {{ caption }}{% endif %}</figcaption></figure>{% endfor %}{% endif %}</div>
 {% if card.note %}<div>{{ card.note }}</div>{% endif %}</div>
-{% endfor %}</div>{% if hidden %}<p>{{ hidden }} more samples differ; <code>g4g diff --json</code> lists them all.</p>{% endif %}{% endif %}
+{% endfor %}</div>{% if hidden %}<p>{{ hidden }} more groups of samples differ; <code>g4g diff --json</code> lists them all.</p>{% endif %}{% endif %}
 </body></html>
 """)
 
 
+def _card(keys: list[str], status: str, **fields: Any) -> dict[str, Any]:
+    return {"key": keys[0], "count": len(keys), "others": keys[1:1 + OTHER_KEYS], "status": status, **fields}
+
+
 def cards(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One card per sample worth looking at, most telling first: flips between kept and rejected,
-    visible changes, added and removed samples, then caption-only changes (one image, both captions)."""
+    """One card per group of samples worth looking at, most telling first: flips between kept
+    and rejected (by reasons), visible changes (by parts and causes), added and removed samples
+    (per composition), then caption-only changes (one image, both captions)."""
     groups: dict[str, list[dict[str, Any]]] = {"flips": [], "visual": [], "counts": [], "captions": []}
     for comp in report["compositions"].values():
-        groups["flips"] += [{"key": key, "status": "now rejected", "old": True, "note": "; ".join(e["reasons"])}
-                            for key, e in comp["now_rejected"].items()]
-        groups["flips"] += [{"key": key, "status": "now kept", "new": True,
-                             "note": "was rejected: " + "; ".join(e["reasons"])} for key, e in comp["now_kept"].items()]
-        for key, entry in comp["changed"].items():
-            if VISUAL_PARTS & set(entry["parts"]):
-                groups["visual"].append({"key": key, "status": "changed", "parts": entry["parts"], "old": True,
-                                         "new": True})
-            elif "caption" in entry["parts"]:
-                groups["captions"].append({"key": key, "status": "changed", "parts": entry["parts"], "old": True,
-                                           "new": True, "same": True})
-        groups["counts"] += [{"key": key, "status": "added", "new": True} for key in comp["added"]]
-        groups["counts"] += [{"key": key, "status": "removed", "old": True} for key in comp["removed"]]
+        for status, flips, prefix in (("now rejected", comp["now_rejected"], ""),
+                                      ("now kept", comp["now_kept"], "was rejected: ")):
+            by_reasons: dict[tuple[str, ...], list[str]] = defaultdict(list)
+            for key, entry in sorted(flips.items()):
+                by_reasons[tuple(entry["reasons"])].append(key)
+            groups["flips"] += [_card(keys, status, note=prefix + "; ".join(reasons), old=status == "now rejected",
+                                      new=status == "now kept") for reasons, keys in by_reasons.items()]
+        for parts, causes, keys in same_change(comp["changed"]):
+            if VISUAL_PARTS & set(parts):
+                groups["visual"].append(_card(keys, "changed", parts=list(parts), causes=list(causes), old=True,
+                                              new=True))
+            elif "caption" in parts:
+                groups["captions"].append(_card(keys, "changed", parts=list(parts), causes=list(causes), old=True,
+                                                new=True, same=True))
+        groups["counts"] += [_card(comp["added"], "added", new=True)] if comp["added"] else []
+        groups["counts"] += [_card(comp["removed"], "removed", old=True)] if comp["removed"] else []
     return [card for group in groups.values() for card in group]
 
 
 def page(report: dict[str, Any], a: Snapshot, b: Snapshot) -> str:
     """The HTML page of `report`, with thumbnails read from the snapshots it compared."""
     chosen = cards(report)
-    shown = chosen[:MAX_SAMPLES]
+    shown = chosen[:MAX_CARDS]
     before = a.images({card["key"] for card in shown if card.get("old") and not card.get("same")})
     after = b.images({card["key"] for card in shown if card.get("new")})
     for card in shown:
         card.setdefault("parts", [])
+        card.setdefault("causes", [])
         card.setdefault("note", "")
         card.setdefault("same", False)
         card["absent"] = "rejected in" if card["status"].startswith("now") else "not in"

@@ -7,7 +7,6 @@ markup, so brackets in a caption cannot restyle the output.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 
 from rich.console import Console
@@ -15,8 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from base.untrusted import escape_controls
+from compiler.diff.compare import same_change
 
 SAMPLE_ROWS = 50  # flips listed per composition; --json lists them all
+WHY_LINES = 10  # ways samples changed, one line each; --json has every sample's causes
 
 
 def new_table(title: str) -> Table:
@@ -103,17 +104,35 @@ def some(keys: list[str]) -> Text:
     return Text(escape_controls(shown if len(keys) == 1 else f"{len(keys)}: {shown}"))
 
 
+def samples(keys: list[str]) -> str:
+    return f"{len(keys)} sample{'' if len(keys) == 1 else 's'}"
+
+
+def because(causes: tuple[str, ...] | list[str]) -> str:
+    return "; ".join(causes) if causes else "cause unknown"
+
+
+def why(report: dict[str, Any]) -> list[Text]:
+    """One line per way samples changed, over every composition: how many, which parts, why."""
+    changed = {key: entry for comp in report["compositions"].values() for key, entry in comp["changed"].items()}
+    rekeyed = {key: entry for comp in report["compositions"].values() for key, entry in comp["rekeyed"].items()}
+    lines = [f"{samples(keys)} changed: {', '.join(parts)} ({because(causes)})"
+             for parts, causes, keys in same_change(changed)]
+    lines += [f"{samples(keys)} unchanged but re-keyed ({because(causes)}; --json lists them)"
+              for _, causes, keys in same_change(rekeyed)]
+    if len(lines) > WHY_LINES:
+        lines = lines[:WHY_LINES] + [f"... and {len(lines) - WHY_LINES} more ways (--json gives each sample's causes)"]
+    return [Text(escape_controls(line)) for line in lines]
+
+
 def samples_table(report: dict[str, Any]) -> Table | None:
-    """Added, removed and changed samples grouped by what changed (with an example caption
-    change), then each flip between kept and rejected with its reasons."""
+    """Added, removed and changed samples grouped by what changed and why (with an example
+    caption change), then each flip between kept and rejected with its reasons."""
     rows = []
     for comp in report["compositions"].values():
         rows += [(some(comp[status]), status, Text("")) for status in ("added", "removed") if comp[status]]
-        by_parts: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for key, entry in comp["changed"].items():
-            by_parts[tuple(entry["parts"])].append(key)
-        for parts, keys in sorted(by_parts.items()):
-            detail = Text(", ".join(parts))
+        for parts, causes, keys in same_change(comp["changed"]):
+            detail = Text(f"{', '.join(parts)}\n  because: {escape_controls(because(causes))}")
             captions = comp["changed"][keys[0]].get("captions")
             if captions:
                 detail.append(f"\n  e.g. {escape_controls(captions['old']['short'])!r}\n    -> "
@@ -154,9 +173,8 @@ def terminal(report: dict[str, Any], console: Console) -> None:
         return
     if a["recipe_key"] != b["recipe_key"]:
         console.print(Text(f"recipe key {a['recipe_key']} -> {b['recipe_key']}"))
-    rekeyed = sum(len(comp["rekeyed"]) for comp in report["compositions"].values())
-    if rekeyed:
-        console.print(Text(f"{rekeyed} unchanged samples have new item keys only (--json lists them)"))
+    for line in why(report):
+        console.print(line)
     tables = [recipe_table(report) if report["recipe"] else None, photos_table(report), counts_table(report),
               compositions_table(report),
               means_table(report), samples_table(report)]

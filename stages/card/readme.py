@@ -1,10 +1,13 @@
-"""The dataset card `dataset/README.md`: a Hugging Face YAML header (license, task, size
+"""The dataset card `dataset/README.md`: a short Hugging Face YAML header (license, task, size
 category, tags, and the loader configs: one per composition, and `all`, the default, with every
 composition), then what the dataset holds and how to load it.
 
 Every config declares its features, so `datasets` never guesses the columns from the first
 samples it reads: a composition's config has exactly its own columns, and `all` has every
-composition's, a mask a sample does not have being None. Written by pack; byte-stable.
+composition's, a mask a sample does not have being None. The provenance column is declared as
+JSON (`datasets` >= 4.7), not as its nested structure, and each config's shards as a glob, so
+the header stays a few dozen lines however many shards and fields there are; the per-composition
+figures are the table in the card's body. Written by pack; byte-stable.
 """
 
 from __future__ import annotations
@@ -22,37 +25,29 @@ SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), 
                    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B")]
 
 
+class OneLine(list):
+    """A list the header writes in YAML's flow style, on one line: a config's features."""
+
+
+class _HeaderDumper(yaml.SafeDumper):
+    pass
+
+
+_HeaderDumper.add_representer(OneLine, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
 def size_category(samples: int) -> str:
     return next((name for bound, name in SIZE_CATEGORIES if samples < bound), "n>1B")
 
 
-def json_feature(values: list[Any]) -> dict[str, Any]:
-    """The `datasets` feature (YAML form) that holds every one of `values`: dicts become structs
-    with the union of their keys, ints mixed with floats become float64, None fits anything."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, dict) for v in present):
-        names = sorted({name for v in present for name in v})
-        return {"struct": [{"name": name, **json_feature([v.get(name) for v in present])} for name in names]}
-    if present and all(isinstance(v, list) for v in present):
-        return {"list": _unwrap(json_feature([item for v in present for item in v]))}
-    kinds = {type(v) for v in present}
-    if kinds == {bool}:
-        return {"dtype": "bool"}
-    if kinds and kinds <= {int}:
-        return {"dtype": "int64"}
-    if kinds and kinds <= {int, float}:
-        return {"dtype": "float64"}
-    return {"dtype": "string"}
+def shard_glob(composition: str) -> str:
+    """The composition's shards, named `<composition>-NNNNNN.tar` by pack: the six `?` match its
+    own numbers only, never the shards of a longer name (`cat-dog-000000.tar` for `cat`)."""
+    return f"{composition}-{'?' * 6}.tar"
 
 
-def _unwrap(feature: dict[str, Any]) -> Any:
-    """A list's element in the YAML form `datasets` writes: `list: int64`, or the struct's fields."""
-    if "dtype" in feature:
-        return feature["dtype"]
-    return feature.get("struct", feature)
-
-
-def features(fields: set[str], provenance: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def features(fields: set[str]) -> OneLine:
     """The columns of a config: sample key and shard, images and masks, captions, provenance."""
     columns = [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
     for field in sorted(fields):
@@ -61,24 +56,22 @@ def features(fields: set[str], provenance: list[dict[str, Any]]) -> list[dict[st
         elif field.endswith("txt"):
             columns.append({"name": field, "dtype": "string"})
         else:
-            columns.append({"name": field, **json_feature(provenance)})
-    return columns
+            columns.append({"name": field, "dtype": "json"})
+    return OneLine(columns)
 
 
 def header(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The YAML header: what the Hub shows and filters by (license, task, size, tags), then
     `configs` (data files) and `dataset_info` (features) per config."""
-    whole = {"shards": [s for c in compositions.values() for s in c["shards"]],
-             "fields": set().union(*(c["fields"] for c in compositions.values())),
-             "provenance": [p for c in compositions.values() for p in c["provenance"]]}
-    configs = {WHOLE: whole, **compositions}
+    fields = {WHOLE: set().union(*(c["fields"] for c in compositions.values())),
+              **{name: c["fields"] for name, c in compositions.items()}}
+    samples = sum(len(c["provenance"]) for c in compositions.values())
     return {
         "license": recipe["license"], "pretty_name": recipe["name"], "task_categories": TASKS,
-        "size_categories": [size_category(len(whole["provenance"]))], "tags": TAGS,
-        "configs": [{"config_name": name, "data_files": [{"split": "train", "path": config["shards"]}],
-                     **({"default": True} if name == WHOLE else {})} for name, config in configs.items()],
-        "dataset_info": [{"config_name": name, "features": features(config["fields"], config["provenance"])}
-                         for name, config in configs.items()],
+        "size_categories": [size_category(samples)], "tags": TAGS,
+        "configs": [{"config_name": WHOLE, "data_files": "*.tar", "default": True},
+                    *({"config_name": name, "data_files": shard_glob(name)} for name in compositions)],
+        "dataset_info": [{"config_name": name, "features": features(found)} for name, found in fields.items()],
     }
 
 
@@ -101,8 +94,10 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
     example = "\n![Samples of the dataset](example.jpg)\n" if recipe.get("example") else ""
     card = ("\n`card.html` shows samples of each composition with their captions, keep rates beside Gen4Gen's,\n"
             "rejection reasons, caption lengths and where the objects lie.") if recipe["card_html"] else ""
+    front = yaml.dump(header(recipe, compositions), Dumper=_HeaderDumper, sort_keys=False, allow_unicode=True,
+                      default_flow_style=None, width=1000)
     return f"""---
-{yaml.safe_dump(header(recipe, compositions), sort_keys=False, allow_unicode=True, width=1000)}---
+{front}---
 # {recipe['name']}
 
 Built by g4g, a Gen4Gen-style dataset compiler, from recipe `{recipe['name']}` (key `{recipe['key']}`):
@@ -115,7 +110,7 @@ holds every composition, a mask of a concept a sample does not show being None.
 {rows}
 
 ```python
-from datasets import load_dataset
+from datasets import load_dataset  # datasets >= 4.7: the provenance column `json` is JSON
 
 one = load_dataset("dataset", "{first}", split="train")   # one composition, all its columns
 everything = load_dataset("dataset", split="train")  # config "{WHOLE}"

@@ -11,6 +11,11 @@ own. The untrained base model, which paints class nouns and is the same in every
 on a recipe, is one row per block; base rows that differ are shown apart, each named. Cells
 are CP-CLIP / TI-CLIP per bin of <=3, 4 and 5 concepts. The workspace row is left out when
 experiments are shown (it repeats the last one run).
+
+The DVC metrics (`metrics/evaluate.json`) hold results only; how each model was made (its
+`setting`: backend, data, strategies, protocol) is read from that revision's
+`evaluation/summary.json` in DVC's cache. Metrics from before that split carry the setting
+themselves, and are read as they are.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stages.metrics.aggregate import BINS, PAPER_SETTINGS, PAPER_TABLE1
 
 METRICS_FILE = "metrics/evaluate.json"
+SUMMARY_FILE = "evaluation/summary.json"  # a DVC output of evaluate: the setting beside every mean
 EMPTY = "-"
 
 
@@ -32,17 +38,39 @@ def _metrics(data: dict[str, Any] | None) -> dict[str, Any] | None:
     return found.get("data")
 
 
-def experiments(exp_show: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
-    """(name, metrics/evaluate.json) of every commit and experiment in `dvc exp show --json`
-    output, in its order; the workspace only when nothing else has metrics."""
+def experiments(exp_show: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(name, revision, metrics/evaluate.json) of every commit and experiment in `dvc exp show
+    --json` output, in its order; the workspace only when nothing else has metrics."""
     found, workspace = [], []
     for commit in exp_show:
-        name = commit.get("name") or commit.get("rev", "?")[:7]
-        (workspace if commit.get("rev") == "workspace" else found).append((name, _metrics(commit.get("data"))))
+        rev = commit.get("rev", "?")
+        entry = (commit.get("name") or rev[:7], rev, _metrics(commit.get("data")))
+        (workspace if rev == "workspace" else found).append(entry)
         for experiment in commit.get("experiments") or []:
-            for rev in experiment.get("revs") or []:
-                found.append((rev.get("name") or rev.get("rev", "?")[:7], _metrics(rev.get("data"))))
-    return found if any(metrics for _, metrics in found) else workspace + found
+            for run in experiment.get("revs") or []:
+                rev = run.get("rev", "?")
+                found.append((run.get("name") or rev[:7], rev, _metrics(run.get("data"))))
+    return found if any(metrics for _, _, metrics in found) else workspace + found
+
+
+def recorded_settings(root: Path) -> Callable[[str], dict[str, Any]]:
+    """A reader of the `setting` in `evaluation/summary.json` at a revision (`workspace`: the
+    file on disk; a commit or experiment: through DVC from its cache); {} where it is not there."""
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+
+    def read(rev: str) -> dict[str, Any]:
+        try:
+            if rev == "workspace":
+                text = (root / SUMMARY_FILE).read_text(encoding="utf-8")
+            else:
+                with DVCFileSystem(str(root), rev=rev).open(SUMMARY_FILE, "r") as stream:
+                    text = stream.read()
+            summary = json.loads(text)
+        except (OSError, ValueError, DvcException):
+            return {}
+        return (summary.get("setting") or {}) if isinstance(summary, dict) else {}
+    return read
 
 
 def cell(bins: dict[str, Any], bin_name: str) -> str:
@@ -97,15 +125,18 @@ def _block(experiments: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ...
     return lines
 
 
-def format_table(exp_show: list[dict[str, Any]]) -> str:
-    """The table as text: a block per protocol; then what had no evaluation."""
+def format_table(exp_show: list[dict[str, Any]],
+                 setting_at: Callable[[str], dict[str, Any]] = lambda rev: {}) -> str:
+    """The table as text: a block per protocol; then what had no evaluation. `setting_at(rev)`
+    gives the setting of a revision whose metrics do not carry it."""
     blocks: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     missing = []
-    for name, metrics in experiments(exp_show):
+    for name, rev, metrics in experiments(exp_show):
         if not metrics or not metrics.get("evaluated"):
             missing.append(f"{name}: {(metrics or {}).get('reason', f'no {METRICS_FILE}')}")
             continue
-        blocks.setdefault((metrics.get("setting") or {}).get("protocol") or "not recorded", []).append((name, metrics))
+        metrics = {**metrics, "setting": metrics.get("setting") or setting_at(rev)}
+        blocks.setdefault(metrics["setting"].get("protocol") or "not recorded", []).append((name, metrics))
     text = ["Gen4Gen Table 1: CP-CLIP / TI-CLIP per number of concepts (higher CP-CLIP is better; "
             "TI-CLIP should stay flat). weights: final, or best* = best checkpoint chosen on the evaluation "
             "prompts (the paper's rows report the best)"]
@@ -128,5 +159,5 @@ def run(exp_show_file: Path | None = None) -> int:
         if shown.returncode != 0:
             raise ValueError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
         exp_show = json.loads(shown.stdout)
-    print(format_table(exp_show), end="")
+    print(format_table(exp_show, recorded_settings(Path.cwd())), end="")
     return 0
