@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import webdataset as wds
@@ -135,3 +138,19 @@ def test_bad_runtime_settings_name_the_setting_and_valid_values(project, monkeyp
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=message):
         load_settings(project / "params.yaml")
+
+
+def test_a_stage_with_nothing_to_compute_imports_no_model_library(project):
+    """Each stage's process, as dvc.yaml runs it, after a build: every item is reused, so the
+    backends' libraries (torch, rembg and its numba, onnxruntime, ...) are never imported."""
+    build_in_process(project)
+    heavy = ("torch", "diffusers", "transformers", "open_clip", "rembg", "numba", "onnxruntime", "ray")
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    for name in ("extract", "plan", "compose", "caption", "score", "pack"):
+        _python, _m, module, *args = stages[name]["cmd"].split()
+        probe = (f"import atexit, runpy, sys; atexit.register(lambda: print('imported:', sorted(m for m in {heavy!r} "
+                 f"if m in sys.modules), file=sys.stderr)); sys.argv = ['{module}', *{args!r}]; "
+                 f"runpy.run_module('{module}', run_name='__main__')")
+        run = subprocess.run([sys.executable, "-c", probe], cwd=project, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(project)})
+        assert run.returncode == 0 and "imported: []" in run.stderr, f"{name}: {run.stderr[-2000:]}"
