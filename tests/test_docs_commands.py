@@ -87,6 +87,14 @@ def scripts(page: Path) -> list[Block]:
 RUN_PAGES = [page.relative_to(REPO).as_posix() for page in PAGES if scripts(page)]
 
 
+def test_the_readme_is_short_and_links_every_docs_page():
+    """A newcomer reads the README in minutes; everything else is one link away."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 300
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", readme))
+    assert linked == {page.relative_to(REPO).as_posix() for page in PAGES[1:]}
+
+
 def test_every_command_block_is_run_or_says_why_not():
     skipped = []
     for page in PAGES:
