@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +91,19 @@ def run_tool(root: Path, *command: str, check: bool = True, **env: str) -> subpr
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+MODEL_LIBRARIES = ("torch", "diffusers", "transformers", "open_clip", "rembg", "numba", "onnxruntime", "ray")
+
+
+def model_libraries_imported(root: Path, code: str) -> list[str]:
+    """The model libraries a fresh Python running `code` in `root` has imported when it exits."""
+    probe = (f"import atexit, json, sys; atexit.register(lambda: print('imported:', json.dumps([m for m in "
+             f"{MODEL_LIBRARIES!r} if m in sys.modules]), file=sys.stderr)); {code}")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stderr.rsplit("imported: ", 1)[1])
 
 
 @pytest.fixture

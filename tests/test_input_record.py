@@ -16,7 +16,7 @@ import yaml
 from base import input_record, installed
 from compiler import compile as compile_stage
 from compiler import fingerprint
-from tests.conftest import REPO
+from tests.conftest import REPO, model_libraries_imported
 
 KEPT = "nothing it read changed since the last compile"
 
@@ -148,18 +148,10 @@ def test_validate_reads_the_current_documents_and_prints_what_a_compile_would(pr
     assert cli.main(["validate"]) == 0
 
 
-HEAVY = ("torch", "diffusers", "transformers", "open_clip", "rembg", "numba", "onnxruntime", "ray")
-
-
 @pytest.mark.parametrize("command", ["import runpy; sys.argv = ['compile']; runpy.run_module('compiler.compile', "
                                      "run_name='__main__')",
                                      "from compiler.cli import main; sys.exit(main(['validate']))"])
 def test_compile_and_validate_import_no_model_library(project, command):
     """The always-run stage and the forecast find weights, versions and package roots from
     files: a full compile and a validate leave torch, rembg, numba and the rest unimported."""
-    probe = (f"import atexit, sys; atexit.register(lambda: print('imported:', sorted(m for m in {HEAVY!r} "
-             f"if m in sys.modules), file=sys.stderr)); {command}")
-    run = subprocess.run([sys.executable, "-c", probe], cwd=project, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(project)})
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "imported: []" in run.stderr, run.stderr[-2000:]
+    assert model_libraries_imported(project, command) == []
