@@ -190,20 +190,3 @@ def _coerce(kind: str, value: object) -> object:
         return tuple(item.strip() for item in items if item.strip())
     return str(value)
 
-
-def torch_device(setting: str) -> str:
-    """`auto` -> cuda when a GPU is visible, else cpu; anything else as given."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def torch_dtype(precision: str, device: str):
-    """fp16 on CUDA and fp32 on CPU for `auto`; the named dtype otherwise."""
-    import torch
-
-    if precision == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

@@ -178,8 +178,9 @@ def _cache_stats(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from base.settings import load_settings, torch_device, torch_dtype
+    from base.settings import load_settings
     from stages.backends.train.trained import sample
+    from stages.runtime.torch_device import torch_device, torch_dtype
 
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: is a file; valid: a folder for the images (created if missing)")

@@ -30,7 +30,7 @@ from base import sources
 from base.errors import ItemError
 from base.files import dumps_json, write_folder, write_json
 from base.keys import canonical_json, item_seed
-from base.settings import Settings, load_settings, torch_device, torch_dtype
+from base.settings import Settings, load_settings
 from stages import backends
 from stages.backends.train import common
 from stages.backends.train.text import TOKEN_FILE
@@ -40,6 +40,7 @@ from stages.metrics.pixels import flatten_alpha
 from stages.runtime.cache import blake2b_file
 from stages.runtime.images import load_image
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
+from stages.runtime.torch_device import torch_device, torch_dtype
 from stages.templating import Templates
 
 STATE_ROOT = Path(".g4g/train")  # resume points of trainings in progress, by item key

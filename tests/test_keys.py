@@ -155,6 +155,26 @@ def test_library_versions_enter_the_keys_of_the_stages_that_import_them(project,
     assert before["caption"]["items"][0]["parts"] == after["caption"]["items"][0]["parts"]  # jinja2 only
 
 
+def test_cpu_backends_keys_are_the_same_with_or_without_the_model_libraries(project):
+    """`make demo` installs no torch and `make test` does: the demo's keys, and so its dataset's
+    bytes, must not depend on which of the two built it."""
+    from stages.backends import MODEL_PACKAGES
+
+    def environments(value):
+        if isinstance(value, dict):
+            yield from ([value["environment"]] if "environment" in value else [])
+            for inner in value.values():
+                yield from environments(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                yield from environments(inner)
+
+    documents = compile_recipe(project, "tiny", [])
+    for stage in STAGES:
+        found = list(environments(documents[stage]))
+        assert found and all("python" in e and not set(e) & set(MODEL_PACKAGES) for e in found), stage
+
+
 def test_weights_enter_the_extract_keys(project, monkeypatch, tmp_path):
     from stages.backends.extract import u2netp
 

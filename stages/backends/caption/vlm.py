@@ -13,10 +13,10 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from base.settings import torch_device, torch_dtype
 from stages.backends.caption.recaption import Recaptioner, VlmParams
 from stages.metrics.models import ModelMissing, require_local_when_offline
 from stages.runtime.replies import ReplyRejected, RequestFailed
+from stages.runtime.torch_device import torch_device, torch_dtype
 
 VERSION = "1"
 READS_IMAGES = True  # the caption stage hands it the composed images

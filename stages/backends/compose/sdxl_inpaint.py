@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from base.keys import item_seed
-from base.settings import torch_device, torch_dtype
 from stages.backends.compose import paste
 from stages.backends.pretrained import load_pipeline
+from stages.runtime.torch_device import torch_device, torch_dtype
 from stages.templating import Templates
 
 VERSION = "2"

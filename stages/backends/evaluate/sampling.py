@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from base.settings import torch_device, torch_dtype
+from stages.runtime.torch_device import torch_device, torch_dtype
 
 # Reached through diffusers when loading and running a pipeline: text encoder, weights, LoRA.
 LIBRARIES = ("diffusers", "transformers", "safetensors", "peft", "torch")

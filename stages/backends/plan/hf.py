@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from base.settings import torch_device
 from stages.backends.plan.llm import LlmParams, LlmPlanner
 from stages.metrics.models import ModelMissing, require_local_when_offline
 from stages.runtime.replies import RequestFailed
+from stages.runtime.torch_device import torch_device
 
 VERSION = "1"
 LIBRARIES = ("tokenizers", "safetensors")  # reached through transformers

@@ -20,8 +20,8 @@ from stages.metrics.clip_weights import ACTIVATIONS
 from stages.metrics.evaluate import ConceptReference, ImageToScore, describe_models, evaluate
 from stages.metrics.models import OpenClipEmbedder, OwlVitDetector
 from stages.metrics.models import metric_weights as weights  # noqa: F401  (fingerprinted into the keys)
-from base.settings import torch_device
 from stages.runtime.images import load_image
+from stages.runtime.torch_device import torch_device
 
 VERSION = "1"
 
