@@ -114,6 +114,13 @@ def read_json(path: Path) -> Any:
         return json.load(handle)
 
 
+def stat_stamp(info: os.stat_result) -> list[int]:
+    """A file's (size, mtime, ctime, inode). Any write changes the ctime, which cannot be set back
+    by hand, so an unchanged stamp means unchanged bytes: what git's index and DVC's state
+    database trust, and every memo of ours keyed by a file."""
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+
+
 def copy_file(source: Path, target: Path) -> None:
     """Copy `source` to `target` (in the kernel, sendfile): never a hard link, so editing an
     output in place cannot reach the item cache."""

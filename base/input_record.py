@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from base.files import atomic_write_bytes, stat_stamp
+
 RECORD_VERSION = 1
 LOCATING_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                       "U2NET_HOME", "REMBG_HOME", "PYTHONPATH")
@@ -40,10 +42,9 @@ _active: Recorder | None = None
 
 def _stamp(path: str) -> list[int] | None:
     try:
-        info = os.stat(path)
+        return stat_stamp(os.stat(path))
     except OSError:
         return None
-    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
 def _listing(folder: str) -> str | None:
@@ -138,8 +139,6 @@ class Recorder:
         record = {"version": RECORD_VERSION, "context": _context(argv), "files": self.files,
                   "folders": self.folders, "absent": sorted(self.absent), "messages": messages,
                   "outputs": {str(p): _digest(p) for p in outputs}}
-        from base.files import atomic_write_bytes
-
         atomic_write_bytes(record_file, json.dumps(record, sort_keys=True).encode("utf-8"))
 
 

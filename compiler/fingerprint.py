@@ -30,6 +30,7 @@ import jinja2
 from jinja2 import meta
 
 from base import input_record, installed, sources
+from base.files import atomic_write_bytes, stat_stamp
 from base.keys import content_key, file_sha256
 
 PROJECT_PACKAGES = ("base", "compiler", "stages")
@@ -156,8 +157,7 @@ class FileMemo:
 
     def derived(self, path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
         """`compute(path)`, remembered under `kind` (one file can carry several) until the file changes."""
-        stat = path.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        stamp = stat_stamp(path.stat())
         input_record.note_file(path)  # a memo hit reads nothing, yet the result depends on the file
         name = f"{kind}:{path.resolve()}" if kind else str(path.resolve())
         entry = self.entries.get(name)
@@ -170,8 +170,6 @@ class FileMemo:
 
     def save(self) -> None:
         if self.path is not None and self.dirty:
-            from base.files import atomic_write_bytes
-
             atomic_write_bytes(self.path, json.dumps(self.entries, sort_keys=True).encode("utf-8"))
             self.dirty = False
 

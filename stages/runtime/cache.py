@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from base.errors import ItemError
-from base.files import DiskFull, atomic_write_bytes, dumps_json
+from base.files import DiskFull, atomic_write_bytes, dumps_json, stat_stamp
 from base.keys import canonical_json
 
 RECORD = "record.json"
@@ -104,10 +104,6 @@ class VerifiedFiles:
             self.dirty = False
 
 
-def _stamp(info: os.stat_result, digest: str) -> list[Any]:
-    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, digest]
-
-
 class ItemCache:
     def __init__(self, root: Path, stage: str):
         self.base = Path(root)
@@ -164,12 +160,12 @@ class ItemCache:
             if info.st_size != meta["size"]:
                 return None, f"{name} has {info.st_size} bytes, {meta['size']} expected"
             memo = f"{key}/{name}"
-            if verified is not None and verified.stamps.get(memo) == _stamp(info, meta["blake2b"]):
+            if verified is not None and verified.stamps.get(memo) == [*stat_stamp(info), meta["blake2b"]]:
                 continue
             if blake2b_file(path) != meta["blake2b"]:
                 return None, f"{name} does not match its digest"
             if verified is not None:
-                verified.stamps[memo] = _stamp(info, meta["blake2b"])
+                verified.stamps[memo] = [*stat_stamp(info), meta["blake2b"]]
                 verified.dirty = True
         return record, None
 

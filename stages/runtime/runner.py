@@ -15,7 +15,8 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from base.errors import ItemError
-from base.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, write_json, write_json_document
+from base.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json,
+                        write_json_document)
 from base.keys import content_key
 from base.settings import Settings, for_stage
 from base.untrusted import escape_controls
@@ -188,18 +189,13 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_dir(staging, out_dir)
-    write_json_document(stamps_file, {name: [digest, *_stamp(out_dir / name)] for name, digest in digests.items()})
-
-
-def _stamp(path: Path) -> list[int]:
-    status = path.stat()
-    return [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
+    write_json_document(stamps_file, {name: [digest, *stat_stamp((out_dir / name).stat())] for name, digest in digests.items()})
 
 
 def _carry_over(old: Path, new: Path, stamp: list[int]) -> bool:
     """Link `old` to `new` if it is still the file written last time."""
     try:
-        if _stamp(old) != stamp:
+        if stat_stamp(old.stat()) != stamp:
             return False
     except FileNotFoundError:
         return False
