@@ -24,11 +24,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from project_copy import copy_project, edit_recipe, timed  # noqa: E402
 
-EDITED = "cat_houseplant"  # the demo's smallest composition (80 of 400 images)
+EDITED = "cat_houseplant"  # the demo's smallest composition
 
 
 def median(root: Path, command: list[str], repeats: int) -> float:
@@ -56,16 +58,19 @@ def main() -> None:
         figures["one-image edit"] = timed(root, ["dvc", "repro"])
         edit_composition(root, lambda composition: composition.update(seed=1))
         figures["one-composition edit"] = timed(root, ["dvc", "repro"])
+        planned = {name: c["num_images"] for name, c in yaml.safe_load((root / "recipes/demo.yaml").read_text())[
+            "compositions"].items()}
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     floor, clean = figures["dvc status"], figures["clean build"]
-    print(f"edit loop on the demo (400 images), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+    edited, total = planned[EDITED], sum(planned.values())
+    print(f"edit loop on the demo ({total} images), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
           f"median of {args.repeats} where repeated")
     print(f"{'':22} {'seconds':>8} {'x dvc status':>13} {'x clean build':>14}")
     for name, seconds in figures.items():
         print(f"{name:22} {seconds:8.2f} {seconds / floor:13.2f} {seconds / clean:14.3f}")
-    print(f"one-composition edit recomputes {EDITED}: 80 of 400 images (0.2 of the items)")
+    print(f"one-composition edit recomputes {EDITED}: {edited} of {total} images ({edited / total:.2f} of the items)")
 
 
 if __name__ == "__main__":
