@@ -109,9 +109,23 @@ def write_json_document(path: Path, value: dict[str, Any]) -> None:
     atomic_write_bytes(path, dumps_json_document(value).encode("utf-8"))
 
 
+class TooDeep(ValueError):
+    """JSON nested deeper than Python's parser recurses: damaged or hostile, never ours."""
+
+
+def loads_json(text: str | bytes, **options: Any) -> Any:
+    """`json.loads`, with nesting too deep to parse reported as a ValueError (like any other
+    malformed JSON) rather than a RecursionError, so every reader that treats a bad file as
+    absent or damaged treats a deep one the same way."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise TooDeep("JSON nested too deeply to read") from None
+
+
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        return loads_json(handle.read())
 
 
 def stat_stamp(info: os.stat_result) -> list[int]:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from base.files import atomic_write_bytes, stat_stamp
+from base.files import atomic_write_bytes, loads_json, stat_stamp
 
 RECORD_VERSION = 1
 LOCATING_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
@@ -167,7 +167,7 @@ def unchanged(record_file: Path, argv: list[str]) -> list[str] | None:
     """What the last compile printed, if every input and output it recorded is as it was then;
     otherwise None."""
     try:
-        record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+        record = loads_json(Path(record_file).read_text(encoding="utf-8"))
         if record.get("version") != RECORD_VERSION or record.get("context") != _context(argv):
             return None
         same = (all(_stamp(path) == stamp for path, stamp in record["files"].items())

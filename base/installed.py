@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from base.files import atomic_write_bytes
+from base.files import atomic_write_bytes, loads_json
 
 MEMO_VERSION = 1
 
@@ -56,7 +56,7 @@ def _memo() -> dict[str, Any]:
     stamp = _stamp()
     path = _memo_file(stamp)
     try:
-        memo = json.loads(path.read_text(encoding="utf-8"))
+        memo = loads_json(path.read_text(encoding="utf-8"))
         if memo.get("version") == MEMO_VERSION and memo.get("stamp") == stamp \
                 and isinstance(memo.get("packages"), dict) and isinstance(memo.get("versions"), dict):
             return memo

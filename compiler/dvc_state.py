@@ -10,8 +10,9 @@ the same bytes. A torn `dvc.lock` is moved to `dvc.lock.torn` (kept for a look),
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from base.files import loads_json
 
 RWLOCK = Path(".dvc/tmp/rwlock")
 LOCKFILE = Path("dvc.lock")
@@ -20,7 +21,7 @@ LOCKFILE = Path("dvc.lock")
 def torn_rwlock(root: Path) -> bool:
     """True when DVC's read/write lock exists but is not the JSON DVC would read."""
     try:
-        json.loads((root / RWLOCK).read_text())
+        loads_json((root / RWLOCK).read_text())
     except FileNotFoundError:
         return False
     except ValueError:
@@ -34,7 +35,7 @@ def stale_rwlock(root: Path) -> bool:
     import psutil
 
     try:
-        lock = json.loads((root / RWLOCK).read_text())
+        lock = loads_json((root / RWLOCK).read_text())
     except (FileNotFoundError, ValueError):
         return False
     holders = [info for mode in ("read", "write") for infos in (lock.get(mode) or {}).values()

@@ -30,7 +30,7 @@ import jinja2
 from jinja2 import meta
 
 from base import input_record, installed, sources
-from base.files import atomic_write_bytes, stat_stamp
+from base.files import atomic_write_bytes, loads_json, stat_stamp
 from base.keys import content_key, file_sha256
 
 PROJECT_PACKAGES = ("base", "compiler", "stages")
@@ -148,7 +148,7 @@ class FileMemo:
         self.dirty = False
         if path is not None and path.is_file():
             try:
-                self.entries = json.loads(path.read_text(encoding="utf-8"))
+                self.entries = loads_json(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 self.entries = {}
 

@@ -3,9 +3,10 @@ failed, seconds). They describe a run, not the dataset: not DVC metrics, not tra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from base.files import loads_json
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 COLUMNS = ("items", "computed", "reused", "failed", "seconds")
@@ -16,8 +17,11 @@ def table(reports_dir: Path) -> list[str]:
     lines = [f"{'stage':10s}" + "".join(f"{column:>10s}" for column in COLUMNS)]
     for stage in STAGES:
         path = reports_dir / f"{stage}.json"
-        if path.is_file():
-            report = json.loads(path.read_text())
+        try:
+            report = loads_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # no run log, or a damaged one: reads as absent
+        if isinstance(report, dict):
             lines.append(f"{stage:10s}" + "".join(f"{report.get(column, ''):>10}" for column in COLUMNS))
     return lines
 

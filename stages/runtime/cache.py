@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from base.errors import ItemError
-from base.files import DiskFull, atomic_write_bytes, dumps_json, stat_stamp
+from base.files import DiskFull, atomic_write_bytes, dumps_json, loads_json, stat_stamp
 from base.keys import canonical_json
 
 RECORD = "record.json"
@@ -94,7 +94,7 @@ class VerifiedFiles:
         self.path = Path(root) / VERIFIED
         self.dirty = False
         try:
-            self.stamps: dict[str, list[Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+            self.stamps: dict[str, list[Any]] = loads_json(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.stamps = {}
 
@@ -143,7 +143,7 @@ class ItemCache:
         if not folder.exists():
             return None, None
         try:
-            stored = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            stored = loads_json((folder / RECORD).read_text(encoding="utf-8"))
             record, expected = stored["record"], stored["digest"]
         except FileNotFoundError:
             return None, f"{RECORD} is missing"
