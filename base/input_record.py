@@ -34,7 +34,7 @@ RECORD_VERSION = 1
 LOCATING_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                       "U2NET_HOME", "REMBG_HOME", "PYTHONPATH")
 OUR_PACKAGES = ("base", "compiler", "stages")
-NOT_INPUTS = ("__pycache__", "/dev/", "/proc/", "/sys/")
+SYSTEM_TREES = ("/dev/", "/proc/", "/sys/")  # at the root only: a project under ~/dev/ is an input
 RACY_NS = 1_000_000_000
 
 _active: Recorder | None = None
@@ -92,7 +92,7 @@ class Recorder:
     def __init__(self, ignored: Iterable[Path]):
         global _active
         self.started_ns = time.time_ns()
-        self.ignored = tuple(os.path.abspath(p) for p in ignored)
+        self.ignored = tuple(os.path.join(os.path.abspath(p), "") for p in ignored)  # folders, by prefix
         self.files: dict[str, list[int] | None] = {}
         self.folders: dict[str, str | None] = {}
         self.absent: set[str] = set()
@@ -111,7 +111,9 @@ class Recorder:
             self.folders[folder] = _listing(folder)
 
     def _ignored(self, path: str) -> bool:
-        return any(part in path for part in NOT_INPUTS) or path.startswith(self.ignored)
+        """Not an input: the kernel's trees, bytecode caches, compile's own outputs."""
+        return (path.startswith(SYSTEM_TREES) or "__pycache__" in Path(path).parts
+                or os.path.join(path, "").startswith(self.ignored))
 
     def add(self, path: str) -> None:
         path = os.path.abspath(path)

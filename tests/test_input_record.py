@@ -16,7 +16,7 @@ import yaml
 from base import input_record, installed
 from compiler import compile as compile_stage
 from compiler import fingerprint
-from tests.conftest import REPO, model_libraries_imported
+from tests.conftest import REPO, copy_project, model_libraries_imported
 
 KEPT = "nothing it read changed since the last compile"
 
@@ -94,6 +94,21 @@ def test_any_input_change_compiles_in_full(project, compiled, capfd, tmp_path, m
     assert KEPT in run(capfd)  # and records again
     if change == "new photo":
         assert '"plant/b"' in (project / "build/compiled/extract.json").read_text()
+
+
+def test_a_project_inside_a_folder_named_dev_records_its_inputs(tmp_path, monkeypatch, capfd):
+    """`/dev/` is the kernel's tree only at the root: in ~/dev/proj every file is an input."""
+    (tmp_path / "dev").mkdir()
+    root = copy_project(tmp_path / "dev" / "proj")
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(input_record, "RACY_NS", 0)
+    capfd.readouterr()
+    assert KEPT not in run(capfd)
+    assert KEPT in run(capfd)
+    recipe = root / "recipes/tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("num_images: 6", "num_images: 7"))
+    assert KEPT not in run(capfd)
+    assert '"id": "cat_mug-00006"' in (root / "build/compiled/plan.json").read_text()
 
 
 def test_a_failed_compile_leaves_no_record(project, compiled, capfd):
