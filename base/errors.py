@@ -14,3 +14,9 @@ class RecipeError(Exception):
 
 class ItemError(Exception):
     """One work item cannot be built; the stage reports it with this reason and goes on."""
+
+
+class ChangedDuringBuild(ItemError):
+    """A file's bytes are no longer those whose digest is in the item's key: it was edited
+    after `compile` hashed it. Nothing is built from it under the old key; a rerun picks the
+    new bytes up (with a new key)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import re
@@ -13,7 +14,9 @@ import sys
 import tempfile
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from base.errors import ChangedDuringBuild, ItemError
 
 
 class DiskFull(OSError):
@@ -126,6 +129,33 @@ def loads_json(text: str | bytes, **options: Any) -> Any:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return loads_json(handle.read())
+
+
+DIGESTS: dict[str, Callable[[bytes], str]] = {
+    "sha256": lambda data: hashlib.sha256(data).hexdigest(),  # photos, templates (compile's hash)
+    "blake2b": lambda data: hashlib.blake2b(data, digest_size=20).hexdigest(),  # stage outputs (the item cache's)
+}
+MAX_KEYED_BYTES = 1 << 30  # one input file read whole into memory: a photo, a cut-out, a template
+
+
+def read_keyed(path: Path, reference: str, algorithm: str, digest: str) -> bytes:
+    """The bytes of `path`, read once, provided they are the bytes whose `algorithm` digest the
+    item's key holds. What is decoded is what was hashed, so a file saved while a build runs is
+    never built under its old key: ChangedDuringBuild says to rerun instead."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_KEYED_BYTES:
+                raise ItemError(f"{reference}: {size} bytes; valid: at most {MAX_KEYED_BYTES} bytes")
+            data = handle.read(MAX_KEYED_BYTES + 1)
+    except FileNotFoundError:
+        raise ChangedDuringBuild(f"{reference}: removed during the build ({path}); rerun `dvc repro`") from None
+    except IsADirectoryError:
+        raise ItemError(f"{reference}: is a folder, not a file ({path})") from None
+    if DIGESTS[algorithm](data) != digest:
+        raise ChangedDuringBuild(f"{reference}: changed during the build (its bytes no longer have the {algorithm} "
+                                 f"{digest[:12]}... that compile put in the key); rerun `dvc repro`")
+    return data
 
 
 def stat_stamp(info: os.stat_result) -> list[int]:

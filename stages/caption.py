@@ -21,6 +21,7 @@ from base.errors import ItemError
 from base.files import read_json
 from base.settings import load_settings
 from stages import backends
+from stages.templating import keyed_templates
 from stages.layout import area, horizontal_position, intersection
 from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
 
@@ -66,6 +67,7 @@ def describe_scene(layout: dict[str, Any], concepts: dict[str, dict[str, str]], 
 def caption_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     """Caption a batch at once (a VLM runs it as one model batch)."""
     captioner = backends.create("caption", context["backend"], templates_dir=context["templates_dir"],
+                                template_digests=context["template_digests"],
                                 templates=context["templates"], cache_dir=context["cache_dir"], root=context["root"],
                                 device=context["device"], precision=context["precision"],
                                 fingerprint=context["weights"])
@@ -129,6 +131,7 @@ def run(items_file: Path, layouts_file: Path, templates_dir: Path, out_file: Pat
         if reads_images:  # and the pixels it looks at: a recomputed image recaptions
             item["parts"]["image"] = item["image"]["files"][item["image"]["image"]]["blake2b"]
     context = {"backend": document["backend"], "templates_dir": str(templates_dir),
+               "template_digests": keyed_templates(document["items"]),
                "templates": document["templates"],
                "concepts": document["concepts"], "backgrounds": document["backgrounds"],
                "token_style": document["token_style"], "images_dir": str(images_dir),

@@ -29,16 +29,19 @@ from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.images import encode_image, encode_mask, load_image
 from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
+from stages.templating import keyed_templates
 
 
 @functools.lru_cache(maxsize=64)
-def _cutout(path: str) -> Image.Image:
-    return load_image(Path(path), path)
+def _cutout(path: str, blake2b: str) -> Image.Image:
+    """A cut-out, decoded from the bytes whose digest the image's key holds."""
+    return load_image(Path(path), path, ("blake2b", blake2b))
 
 
 @functools.lru_cache(maxsize=16)
-def _background(path: str, reference: str, width: int, height: int, crop: tuple[int, ...] | None) -> Image.Image:
-    return fit_background(load_image(Path(path), reference), width, height, crop)
+def _background(path: str, reference: str, sha256: str, width: int, height: int,
+                crop: tuple[int, ...] | None) -> Image.Image:
+    return fit_background(load_image(Path(path), reference, ("sha256", sha256)), width, height, crop)
 
 
 def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -48,12 +51,13 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     background = context["backgrounds"][layout["background"]["id"]]
     photo = None
     if layout["background"]["photo"] is not None:
-        reference = background["photos"][layout["background"]["photo"]]["source"]
+        keyed = background["photos"][layout["background"]["photo"]]
         crop = layout["background"].get("crop")  # a scene template's view; default: the centre
-        photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height,
-                            tuple(crop) if crop else None)
+        photo = _background(str(sources.resolve(keyed["source"], Path(context["root"]))), keyed["source"],
+                            keyed["sha256"], width, height, tuple(crop) if crop else None)
     return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
-            "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png")) for o in layout["objects"]],
+            "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"),
+                                context["cutout_digests"][o["cutout"]]) for o in layout["objects"]],
             "supports": [o.get("support") for o in layout["objects"]],
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 
@@ -80,6 +84,11 @@ def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]
     return record, files
 
 
+def cutout_digest(cutout: dict[str, Any]) -> str:
+    """The blake2b of a cut-out's PNG, as extract's index records it."""
+    return cutout["files"][cutout["file"]]["blake2b"]
+
+
 def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What an image is made of, by content: the layout, each cut-out's bytes, the background
     photo's bytes and phrase (less what the composer ignores)."""
@@ -88,8 +97,7 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
     photo = layout["background"]["photo"]
     made_of = {
         "layout": {"background": layout["background"], "objects": layout["objects"]},
-        "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
-                    for o in layout["objects"]},
+        "cutouts": {o["cutout"]: cutout_digest(cutouts[o["cutout"]]) for o in layout["objects"]},
         "background": {"phrase": background["phrase"],
                        "photo": background["photos"][photo]["sha256"] if photo is not None else None},
     }
@@ -98,6 +106,7 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
 
 def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     composer = backends.create("compose", context["backend"], templates_dir=context["templates_dir"],
+                               template_digests=context["template_digests"],
                                **context["runtime"])
     outputs: list[ItemOutput | ItemError | None] = [None] * len(items)
     ready = []
@@ -124,6 +133,8 @@ def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, 
                "image_format": document["image_format"], "jpeg_quality": document["jpeg_quality"],
                "backgrounds": document["backgrounds"],
                "cutouts_dir": str(cutouts_dir), "templates_dir": str(templates_dir),
+               "template_digests": keyed_templates(document["items"]),
+               "cutout_digests": {cid: cutout_digest(c) for cid, c in cutouts.items()},
                "runtime": {"device": settings.device, "precision": settings.precision,
                            "torch_compile": settings.torch_compile, "cpu_offload": settings.cpu_offload}}
     result, cache = run_items("compose", items, compose_batch, context, settings, skipped)

@@ -50,7 +50,7 @@ def cut_out(image: Image.Image, mask: np.ndarray, threshold: int, max_side: int)
 def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     description = alpha_description(context["backend"]) if item["cutout"] else context["backend"]
     extractor = backends.create("extract", description, threads=context["threads"])
-    image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"])
+    image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"], ("sha256", item["sha256"]))
     params = description["params"]
     try:
         mask = extractor.soft_mask(image)

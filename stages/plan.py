@@ -20,11 +20,13 @@ from base.files import read_json
 from base.keys import without
 from base.settings import load_settings
 from stages import backends
+from stages.templating import keyed_templates
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
 
 
 def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
     planner = backends.create("plan", context["backend"], templates_dir=context["templates_dir"],
+                              template_digests=context["template_digests"],
                               cache_dir=context["cache_dir"], root=context["root"], device=context["device"])
     outputs: list[ItemOutput | ItemError] = []
     for item, layout in zip(items, planner.plan_batch([item["request"] for item in items])):
@@ -75,6 +77,7 @@ def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Pa
     settings = load_settings()
     items, skipped = requests(document, read_json(cutouts_index)["cutouts"])
     context = {"backend": document["backend"], "templates_dir": str(templates_dir), "cache_dir": settings.cache_dir,
+               "template_digests": keyed_templates(document["items"]),
                "root": str(Path.cwd()), "device": settings.device}
     result, _ = run_items("plan", items, plan_batch, context, settings, skipped)
     layouts = result.entries()

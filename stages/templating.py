@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from base.files import read_keyed
 from base.sources import confined
 from stages.backends import BackendUnavailable
 
@@ -24,20 +25,39 @@ class TemplateInvalid(BackendUnavailable):
 
 
 class ConfinedLoader(jinja2.FileSystemLoader):
-    """Templates from one folder only: a name whose real path leaves it is not found."""
+    """Templates from one folder only: a name whose real path leaves it is not found. A template
+    whose sha256 the items' keys hold (`digests`) is read once and used only if it still has it."""
+
+    def __init__(self, directory: str, digests: dict[str, str] | None = None):
+        super().__init__(directory)
+        self.digests = digests or {}
 
     def get_source(self, environment: jinja2.Environment, template: str):
-        if confined(Path(self.searchpath[0]), template) is None:
+        path = confined(Path(self.searchpath[0]), template)
+        if path is None:
             raise jinja2.TemplateNotFound(template, f"'{template}' is outside {self.searchpath[0]}, where templates "
                                                     f"are read from (symlinks out of it are refused)")
-        return super().get_source(environment, template)
+        if template not in self.digests:
+            return super().get_source(environment, template)
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        data = read_keyed(path, f"template {path}", "sha256", self.digests[template])
+        return data.decode("utf-8"), str(path), lambda: True  # loaded once per process
+
+
+def keyed_templates(items: list[dict[str, Any]]) -> dict[str, str]:
+    """The sha256 of every template the items' keys hold (compile's `parts.templates`)."""
+    digests: dict[str, str] = {}
+    for item in items:
+        digests.update(item["parts"].get("templates", {}))
+    return digests
 
 
 class Templates:
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, digests: dict[str, str] | None = None):
         self.directory = Path(directory)
         self.environment = ImmutableSandboxedEnvironment(
-            loader=ConfinedLoader(str(directory)), undefined=jinja2.StrictUndefined, autoescape=False)
+            loader=ConfinedLoader(str(directory), digests), undefined=jinja2.StrictUndefined, autoescape=False)
         self._loaded: dict[str, jinja2.Template] = {}
 
     def load(self, name: str) -> jinja2.Template:

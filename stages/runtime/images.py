@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from base.errors import ItemError
+from base.files import read_keyed
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
@@ -21,10 +22,12 @@ KNOWN_STARTS = ((b"%PDF", "a PDF"), (b"PK\x03\x04", "a ZIP archive"), (b"<svg", 
                 (b"\x1f\x8b", "gzip data"))
 
 
-def load_image(path: Path, reference: str) -> Image.Image:
+def load_image(path: Path, reference: str, expected: tuple[str, str] | None = None) -> Image.Image:
     """Decode a photo fully and upright (EXIF orientation applied) as 8-bit RGB, or RGBA where
     it has alpha or a transparent colour; a bad file raises ItemError naming it.
 
+    With `expected` (algorithm, digest: what the item's key holds) the file is read once and
+    decoded from those bytes only if they have that digest (`base.files.read_keyed`).
     The pixel count and the shape are checked from the header before anything is decoded
     (Pillow's decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`; `MAX_SIDE`, `MAX_ASPECT`),
     so a huge or thin image costs no memory. A file that is no image is described by its kind,
@@ -33,11 +36,12 @@ def load_image(path: Path, reference: str) -> Image.Image:
     if path.is_dir():
         raise ItemError(f"{reference}: is a folder, not an image file ({path})")
     try:
-        if path.stat().st_size == 0:
+        data = read_keyed(path, reference, *expected) if expected else None
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ItemError(f"{reference}: empty file (0 bytes); valid: {IMAGE_FORMATS}")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data) if data is not None else path) as image:
                 _check_shape(image.size, reference)
                 image.load()
                 return to_8bit(ImageOps.exif_transpose(image), reference)
@@ -47,8 +51,9 @@ def load_image(path: Path, reference: str) -> Image.Image:
         raise ItemError(f"{reference}: too large to decode safely ({error}); valid: at most "
                         f"{Image.MAX_IMAGE_PIXELS} pixels, downscale the photo") from None
     except UnidentifiedImageError:
+        start = data[:64] if data is not None else _start(path)
         raise ItemError(f"{reference}: not a readable image (not a format Pillow decodes: valid "
-                        f"{IMAGE_FORMATS}; the file starts like {_kind_of_start(path)})") from None
+                        f"{IMAGE_FORMATS}; the file starts like {_kind_of_start(start)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
         raise ItemError(f"{reference}: not a readable image ({type(error).__name__}: {error})") from None
 
@@ -90,10 +95,13 @@ def _check_shape(size: tuple[int, int], reference: str) -> None:
                         f"side at most {MAX_ASPECT} times the short one")
 
 
-def _kind_of_start(path: Path) -> str:
-    """What the file's first bytes look like, in words: text, a PDF, ... (never the bytes)."""
+def _start(path: Path) -> bytes:
     with open(path, "rb") as file:
-        head = file.read(64)
+        return file.read(64)
+
+
+def _kind_of_start(head: bytes) -> str:
+    """What a file's first bytes look like, in words: text, a PDF, ... (never the bytes)."""
     if head[4:8] == b"ftyp":
         return "an ISO media file (HEIC, AVIF or a video)"
     known = next((name for start, name in KNOWN_STARTS if head.startswith(start)), None)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from base.errors import ItemError
+from base.errors import ChangedDuringBuild, ItemError
 from base.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json,
                         write_json_document)
 from base.keys import content_key
@@ -54,6 +54,7 @@ class StageResult:
     computed: int = 0
     reused: int = 0
     repaired: int = 0  # damaged cache entries discarded and recomputed
+    changed_inputs: int = 0  # items whose input was edited after compile hashed it: the stage must rerun
     recomputed_because: dict[str, int] = field(default_factory=dict)  # key part -> items
     keys_digest: str = ""  # of every item's key: ties the report to its record in .g4g/keys
     seconds: float = 0.0
@@ -82,10 +83,10 @@ def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any]
     outcomes = []
     for item, output in zip(batch, process(batch, context)):
         if isinstance(output, ItemError):
-            outcomes.append((item["id"], None, str(output)))
+            outcomes.append((item["id"], None, str(output), isinstance(output, ChangedDuringBuild)))
             continue
         record, files = output
-        outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files), None))
+        outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files), None, False))
     return outcomes
 
 
@@ -139,9 +140,11 @@ def run_items(
     executor = executor_for(stage, settings, context, cache.base)
     with tqdm(total=len(todo), desc=stage, unit="item", disable=None, file=sys.stderr) as progress:
         for outcomes in executor.imap_unordered(work, batched(todo, settings.batch_size)):
-            for item_id, record, reason in outcomes:
+            for item_id, record, reason, changed in outcomes:
                 if record is None:
                     result.failures[item_id] = reason
+                    if changed:
+                        result.changed_inputs += 1
                 else:
                     result.records[item_id] = record
                     result.computed += 1
@@ -220,6 +223,9 @@ def finish(stage: str, result: StageResult, backend: str, index: Path, index_bod
           file=sys.stderr)
     for item_id, reason in sorted(result.failures.items()):
         print(escape_controls(f"  failed {item_id}: {reason}"), file=sys.stderr)
+    if result.changed_inputs:  # fail the stage, so that DVC records nothing and the next run redoes it
+        raise StageFailed(f"{stage}: {result.changed_inputs} items read a file that changed during the build "
+                          f"(nothing was cached from those bytes); rerun `dvc repro`")
 
 
 class StageFailed(RuntimeError):

@@ -72,9 +72,10 @@ class Recaptioner:
 
     identity: dict[str, Any]
 
-    def __init__(self, params: VlmParams, templates_dir: str, templates: dict[str, str], cache_dir: str):
+    def __init__(self, params: VlmParams, templates_dir: str, templates: dict[str, str], cache_dir: str,
+                 template_digests: dict[str, str] | None = None):
         self.params = params
-        self.captions = template.Backend(template.Params(), templates_dir, templates)
+        self.captions = template.Backend(template.Params(), templates_dir, templates, template_digests)
         self.templates = self.captions.templates
         self.templates.load(params.instruction)  # a syntax error stops the stage before any item
         self.replies = ReplyCache(cache_dir)

@@ -21,9 +21,10 @@ class Params:
 
 
 class Backend:
-    def __init__(self, params: Params, templates_dir: str, templates: dict[str, str]):
+    def __init__(self, params: Params, templates_dir: str, templates: dict[str, str],
+                 template_digests: dict[str, str] | None = None):
         self.params = params
-        self.templates = Templates(templates_dir)
+        self.templates = Templates(templates_dir, template_digests)
         self.roles = dict(sorted(templates.items()))
         for name in self.roles.values():
             self.templates.load(name)  # a syntax error stops the stage before any item

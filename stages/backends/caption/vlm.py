@@ -39,8 +39,9 @@ def weights(params: dict[str, Any]) -> list[str]:
 
 class Backend(Recaptioner):
     def __init__(self, params: Params, templates_dir: str, templates: dict[str, str], cache_dir: str = ".g4g/cache",
-                 device: str = "cpu", precision: str = "auto", fingerprint: dict[str, Any] | None = None):
-        super().__init__(params, templates_dir, templates, cache_dir)
+                 device: str = "cpu", precision: str = "auto", fingerprint: dict[str, Any] | None = None,
+                 template_digests: dict[str, str] | None = None):
+        super().__init__(params, templates_dir, templates, cache_dir, template_digests)
         # the weights' fingerprint (as in the item keys): replies of other weights at that path are never reused
         self.identity = {"backend": "vlm", "model": params.model, "weights": fingerprint or {},
                          "temperature": params.temperature, "max_tokens": params.max_tokens}

@@ -31,8 +31,8 @@ class Params(VlmParams, EndpointParams):
 
 class Backend(Recaptioner):
     def __init__(self, params: Params, templates_dir: str, templates: dict[str, str], cache_dir: str = ".g4g/cache",
-                 root: str = "."):
-        super().__init__(params, templates_dir, templates, cache_dir)
+                 root: str = ".", template_digests: dict[str, str] | None = None):
+        super().__init__(params, templates_dir, templates, cache_dir, template_digests)
         self.chat = ChatEndpoint(params, root)
         self.identity = {"backend": "vlm-openai", "endpoint": self.chat.endpoint, "model": params.model,
                          "temperature": params.temperature, "max_tokens": params.max_tokens}

@@ -84,11 +84,12 @@ def repaint_mask(union: Image.Image, radius: int) -> Image.Image:
 
 class Backend:
     def __init__(self, params: Params, templates_dir: str = "templates", device: str = "auto",
-                 precision: str = "auto", torch_compile: bool = False, cpu_offload: bool = False):
+                 precision: str = "auto", torch_compile: bool = False, cpu_offload: bool = False,
+                 template_digests: dict[str, str] | None = None):
         self.params = params
         self.paste = paste.Backend(paste.Params(**{f.name: getattr(params, f.name)
                                                    for f in dataclasses.fields(paste.Params)}))
-        self.templates = Templates(templates_dir)
+        self.templates = Templates(templates_dir, template_digests)
         self.templates.load(params.prompt_template)
         self.device = torch_device(device)
         self.dtype = torch_dtype(precision, self.device)

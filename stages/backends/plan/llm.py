@@ -90,9 +90,10 @@ class LlmPlanner:
 
     identity: dict[str, Any]
 
-    def __init__(self, params: LlmParams, templates_dir: str, cache_dir: str, root: str = "."):
+    def __init__(self, params: LlmParams, templates_dir: str, cache_dir: str, root: str = ".",
+                 template_digests: dict[str, str] | None = None):
         self.params = params
-        self.templates = Templates(templates_dir)
+        self.templates = Templates(templates_dir, template_digests)
         examples = confined(Path(root), params.examples) if params.examples else None
         if params.examples and examples is None:
             raise BackendUnavailable(f"examples file '{params.examples}' is outside the project {root}")
