@@ -138,6 +138,10 @@ def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, 
                "runtime": {"device": settings.device, "precision": settings.precision,
                            "torch_compile": settings.torch_compile, "cpu_offload": settings.cpu_offload}}
     result, cache = run_items("compose", items, compose_batch, context, settings, skipped)
+    for record in result.records.values():  # the photo where it is now, not where it was when cached
+        background = record["background"]
+        if background.get("photo") is not None:
+            background.update(document["backgrounds"][background["id"]]["photos"][background["photo"]])
     materialize(result, cache, out_dir)
     finish("compose", result, document["backend"]["name"], index_file, {"images": result.entries()})
 

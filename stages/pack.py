@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from base.files import dumps_json, read_json, write_json
-from base.keys import canonical_json
+from base.keys import canonical_json, content_key
 from base.settings import load_settings
 from stages.card.figures import contact_sheet
 from stages.card.page import page as card_page, summarize
@@ -183,9 +183,11 @@ def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[s
         for number, chunk in enumerate(even_chunks(list(samples), document["shard_size"])):
             name = f"{composition}-{number:06d}.tar"
             # Sample keys cover each sample's tokens and class nouns (through its caption key),
-            # so an edit to another concept leaves this shard alone.
+            # so an edit to another concept leaves this shard alone; the digest of its provenance
+            # covers what no item key holds (a photo's path, or its bytes where the pixels and so
+            # the cut-out stayed the same), so a shard never keeps a stale record.
             parts = {**document["fingerprint"], "version": VERSION, "name": name,
-                     "samples": [(s["id"], s["keys"]) for s in chunk],
+                     "samples": [(s["id"], s["keys"], content_key(provenance(s, context))) for s in chunk],
                      "context": {k: v for k, v in context.items() if k not in ("images_dir", "concepts")}}
             out.append({"id": name, "parts": parts, "samples": chunk})
     return out
