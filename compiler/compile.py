@@ -14,6 +14,7 @@ from typing import Any
 
 from base import input_record, installed
 from base.errors import RecipeError
+from base.files import DiskFull
 
 STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "evaluate")
 HASH_MEMO = Path(".g4g/hashes.json")  # sha256 of photos and weights by (size, mtime, inode)
@@ -73,11 +74,11 @@ def current_documents(params_file: Path = Path("params.yaml"), out_dir: Path = P
         -> dict[str, dict[str, Any]] | None:
     """The documents the last compile wrote, when nothing it read has changed since (what a
     compile now would write), else None."""
-    import json
+    from base.files import read_json
 
     if input_record.unchanged(INPUT_RECORD, [str(params_file), str(out_dir)]) is None:
         return None
-    return {stage: json.loads((out_dir / f"{stage}.json").read_text(encoding="utf-8")) for stage in STAGES}
+    return {stage: read_json(out_dir / f"{stage}.json") for stage in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,13 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     recorder = input_record.Recorder(ignored=[args.out, INPUT_RECORD, HASH_MEMO, installed.memo_folder()])
     try:
-        recipe_name, overrides = read_params(args.params)
-        documents = compile_recipe(Path.cwd(), recipe_name, overrides)
-    except RecipeError as error:
+        return _compile(args, arguments, recorder)
+    except (RecipeError, DiskFull) as error:
         recorder.stop()
         INPUT_RECORD.unlink(missing_ok=True)
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(error, RecipeError) else 1
+
+
+def _compile(args: argparse.Namespace, arguments: list[str], recorder: input_record.Recorder) -> int:
+    """Compile the selected recipe, write the documents and the record of what was read."""
+    recipe_name, overrides = read_params(args.params)
+    documents = compile_recipe(Path.cwd(), recipe_name, overrides)
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
     messages = [f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items())]

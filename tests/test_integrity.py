@@ -494,6 +494,48 @@ def test_full_disk_through_the_stage_cli_is_one_error_line(project, monkeypatch,
     assert "Traceback" not in err
 
 
+DEEP_JSON = "[" * 200_000 + "]" * 200_000  # deeper than Python's parser recurses
+
+
+def test_state_nested_too_deep_reads_as_absent_or_damaged(project, capsys):
+    """Every JSON file g4g keeps between runs (the input record, memos, keys, run logs, a cache
+    entry's record) replaced by JSON nested 200,000 deep, as damage or an attacker might."""
+    from compiler import cli
+
+    build_in_process(project)
+    clean = dataset_bytes(project)
+    state = [p for p in (project / ".g4g").rglob("*.json")
+             if not p.relative_to(project).is_relative_to(CACHE) or p.name == RECORD]
+    state += list((project / "reports").glob("*.json"))
+    assert len([p for p in state if p.name == RECORD]) > 10 and len(state) > 30
+    for path in state:
+        path.write_text(DEEP_JSON)
+    capsys.readouterr()
+
+    assert cli.main(["report"]) == 0
+    assert cli.main(["explain", "cat_mug-00001"]) == 2  # the keys record reads as absent
+    assert "error: no item 'cat_mug-00001' in the last build" in capsys.readouterr().err
+    assert cli.main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "damaged" in out and "RecursionError" not in out
+    build_in_process(project)
+    assert dataset_bytes(project) == clean
+    assert damaged_entries(project) == {}
+
+
+def test_full_disk_while_compile_writes_is_one_error_line(project, monkeypatch, capsys):
+    from base import files
+    from compiler import compile as compile_stage
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", lambda **_: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    capsys.readouterr()
+    assert compile_stage.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no space left on the device while writing ") and err.count("\n") == 1
+    assert not (project / compile_stage.INPUT_RECORD).exists()
+
+
 def test_g4g_recover_removes_a_lock_whose_holders_all_exited(tmp_path):
     from compiler.dvc_state import RWLOCK
 
