@@ -49,7 +49,7 @@ def initializer(tokenizer: Any, words: list[str]) -> str:
     return piece
 
 
-def _check_token(token: str, separator: str, option: str) -> None:
+def check_token(token: str, separator: str, option: str) -> None:
     if separator in token or not token.strip() or token != "".join(token.split()):
         raise ValueError(f"token '{token}': the script's {option} is split at '{separator}' and spaces, so a token "
                          f"holding them cannot be passed; rename it in the recipe's concepts")
@@ -107,7 +107,7 @@ def custom_diffusion(item: dict[str, Any], document: dict[str, Any], tokens: dic
     """train_custom_diffusion.sh for the diffusers export of one composition."""
     params = document["backend"]["params"]
     for token in tokens:
-        _check_token(token, "+", "--modifier_token")
+        check_token(token, "+", "--modifier_token")
     starts = {token: initializer(tokenizer, words) for token, words in tokens.items()}
     header = [f"Custom Diffusion on composition '{item['id']}' with diffusers' examples/{CUSTOM_DIFFUSION},",
               "on the images and captions `g4g train` trains on (concept_list.json). Written by `g4g export diffusers`.",
@@ -140,7 +140,7 @@ def lora(item: dict[str, Any], document: dict[str, Any], tokens: dict[str, list[
     """train_dreambooth_lora_sd15_advanced.sh for the imagefolder export of one composition."""
     params, backend = document["backend"]["params"], document["backend"]["name"]
     for token in tokens:
-        _check_token(token, ",", "--token_abstraction")
+        check_token(token, ",", "--token_abstraction")
     header = [f"LoRA on composition '{item['id']}' with diffusers' examples/{LORA} (SD 1.x/2.x;",
               "for SDXL, advanced_diffusion_training/train_dreambooth_lora_sdxl_advanced.py takes the same options),",
               "reading this folder with datasets.load_dataset (--dataset_name, --image_column image,",
