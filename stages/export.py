@@ -21,7 +21,7 @@ data mode, caption kind, prompting strategies), written per composition:
                                       image + text dataset
                  train_dreambooth_lora_sd15_advanced.sh   the command: diffusers' examples/
                                       advanced_diffusion_training/train_dreambooth_lora_sd15_advanced.py
-                                      --dataset_name . --image_column image --caption_column text,
+                                      --dataset_name <this folder> --image_column image --caption_column text,
                                       every token as a --token_abstraction
 
 The export folder (-o, default export/FORMAT) is built whole beside its place and swapped in, so
@@ -120,6 +120,8 @@ def check_destination(out_dir: Path, force: bool) -> None:
         return
     except OSError as error:  # a parent that is a file, a path too long
         raise ValueError(f"-o {out_dir}: {error.strerror}; name a folder to write") from None
+    if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"-o {out_dir}: holds the working directory; export writes a folder of its own")
     if not stat.S_ISDIR(mode):
         kind = "a link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else "a device, pipe or socket"
         raise ValueError(f"-o {out_dir}: is {kind}, not a folder; export writes a folder of its own")

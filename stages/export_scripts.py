@@ -4,7 +4,7 @@ composition, with every token the captions use and the options `train` uses.
   export/diffusers/<composition>/train_custom_diffusion.sh
       examples/custom_diffusion/train_custom_diffusion.py --concepts_list concept_list.json
   export/imagefolder/<composition>/train_dreambooth_lora_sd15_advanced.sh
-      examples/advanced_diffusion_training/train_dreambooth_lora_sd15_advanced.py --dataset_name .
+      examples/advanced_diffusion_training/train_dreambooth_lora_sd15_advanced.py --dataset_name <the folder>
 
 Each script says, in its comments, where the diffusers script cannot do what `train` does and
 what it does instead. The scripts are plain text of the recipe's values: the same build gives

@@ -451,17 +451,17 @@ def test_export_items_missing_or_malformed_are_one_line_errors(project, capsys, 
     assert not (project / "export").exists()
 
 
-@pytest.mark.parametrize("kind", ["device", "file", "link", "under a file"])
+@pytest.mark.parametrize("kind", ["device", "file", "link", "under a file", "the project"])
 def test_export_to_a_device_file_or_link_is_refused_and_left_alone(project, capsys, kind, tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("mine")
-    target = {"device": "/dev/null", "file": "out", "link": "out", "under a file": "out/x"}[kind]
+    target = {"device": "/dev/null", "file": "out", "link": "out", "under a file": "out/x", "the project": ".."}[kind]
     if kind in ("file", "under a file"):
         (project / "out").write_text("mine")
     elif kind == "link":
         (project / "out").symlink_to(victim)
-    assert cli.main(["export", "imagefolder", "-o", target]) == 2
+    assert cli.main(["export", "imagefolder", "-o", target, "--force"]) == 2
     assert f"-o {target}: " in one_line_error(capsys)
     assert (victim / "keep.txt").read_text() == "mine" and sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
     assert kind != "file" or (project / "out").read_text() == "mine"
