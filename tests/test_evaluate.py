@@ -434,3 +434,25 @@ def test_dvc_yaml_evaluate_deps_cover_every_module_it_runs():
     files = {path.relative_to(REPO).as_posix() for path in closure(modules)[0].values()}
     uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in stage["deps"]))
     assert not uncovered, f"dvc.yaml stage 'evaluate' misses deps {uncovered}"
+
+
+def test_table_names_the_recipe_choices_that_differ_between_rows():
+    """Two runs of the paper's prompting setting, one at lr 1e-3 (`dvc exp run -S`): a last
+    column tells them apart; choices the setting column already names are not repeated."""
+    def experiment(name, overrides, cp_clip):
+        metrics = {"evaluated": True, "bins": {"<=3": {"cp_clip": cp_clip, "ti_clip": 0.17}},
+                   "setting": {"train": "custom-diffusion", "data": "dataset", "strategies": "global_token",
+                               "paper_row": "strategies", "protocol": "ddim 200"}}
+        return {"rev": name * 4, "name": name, "experiments": None,
+                "data": {"metrics": {"metrics/evaluate.json": {"data": metrics}},
+                         "params": {"params.yaml": {"data": {"recipe": "demo", "overrides": [
+                             "backends.train.name=custom-diffusion", "strategy.global_token=true", *overrides]}}}}}
+
+    lines = format_table([experiment("paper", [], 0.52), experiment("lr3", ["+backends.train.learning_rate=1e-3"], 0.50),
+                          experiment("steps", ["+backends.train.steps=500", "backends.train.learning_rate=0.00001"],
+                                     0.49)]).splitlines()
+    assert lines[3].split() == ["setting", "experiment", "backend", "weights", "<=3", "4", "5", "differs"]
+    assert [line.split("  ")[-1].strip() for line in lines[5:8]] == [
+        "train.learning_rate=(recipe), train.steps=(recipe)", "train.learning_rate=0.001, train.steps=(recipe)",
+        "train.learning_rate=1e-05, train.steps=500"]
+    assert lines[5].split()[0] == "paper"  # our run named "paper", under the paper's own row

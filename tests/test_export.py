@@ -97,10 +97,30 @@ def test_exports_load_with_the_reference_scripts_data_loading(project, tiny_sd15
 
     from datasets import load_dataset
 
-    rows = load_dataset("imagefolder", data_dir=str(project / "export/imagefolder/cat_mug"), split="train")
+    rows = load_dataset(str(project / "export/imagefolder/cat_mug"), split="train")  # by path, as --dataset_name
+    assert rows.column_names == ["image", "text"]
     assert sorted((np.asarray(r["image"].convert("RGB")).tobytes(), r["text"]) for r in rows) == instances
-    captions = sorted((project / "export/imagefolder/cat_mug/train").glob("*.txt"))
-    assert sorted(p.read_text() for p in captions) == sorted(c for _, c in instances)
+    assert not list((project / "export/imagefolder/cat_mug/train").glob("*.txt"))  # they make it a text dataset
 
     assert g4g(["export", "diffusers"]) == 0
     assert (folder / "concept_list.json").read_bytes() == first  # the same build, the same bytes
+
+
+def test_each_token_starts_from_a_word_that_is_one_clip_token(tmp_path):
+    """--initializer_token must be one token of the base model's tokenizer (the real CLIP BPE):
+    a one-token noun itself, else its head's last word piece; the composition token (several
+    nouns) takes the first; a token holding the script's separator is refused by name."""
+    from transformers import CLIPTokenizer
+
+    from stages import export_scripts
+    from tests.tiny_models import clip_tokenizer_files
+
+    folder = clip_tokenizer_files(tmp_path / "tokenizer")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    cases = {("cat",): "cat", ("houseplant",): "plant", ("teddy bear",): "bear", ("cat", "mug"): "cat",
+             ("houseplant", "mug"): "mug"}
+    for words, expected in cases.items():
+        start = export_scripts.initializer(tokenizer, list(words))
+        assert start == expected and len(tokenizer(start, add_special_tokens=False).input_ids) == 1
+    with pytest.raises(ValueError, match=r"token '<a\+b>': the script's --modifier_token is split at '\+'"):
+        export_scripts.check_token("<a+b>", "+", "--modifier_token")

@@ -420,3 +420,95 @@ def test_a_captioning_build_against_a_hostile_server_reports_every_reason(projec
     reasons = " ".join(caption["failures"].values())
     assert caption["failed"] == caption["items"] >= 2 and "Traceback" not in reasons
     assert "[reply_too_large]" in reasons and "not a JSON chat completion" in reasons
+
+
+# --- Issue 35, items 5 and 8 (export): the export folder is swapped in whole, never through a
+# --- link or over files g4g did not write; its bad arguments are one-line errors.
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (None, "build/compiled/train.json: not found; build first"),  # export before a build
+    ("missing.json", "missing.json: not found"),
+    ("{", "bad.json: cannot read it as the compiled training items"),
+    ("[1, 2]", "bad.json: not the compiled training items"),
+    ('{"backend": {"name": "lora"}, "items": []}', "bad.json: not the compiled training items"),
+    ('{"backend": {"name": "lora", "params": {}}, "strategy": {}, "items": [7]}', "not the compiled training items"),
+])
+def test_export_items_missing_or_malformed_are_one_line_errors(project, capsys, items, message):
+    argv = ["export", "diffusers"]
+    if items == "missing.json":
+        argv += ["--items", "missing.json"]
+    elif items is not None:
+        (project / "bad.json").write_text(items)
+        argv += ["--items", "bad.json"]
+    assert cli.main(argv) == 2
+    assert message in one_line_error(capsys)
+    assert not (project / "export").exists()
+
+
+@pytest.mark.parametrize("kind", ["device", "file", "link", "under a file", "the project"])
+def test_export_to_a_device_file_or_link_is_refused_and_left_alone(project, capsys, kind, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    target = {"device": "/dev/null", "file": "out", "link": "out", "under a file": "out/x", "the project": ".."}[kind]
+    if kind in ("file", "under a file"):
+        (project / "out").write_text("mine")
+    elif kind == "link":
+        (project / "out").symlink_to(victim)
+    assert cli.main(["export", "imagefolder", "-o", target, "--force"]) == 2
+    assert f"-o {target}: " in one_line_error(capsys)
+    assert (victim / "keep.txt").read_text() == "mine" and sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert kind != "file" or (project / "out").read_text() == "mine"
+
+
+def test_export_refuses_a_folder_it_did_not_write_unless_forced(project, capsys):
+    from stages import export
+
+    (project / "mine").mkdir()
+    (project / "mine" / "notes.txt").write_text("mine")
+    assert cli.main(["export", "imagefolder", "-o", "mine"]) == 2
+    assert "holds files g4g export did not write (no .g4g-export); it would replace them all: pass --force" in \
+        one_line_error(capsys)
+    assert (project / "mine" / "notes.txt").read_text() == "mine"
+    export.check_destination(project / "mine", force=True)  # --force: allowed, and replaced whole
+    export.write_export(project / "mine", {"cat_mug": {"train/a.png": b"png"}}, "imagefolder")
+    assert sorted(p.relative_to(project / "mine").as_posix() for p in (project / "mine").rglob("*")) == [
+        ".g4g-export", "cat_mug", "cat_mug/train", "cat_mug/train/a.png"]
+    export.check_destination(project / "mine", force=False)  # now it is ours: replaced without --force
+    (project / "empty").mkdir()
+    export.check_destination(project / "empty", force=False)  # an empty folder holds nothing to lose
+
+
+def test_a_failed_export_leaves_the_last_one_and_nothing_partial(project, monkeypatch, tmp_path):
+    from base import files
+    from stages import export
+
+    out = project / "export" / "diffusers"
+    export.write_export(out, {"cat_mug": {"concept_list.json": b"[]\n"}}, "diffusers")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (out / "cat_mug_plant").symlink_to(victim)  # a composition path that is a link: replaced, never followed
+    written = []
+
+    def failing(path, data):
+        if len(written) == 2:
+            raise files.DiskFull(f"no space left on the device while writing {path}")
+        written.append(path)
+        return real(path, data)
+
+    real = files.atomic_write_bytes
+    monkeypatch.setattr(files, "atomic_write_bytes", failing)
+    with pytest.raises(files.DiskFull):
+        export.write_export(out, {"cat_mug": {"a.png": b"1", "b.png": b"2"}}, "diffusers")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["diffusers"]  # no hidden .partial
+    assert (out / "cat_mug" / "concept_list.json").read_bytes() == b"[]\n"
+    monkeypatch.setattr(files, "atomic_write_bytes", real)
+    export.write_export(out, {"cat_mug": {"a.png": b"1"}, "cat_mug_plant": {"b.png": b"2"}}, "diffusers")
+    assert not (out / "cat_mug_plant").is_symlink() and (out / "cat_mug_plant" / "b.png").read_bytes() == b"2"
+    assert list(victim.iterdir()) == [] and sorted(p.name for p in out.parent.iterdir()) == ["diffusers"]

@@ -238,3 +238,23 @@ def test_an_unknown_prediction_type_fails_naming_the_valid_ones(tiny_sd15, tmp_p
     with pytest.raises(ValueError, match=r"tiny: the scheduler's prediction_type 'sample' .* valid: epsilon, "
                                          r"v_prediction"):
         common.Trainer(custom_diffusion.Method(), params, pipeline, run)
+
+
+@pytest.mark.parametrize("backend", ["custom_diffusion", "lora"])
+def test_images_are_resized_with_the_scripts_filters(backend):
+    """A 96x96 image at SIZE: Custom Diffusion's --noaug `image.resize(..., Image.BILINEAR)` and
+    class-image transforms (Resize BILINEAR), the LoRA scripts' Resize at their default
+    --image_interpolation_mode lanczos, then CenterCrop."""
+    image = photos(1, "", 3)[0].image.resize((96, 96), Image.Resampling.NEAREST)
+    method = custom_diffusion.Method() if backend == "custom_diffusion" else lora.Method(4, 4, seed=1)
+    ours = common.to_tensor(image, SIZE, method.RESAMPLE)
+    if backend == "custom_diffusion":
+        instance, _ = reference_preprocess(image, SIZE, Image.BILINEAR, SIZE, 8, 0, 0)
+        assert torch.allclose(ours, torch.from_numpy(instance).permute(2, 0, 1), atol=1e-6)
+        assert torch.allclose(ours, reference_class_image(image, False), atol=1e-6)
+    else:
+        mode = transforms.InterpolationMode["LANCZOS"]
+        theirs = transforms.Compose([transforms.Resize(SIZE, interpolation=mode), transforms.CenterCrop(SIZE),
+                                     transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])(image)
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    assert not torch.allclose(ours, common.to_tensor(image, SIZE, "bicubic"), atol=1e-3)  # the filter matters

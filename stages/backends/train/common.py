@@ -87,6 +87,7 @@ class Method(Protocol):
 
     WEIGHTS: str  # the weights file name in the model folder
     SUM_CHANNELS: bool  # the instance loss sums the latent channels per pixel (Custom Diffusion's scripts)
+    RESAMPLE: str  # the PIL filter its reference script resizes images with (bilinear, lanczos)
 
     def prepare(self, unet: Any) -> list[Any]:
         """Make the backend's UNet weights trainable (and only those); return them."""
@@ -129,13 +130,14 @@ class Outcome:
     resumed_from: int
 
 
-def _to_tensor(image: Any, resolution: int):
-    """RGB -> [-1, 1] CHW float at `resolution` (shorter side resized, centre-cropped)."""
+def to_tensor(image: Any, resolution: int, resample: str):
+    """RGB -> [-1, 1] CHW float at `resolution` (centre-cropped, resized with the PIL filter
+    `resample`, the reference script's: a square image gets the script's exact pixels)."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
-    fitted = ImageOps.fit(image, (resolution, resolution), Image.Resampling.BICUBIC)
+    fitted = ImageOps.fit(image, (resolution, resolution), Image.Resampling[resample.upper()])
     return torch.from_numpy(np.asarray(fitted, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
 
 
@@ -157,15 +159,17 @@ def mirrored(examples: list[Example]) -> list[Example]:
                        for e in examples]
 
 
-def encode(examples: list[Example], vae: Any, resolution: int, device: str, batch: int = 8):
+def encode(examples: list[Example], vae: Any, resolution: int, device: str, resample: str = "bilinear",
+           batch: int = 8):
     """The VAE latent distribution (mean, std) of every example, computed once: each step then
-    draws its latent sample from it, as the scripts' per-step `latent_dist.sample()` would."""
+    draws its latent sample from it, as the scripts' per-step `latent_dist.sample()` would
+    (`resample`: the backend's `Method.RESAMPLE`)."""
     import torch
 
     means, stds = [], []
     with torch.no_grad():
         for start in range(0, len(examples), batch):
-            pixels = torch.stack([_to_tensor(e.image, resolution) for e in examples[start:start + batch]])
+            pixels = torch.stack([to_tensor(e.image, resolution, resample) for e in examples[start:start + batch]])
             dist = vae.encode(pixels.to(device, vae.dtype)).latent_dist
             means.append(dist.mean.float().cpu())
             stds.append(dist.std.float().cpu())
@@ -296,10 +300,10 @@ class Trainer:
         run, params = self.run, self.params
         if not params.augment:
             self.cached["instances"] = encode(mirrored(run.instances) if params.hflip else run.instances, self.vae,
-                                              params.resolution, run.device)
+                                              params.resolution, run.device, self.method.RESAMPLE)
         if run.priors:
             self.cached["priors"] = encode(mirrored(run.priors) if params.hflip else run.priors, self.vae,
-                                           params.resolution, run.device)
+                                           params.resolution, run.device, self.method.RESAMPLE)
         if params.mask_loss and run.instances[0].mask is not None and not params.augment:
             masks = run.instances + (mirrored(run.instances)[len(run.instances):] if params.hflip else [])
             self.cached["masks"] = torch.stack([_mask_tensor(e.mask, self.latent_side) for e in masks])

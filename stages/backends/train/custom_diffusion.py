@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from stages.backends.train import common
 from stages.backends.train.common import weights  # noqa: F401  (the base model's fingerprint joins the keys)
 
-VERSION = "2"
+VERSION = "3"  # 3: images resized with the script's BILINEAR (was BICUBIC)
 LIBRARIES = ("transformers", "safetensors")  # reached through diffusers: text encoder, weights
 
 
@@ -28,6 +28,7 @@ class Params(common.Params):
 
 class Method:
     SUM_CHANNELS = True  # its loss: ((mse * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3])).mean()
+    RESAMPLE = "bilinear"  # its instances (Image.BILINEAR) and class images (transforms' BILINEAR)
     # Pickled like diffusers' Custom Diffusion docs load it: safetensors cannot hold the empty
     # entries of the self-attention layers, without which `load_attn_procs` cannot set them.
     WEIGHTS = "pytorch_custom_diffusion_weights.bin"

@@ -11,7 +11,7 @@ from typing import Any
 from stages.backends.train import common
 from stages.backends.train.common import weights  # noqa: F401  (the base model's fingerprint joins the keys)
 
-VERSION = "2"
+VERSION = "3"  # 3: images resized with the scripts' LANCZOS (was BICUBIC)
 LIBRARIES = ("transformers", "safetensors", "peft")
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -31,6 +31,7 @@ class Params(common.Params):
 
 class Method:
     SUM_CHANNELS = False  # train_dreambooth_lora.py: F.mse_loss(..., reduction="mean")
+    RESAMPLE = "lanczos"  # the DreamBooth LoRA scripts' --image_interpolation_mode default
     WEIGHTS = "pytorch_lora_weights.safetensors"
 
     def __init__(self, rank: int, alpha: int, seed: int):
