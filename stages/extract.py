@@ -57,7 +57,8 @@ def matted_cut_out(image: Image.Image, soft: np.ndarray, params: CutoutParams) -
     The matting runs on the object's box only, shrunk to `max_side` first, so a large photo
     costs what the stored cut-out does.
     """
-    core = matte.clean_core(soft, params.core, params.min_component, params.min_hole, params.hole_level)
+    core = matte.clean_core(soft, params.core, params.min_component, params.min_hole, params.hole_level,
+                           params.opening)
     if not core.mask.any():
         raise ItemError(f"no foreground found (mask peaks at {int(soft.max())}/255, core {params.core}); "
                         f"use a photo where the object stands out, or lower `core`")
@@ -84,7 +85,9 @@ def matted_cut_out(image: Image.Image, soft: np.ndarray, params: CutoutParams) -
     cutout = Image.fromarray(np.dstack([pixels, alpha8]), "RGBA").crop(inner)
     box = [left + int(inner[0] / scale), top + int(inner[1] / scale),
            min(right, left + int(np.ceil(inner[2] / scale))), min(bottom, top + int(np.ceil(inner[3] / scale)))]
-    figures = {"see_through": round(matte.see_through(alpha8, mask), 4), "components_dropped": core.dropped,
+    figures = {"see_through": round(matte.see_through(alpha8, mask, width * scale), 4),
+               "unsure": round(matte.see_through(np.asarray(crop_soft), mask, width * scale), 4),
+               "components_dropped": core.dropped,
                "holes_filled": core.holes_filled, "holes_kept": core.holes_kept,
                "edge_band": round(2 * width * scale, 1)}
     return cutout, box, figures
@@ -96,8 +99,8 @@ def cut_out_view(image: Image.Image, soft: np.ndarray, params: CutoutParams) -> 
     if params.matte:
         return matted_cut_out(image, soft, params)
     cutout, box = cut_out(image, soft, params.threshold, params.max_side)
-    core = matte.clean_core(soft, params.core, 0.0, 0.0, 0)
-    return cutout, box, {"see_through": round(matte.see_through(soft, core.mask), 4)}
+    body = matte.clean_core(soft, params.threshold + 1, 0.0, 0.0, 0)  # its fully clear holes are holes
+    return cutout, box, {"see_through": round(matte.see_through(soft, body.mask), 4)}
 
 
 def bad_view(figures: dict, params: CutoutParams) -> str | None:
@@ -105,8 +108,8 @@ def bad_view(figures: dict, params: CutoutParams) -> str | None:
     if figures["see_through"] <= params.max_see_through:
         return None
     return (f"see-through {figures['see_through']:.1%} of its interior (alpha < 0.9) > max_see_through "
-            f"{params.max_see_through:.1%}; look at it (`g4g extract PHOTO --sheet OUT.png`), use another photo "
-            f"or set `matte: true`")
+            f"{params.max_see_through:.1%}; look at it (`g4g extract PHOTO --sheet OUT.png`), use another photo, "
+            f"or matte it (`matte: true`; `refine_cutouts: true` for photos already cut out)")
 
 
 @each_item

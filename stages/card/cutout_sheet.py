@@ -27,7 +27,7 @@ def describe(record: dict[str, Any]) -> str:
     """The view's figures in a line (what the extract stage recorded)."""
     parts = [f"{record['size'][0]}x{record['size'][1]}", f"see-through {record['see_through']:.1%}"]
     if "components_dropped" in record:
-        parts += [f"{record['components_dropped']} blob(s) dropped",
+        parts += [f"model unsure {record['unsure']:.1%}", f"{record['components_dropped']} blob(s) dropped",
                   f"holes {record['holes_filled']} filled / {record['holes_kept']} kept",
                   f"edge band {record['edge_band']:g} px"]
     else:

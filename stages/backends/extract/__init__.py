@@ -13,7 +13,7 @@ from typing import Any
 
 MATTINGS = ("cf", "soft", "none")  # closed-form matting in the band; the mask's own values there; a hard edge
 BAD_VIEW = ("warn", "refuse")
-MATTE_OPTIONS = ("core", "band", "matting", "min_component", "min_hole", "hole_level", "decontaminate")
+MATTE_OPTIONS = ("core", "band", "matting", "opening", "min_component", "min_hole", "hole_level", "decontaminate")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class CutoutParams:
     core: int = 140  # the core: soft mask >= this (0-255)
     band: float = 0.001  # the band matted around the core's edge, each side, x the object's size (>= 1 px)
     matting: str = "cf"  # cf: closed-form matting in the band; soft: the mask's own values; none: hard edge
+    opening: float = 0.0  # cut strands thinner than 2x this x the object's size off the core (morphological opening)
     min_component: float = 0.05  # core components smaller than this x the largest are dropped (detached blobs)
     min_hole: float = 0.002  # a hole this large (x the object's area) where the mask is sure of background
     hole_level: int = 32  # (its mean <= this) stays a hole; other holes are filled
@@ -43,7 +44,7 @@ class CutoutParams:
             raise ValueError(f"band {self.band}: valid 0-0.1 (a share of the object's size)")
         if self.matting not in MATTINGS:
             raise ValueError(f"matting '{self.matting}': valid {', '.join(MATTINGS)}")
-        for name in ("min_component", "min_hole", "max_see_through"):
+        for name in ("opening", "min_component", "min_hole", "max_see_through"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} {getattr(self, name)}: valid 0-1")
         if self.on_bad_view not in BAD_VIEW:

@@ -36,13 +36,22 @@ def object_size(mask: np.ndarray) -> int:
     return 0 if rows.size == 0 else int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1
 
 
-def clean_core(soft: np.ndarray, level: int, min_component: float, min_hole: float, hole_level: int) -> Core:
+def disk(radius: int) -> np.ndarray:
+    rows, cols = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    return rows * rows + cols * cols <= radius * radius
+
+
+def clean_core(soft: np.ndarray, level: int, min_component: float, min_hole: float, hole_level: int,
+               opening: float = 0.0) -> Core:
     """`soft >= level`, with components under `min_component` x the largest one's area dropped
     and every hole filled except the real ones: a hole is kept when its area is at least
     `min_hole` x the object's and the soft mask's mean there is at most `hole_level` (the model
     is sure it sees background, as between a cat's legs), since a small or unsure hole is the
     model missing part of the body (a paw, a patch of fur in shadow)."""
     core = soft >= level
+    radius = int(round(opening * object_size(core)))
+    if radius:
+        core = ndimage.binary_opening(core, disk(radius))
     labels, count = ndimage.label(core)
     if count == 0:
         return Core(core, 0, 0, 0)
@@ -96,7 +105,8 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(foreground * 255), 0, 255).astype(np.uint8)
 
 
-def see_through(alpha: np.ndarray, core: np.ndarray) -> float:
-    """The share of the core's interior (eroded by 1% of its size) whose alpha (0-255) is below 0.9."""
-    interior = ndimage.distance_transform_edt(core) > INTERIOR * object_size(core)
+def see_through(alpha: np.ndarray, core: np.ndarray, depth: float = 0.0) -> float:
+    """The share of the core's interior (eroded by 1% of its size, and at least `depth`: the
+    matted band's width) whose alpha (0-255) is below 0.9."""
+    interior = ndimage.distance_transform_edt(core) > max(INTERIOR * object_size(core), depth)
     return float((alpha[interior] < OPAQUE * 255).mean()) if interior.any() else 0.0
