@@ -178,3 +178,50 @@ def test_cutout_sheet_shows_each_view_on_three_backdrops_with_its_figures():
     assert (np.abs(caption.astype(int) - cutout_sheet.BAD).sum(axis=-1) < 60).any()  # the bad view's title in red
     assert "1 blob(s) dropped" in cutout_sheet.describe(record) and "edge band 2 px" in cutout_sheet.describe(record)
     assert cutout_sheet.png(image) == cutout_sheet.png(cutout_sheet.sheet([(view, record), (view, bad)]))
+
+
+def test_g4g_extract_uses_a_pngs_own_alpha_as_cutout_true_does(tmp_path, capsys):
+    """Issue 33: a PNG already cut out keeps its alpha (a model would punch holes in a lion's mouth)."""
+    from compiler.cli import main
+
+    shape = (90, 120)
+    rgba = np.zeros(shape + (4,), np.uint8)
+    rgba[..., :3] = (90, 60, 30)  # one flat colour: a model sees no object in it
+    body = disc(shape, (45, 60), 35)
+    rgba[..., 3] = np.where(body, 255, 0)
+    rgba[40:50, 55:65, 3] = 255  # the mouth: opaque, whatever a model would make of it
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "lion.png")
+    assert main(["extract", str(tmp_path / "lion.png"), "-o", str(tmp_path / "out.png"),
+                 "--sheet", str(tmp_path / "sheet.png")]) == 0
+    assert "its own alpha is the cut-out" in capsys.readouterr().out
+    out = np.asarray(Image.open(tmp_path / "out.png").getchannel("A"))
+    assert (out == rgba[10:81, 25:96, 3]).all()  # the alpha as given, cropped to its box
+    assert Image.open(tmp_path / "sheet.png").size == (3 * cutout_sheet.TILE + 2 * cutout_sheet.GAP + 4 * cutout_sheet.GAP,
+                                                       cutout_sheet.TILE + 2 * cutout_sheet.LINE + 3 * cutout_sheet.GAP)
+
+
+def test_g4g_extract_needs_an_output_and_one_photo_per_cutout(tmp_path, capsys):
+    from compiler.cli import main
+
+    assert main(["extract", "a.png"]) == 2
+    assert "valid: -o CUTOUT.png" in capsys.readouterr().err
+    assert main(["extract", "a.png", "b.png", "-o", str(tmp_path / "o.png")]) == 2
+    assert "-o takes one photo, 2 given" in capsys.readouterr().err
+
+
+def test_the_build_writes_the_figures_and_the_sheet_into_the_card(project):
+    """The tiny recipe's build: every cut-out record has its figures; pack writes cutouts.png and
+    card.html links it, and `g4g card` writes the same page from the dataset folder."""
+    import json
+
+    from stages.card.page import page, read_dataset
+    from tests.conftest import build_in_process
+
+    build_in_process(project)
+    records = json.loads((project / "build/cutouts.json").read_text())["cutouts"]
+    assert {"see_through", "unsure", "components_dropped", "edge_band"} <= set(next(r for r in records if r["id"].startswith("cat")))
+    assert all("components_dropped" not in r for r in records if r["id"].startswith("plant"))  # trusted as given
+    sheet = Image.open(project / "dataset" / cutout_sheet.FILE)
+    assert sheet.height > cutout_sheet.TILE * (len(records) // cutout_sheet.COLUMNS)
+    card = (project / "dataset/card.html").read_text()
+    assert '<a href="cutouts.png">' in card and page(read_dataset(project / "dataset")) == card
