@@ -65,6 +65,13 @@ def test_matte_is_opaque_inside_clean_outside_and_keeps_the_ring_hole():
                        "edge_band": 2.0}
 
 
+def test_an_object_thinner_than_the_band_keeps_a_hard_edge():
+    soft = np.zeros((50, 50), np.uint8)
+    soft[20:22, 20:23] = 255
+    cutout, box, figures = cut_out_view(Image.new("RGB", (50, 50), "red"), soft, CutoutParams())
+    assert box == [20, 20, 23, 22] and (np.asarray(cutout.getchannel("A")) == 255).all()
+
+
 def test_matting_follows_the_photos_edge_where_the_mask_leaks():
     """The mask is a disc of radius 33 where the photo's orange disc has radius 31: the band
     (here 3 px each side) is solved from colours, so the 2 leaked pixels are not kept."""

@@ -76,10 +76,11 @@ def band_width(core: np.ndarray, band: float) -> float:
 
 def band_matte(rgb: np.ndarray, core: np.ndarray, soft: np.ndarray, width: float, matting: str) -> np.ndarray:
     """Alpha (float 0-1): 1 deeper than `width` inside the core, 0 farther than `width` outside
-    it, and in between solved by `matting` from the photo's colours (`rgb`, uint8)."""
+    it, and in between solved by `matting` from the photo's colours (`rgb`, uint8). An object
+    thinner than the band everywhere keeps a hard edge: nothing of it is sure enough to solve from."""
     inside = ndimage.distance_transform_edt(core) > width
     outside = ndimage.distance_transform_edt(~core) > width
-    if matting == "none":
+    if matting == "none" or not inside.any():
         return core.astype(np.float64)
     alpha = inside.astype(np.float64)
     band = ~inside & ~outside
