@@ -103,7 +103,7 @@ def test_demo_photos_meet_the_targets_against_isnet(reference_data, concept, pho
         cutout, box, _ = cut_out_view(image, soft, params)
         figures[label] = against_reference(in_photo(np.asarray(cutout.getchannel("A")), box, reference.shape), reference)
     assert figures["matte"]["see_through"] <= 0.01 and figures["matte"]["ghost"] <= 0.005
-    assert figures["matte"]["iou"] >= figures["plain"]["iou"] - 0.001  # measured: +0.002 / +0.001 / -0.0002
+    assert figures["matte"]["iou"] >= figures["plain"]["iou"] - 0.001  # measured: +0.002 / +0.001 / +0.0000
     assert figures["plain"]["see_through"] + figures["plain"]["ghost"] > 2 * (figures["matte"]["see_through"]
                                                                               + figures["matte"]["ghost"])
 
