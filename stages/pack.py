@@ -40,6 +40,7 @@ from typing import Any
 from base.files import dumps_json, read_json, write_json
 from base.keys import canonical_json, content_key
 from base.settings import load_settings
+from stages.card import cutout_sheet
 from stages.card.figures import contact_sheet
 from stages.card.page import page as card_page, summarize
 from stages.card.readme import dataset_card
@@ -221,6 +222,9 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         "rejected.jsonl": "".join(canonical_json(row) + "\n" for row in rejected).encode("utf-8"),
         "recipe.json": dumps_json(recipe).encode("utf-8"),
     }
+    sheet = cutout_sheet.from_build(build_dir / "cutouts", read_json(build_dir / "cutouts.json")["cutouts"])
+    if sheet:  # every view on a checkerboard, black and white, with its figures; linked from card.html
+        extra[cutout_sheet.FILE], summary["cutout_sheet"] = sheet, True
     if document["recipe"]["output"]["card_html"]:
         extra["card.html"] = card_page(summary).encode("utf-8")
     example = example_sheet(summary)

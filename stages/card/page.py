@@ -188,6 +188,10 @@ right) by height (bottom to top), 0-100% of the canvas side in 5% steps (yellow:
 {% for r in c.reasons %}<tr><td>{{ r.stage }}</td><td>{{ r.kind }}</td><td class="n">{{ r.images }}</td><td>{{ r.example }}</td></tr>
 {% endfor %}</table>{% else %}<p class="muted">No image rejected.</p>{% endif %}
 {% endfor %}
+{% if cutout_sheet %}<h2 id="cutouts">Cut-outs</h2>
+<p><a href="cutouts.png"><img src="cutouts.png" alt="every view's cut-out on a checkerboard, black and white" style="max-width: 100%"></a></p>
+<p class="muted">Each concept's views as the dataset pastes them, on a checkerboard, black and white, with the extract stage's
+figures: see-through share of the interior, the model's unsure share, detached blobs dropped, holes filled and kept, edge band.</p>{% endif %}
 <h2>Recipe and software</h2>
 <table><tr><th>Stage</th><th>Backend</th><th>Version</th><th>Parameters</th></tr>
 {% for kind, b in recipe.backends | dictsort %}<tr><td>{{ kind }}</td><td>{{ b.name }}</td><td>{{ b.version }}</td><td><code>{{ json(b.params) }}</code></td></tr>
@@ -226,7 +230,7 @@ def page(summary: dict[str, Any]) -> str:
     }
     recipe = summary["recipe"]
     return PAGE.render(
-        recipe=recipe, compositions=compositions, histograms=histograms, paper_words=PAPER_CAPTION_WORDS,
+        recipe=recipe, cutout_sheet=bool(summary.get("cutout_sheet")), compositions=compositions, histograms=histograms, paper_words=PAPER_CAPTION_WORDS,
         paper_images=PAPER_IMAGES, mean=_mean, percent=_percent, number=_number,
         json=lambda value: json.dumps(value, sort_keys=True),
         resolved=yaml.safe_dump(recipe["recipe"], sort_keys=True, allow_unicode=True, width=100),
@@ -242,4 +246,6 @@ def read_dataset(dataset: Path) -> dict[str, Any]:
     recipe = read_json(dataset / "recipe.json")
     rejected = [json.loads(line) for line in (dataset / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
                 if line]
-    return summarize(recipe, {name: dataset / name for name in read_json(dataset / "sizes.json")}, rejected)
+    summary = summarize(recipe, {name: dataset / name for name in read_json(dataset / "sizes.json")}, rejected)
+    summary["cutout_sheet"] = (dataset / "cutouts.png").is_file()  # pack writes it (stages/card/cutout_sheet.py)
+    return summary

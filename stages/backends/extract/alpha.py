@@ -10,12 +10,20 @@ from PIL import Image
 from base.errors import ItemError
 from stages.backends.extract import CutoutParams
 
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass
 class Params(CutoutParams):
     pass
+
+
+def transparent(image: Image.Image) -> bool:
+    """Whether the image has an alpha channel (or a transparent palette entry) with any pixel
+    below fully opaque: an already cut-out photo."""
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return False
+    return np.asarray(image.convert("RGBA").getchannel("A")).min() < 255
 
 
 class Backend:

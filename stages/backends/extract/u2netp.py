@@ -24,7 +24,7 @@ from base.errors import ItemError
 from stages.backends import BackendUnavailable
 from stages.backends.extract import CutoutParams
 
-VERSION = "1"
+VERSION = "2"
 MODEL_NAME = "u2netp"
 MODEL_FILE = "u2netp.onnx"
 MODEL_MD5 = "8e83ca70e441ab06c318d82300c84806"
