@@ -65,6 +65,9 @@ def _unique_ids(prefix: str, references: list[str]) -> list[str]:
     return ids
 
 
+FILTER_CHECKS = ("min_area", "min_visible")  # the score stage's checks a planner can plan for
+
+
 def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> dict[str, Any]:
     """A background's scene template with the pixel size of each of its photos, which the
     template's photo fractions are mapped through onto the canvas."""
@@ -239,6 +242,7 @@ def build(
     return {
         "extract": {"backend": backends_config["extract"], "items": extract_items},
         "plan": {"backend": backends_config["plan"], "canvas": canvas, "ignores": sorted(ignores["plan"]),
+                 "filter": {k: v for k, v in backends_config["score"]["params"].items() if k in FILTER_CHECKS},
                  "items": plan_items},
         "compose": {
             "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,

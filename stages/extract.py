@@ -130,6 +130,7 @@ def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
         "concept": item["concept"], "sha256": item["sha256"],
         "backend": description["name"], "size": list(cutout.size), "box": box,
         "foreground": round(float((mask > params.threshold).mean()), 4), **figures,
+        "fill": round(float(np.asarray(cutout.getchannel("A"), np.float32).mean() / 255), 4),  # alpha / box area
     }
     if reason:
         record["bad_view"] = reason

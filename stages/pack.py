@@ -232,7 +232,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         extra["example.jpg"] = example
     materialize(result, cache, out_dir, extra=extra)
     write_plots(summary, reports_dir / "pack_plots")
-    write_json(metrics_file, dataset_metrics(summary, rejected))
+    write_json(metrics_file, dataset_metrics(summary, rejected, [s["layout"] for s in kept]))
     seconds = time.perf_counter() - start
     write_json(reports_dir / "pack.json", {
         "stage": "pack", "items": len(document["items"]), "packed": len(manifest), "rejected": len(rejected),

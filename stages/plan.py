@@ -46,7 +46,7 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(
-            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1]})
+            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"]})
     items, skipped = [], {}
     for item in document["items"]:
         missing = [c["id"] for c in item["concepts"] if not views.get(c["id"])]
@@ -56,7 +56,7 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
         concepts = [{**{k: v for k, v in c.items() if k != "cutouts"},
                      "views": [v for v in views[c["id"]] if v["id"] in c["cutouts"]]} for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
-                   "backgrounds": item["backgrounds"]}
+                   "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
         items.append({"id": item["id"], "composition": item["composition"], "index": item["index"],
                       "seed": item["seed"], "request": request,
                       "parts": {**item["parts"], "request": without(request, document["ignores"])}})

@@ -161,10 +161,10 @@ def contains(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Even-odd rule: which of `points` (m, 2) lie inside `polygon` (n, 2)."""
     x, y = points[:, 0:1], points[:, 1:2]
     x1, y1 = polygon[:, 0], polygon[:, 1]
-    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    x2, y2 = np.concatenate((x1[1:], x1[:1])), np.concatenate((y1[1:], y1[:1]))  # each edge's other end
     crosses = (y1 > y) != (y2 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    rise = np.where(y2 == y1, 1.0, y2 - y1)  # a level edge never crosses: any divisor will do
+    at = x1 + (y - y1) * (x2 - x1) / rise
     return ((crosses & (x < at)).sum(axis=1) % 2) == 1
 
 
@@ -179,20 +179,34 @@ def distance(point: Sequence[float], polygon: np.ndarray) -> float:
     return float(np.sqrt(((nearest - p) ** 2).sum(axis=1)).min())
 
 
+def _inside(x: float, y: float, vertices: list[list[float]]) -> bool:
+    """`contains` for one point, in plain Python: a few vertices cost less than numpy's calls."""
+    inside = False
+    for (x1, y1), (x2, y2) in zip(vertices, vertices[1:] + vertices[:1]):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
 def within(point: Sequence[float], polygon: np.ndarray, tolerance: float = 0.0) -> bool:
     """Inside the polygon, or no farther than `tolerance` pixels from it."""
-    if contains(polygon, np.asarray([point], dtype=np.float64))[0]:
+    if _inside(point[0], point[1], polygon.tolist()):
         return True
     return tolerance > 0 and distance(point, polygon) <= tolerance
 
 
+SAMPLE_BLOCK = 8
+
+
 def sample_point(polygon: np.ndarray, rng: np.random.Generator, attempts: int = 64) -> tuple[float, float] | None:
-    """A point drawn uniformly inside the polygon (rejection sampling in its bounding box)."""
+    """A point drawn uniformly inside the polygon (rejection sampling in its bounding box, up to
+    `attempts` candidates, drawn and tested 8 at a time)."""
     low, high = polygon.min(axis=0), polygon.max(axis=0)
-    for _ in range(attempts):
-        point = low + rng.random(2) * (high - low)
-        if contains(polygon, point[None, :])[0]:
-            return float(point[0]), float(point[1])
+    for _ in range(0, attempts, SAMPLE_BLOCK):
+        points = low + rng.random((SAMPLE_BLOCK, 2)) * (high - low)
+        inside = np.flatnonzero(contains(polygon, points))
+        if inside.size:
+            return float(points[inside[0], 0]), float(points[inside[0], 1])
     return None
 
 

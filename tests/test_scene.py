@@ -40,9 +40,9 @@ def scene(template=TEMPLATE):
 def dog_and_plant(dog_cm: float, dog_aspect: float) -> list[dict]:
     """Plan-request concepts: a dog on the ground and a 20 cm houseplant for a surface."""
     return [{"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": dog_cm, "placement": "ground",
-             "views": [{"id": "dog/a", "aspect": dog_aspect}]},
+             "views": [{"id": "dog/a", "aspect": dog_aspect, "fill": 0.6}]},
             {"id": "plant", "class_noun": "houseplant", "size": 0.4, "size_cm": 20.0, "placement": "surface",
-             "views": [{"id": "plant/a", "aspect": 1.0}]}]
+             "views": [{"id": "plant/a", "aspect": 1.0, "fill": 0.5}]}]
 
 
 def test_centre_crop_and_view_select_the_part_of_the_photo_the_canvas_shows():
@@ -103,9 +103,58 @@ def test_solver_stands_every_object_on_its_support_at_the_perspectives_size():
 def test_solver_tries_the_other_scenes_and_says_why_none_holds_them():
     solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.5}))
     concepts = [{"id": c, "class_noun": c, "size": 1.0, "size_cm": 20.0, "placement": "ground",
-                 "views": [{"id": f"{c}/a", "aspect": 1.0}]} for c in ("cat", "mug")]
-    with pytest.raises(ItemError, match=r"cannot stand cat, mug in any scene: park: no place for .* at least 0\.5"):
+                 "views": [{"id": f"{c}/a", "aspect": 1.0, "fill": 0.7}]} for c in ("cat", "mug")]
+    with pytest.raises(ItemError, match=r"cannot stand cat, mug in any scene: park: no place for (cat|mug) "
+                                        r"\(20 cm, ground\): \d+ shorter than backends.plan.min_size 0.5 of the canvas"):
         solver.plan({"id": "x", "seed": 0, "canvas": [100, 100], "concepts": concepts, "backgrounds": [PARK]})
+
+
+def test_solver_names_an_object_taller_than_the_view_and_counts_each_failure():
+    """A lion at its real size does not fit the view anywhere: the reason says so, not min_size."""
+    solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.1}))
+    lion = {"id": "lion", "class_noun": "lion", "size": 1.0, "size_cm": 400.0, "placement": "ground",
+            "views": [{"id": "lion/a", "aspect": 0.5, "fill": 0.7}]}
+    with pytest.raises(ItemError) as raised:
+        solver.plan({"id": "x", "seed": 0, "canvas": [100, 100], "concepts": [lion], "backgrounds": [PARK]})
+    message = str(raised.value)
+    assert "no place for lion (400 cm, ground): " in message and "outside the canvas (taller or wider" in message
+    counts = [int(part.split(" ", 1)[0]) for part in message.split("): ", 1)[1].split(", ")]
+    assert sum(counts) == 4 * 50 + 200  # every try of every layout, each counted under what failed
+
+
+def test_solver_plans_what_the_filter_keeps():
+    """Each box is big enough, given its cut-out's fill, for the score stage's min_area."""
+    solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.05, "max_overlap": 0.3}))
+    concepts = dog_and_plant(dog_cm=40.0, dog_aspect=1.2)
+    fills = {"dog": 0.6, "plant": 0.5}
+    passes = {"min_area": 0.008, "min_visible": 0.6}
+    smallest = []
+    for seed in range(40):
+        layout = solver.plan({"id": f"x-{seed}", "seed": seed, "canvas": [100, 100], "concepts": concepts,
+                              "backgrounds": [PARK], "filter": passes})
+        for o in layout["objects"]:
+            smallest.append(o["box"][2] * o["box"][3] * fills[o["concept"]] / (100 * 100))
+    assert min(smallest) >= 0.008 * 1.1
+    unfiltered = [o["box"][2] * o["box"][3] * fills[o["concept"]] / 1e4 for seed in range(40) for o in solver.plan(
+        {"id": f"x-{seed}", "seed": seed, "canvas": [100, 100], "concepts": concepts, "backgrounds": [PARK]})["objects"]]
+    assert min(unfiltered) < 0.008  # without the filter's threshold, some would have been thrown away
+
+
+def test_near_and_far_are_drawn_not_decided_by_size():
+    """A small cat and a large dog: each stands in front in about half the images."""
+    solver = backends.create("plan", backends.describe("plan", "solver", {"min_size": 0.05, "max_overlap": 0.3}))
+    concepts = [{"id": "cat", "class_noun": "cat", "size": 0.5, "size_cm": 30.0, "placement": "ground",
+                 "views": [{"id": "cat/a", "aspect": 1.0, "fill": 0.6}]},
+                {"id": "dog", "class_noun": "dog", "size": 1.0, "size_cm": 60.0, "placement": "ground",
+                 "views": [{"id": "dog/a", "aspect": 1.2, "fill": 0.6}]}]
+    s, cat_in_front = scene(), 0
+    for seed in range(200):
+        layout = solver.plan({"id": f"x-{seed}", "seed": seed, "canvas": [100, 100], "concepts": concepts,
+                              "backgrounds": [PARK], "filter": {"min_area": 0.01}})
+        cat_in_front += layout["objects"][-1]["concept"] == "cat"  # pasted far to near: the last is in front
+        feet = [s.ground_row(o["box"][1] + o["box"][3], 0) for o in layout["objects"]]
+        assert feet[0] < feet[1]
+    assert 0.4 <= cat_in_front / 200 <= 0.6
 
 
 def test_score_rejects_a_floating_object_on_a_templated_background():
@@ -255,3 +304,14 @@ def test_g4g_scene_draws_a_background_of_the_recipe_and_names_the_valid_ones(pro
     wrong = run_tool(project, "g4g", "scene", photo, "--template", "garden", check=False)
     assert wrong.returncode == 2 and "--template garden: no background with a scene template" in wrong.stderr
     assert "valid: bench, path" in wrong.stderr
+
+
+def test_in_front_shares_count_each_pair_by_paste_order():
+    from stages.dataset_metrics import in_front_shares
+
+    def layout(*far_to_near: str) -> dict:
+        return {"objects": [{"concept": c} for c in far_to_near]}
+
+    layouts = [layout("cat", "dog"), layout("dog", "cat"), layout("dog", "cat"), layout("plant", "dog", "cat")]
+    assert in_front_shares(layouts) == {"cat_in_front_of_dog": 0.75, "cat_in_front_of_plant": 1.0,
+                                        "dog_in_front_of_plant": 1.0}

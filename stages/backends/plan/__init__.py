@@ -2,9 +2,10 @@
 
 Interface: `Backend(params[, templates_dir, cache_dir, root, device])` with
 `plan_batch(requests) -> list[layout | ItemError]`. A request holds the item `id`, `seed`,
-`canvas`, `concepts` (id, class noun, size, views with id and aspect; on templated backgrounds
-also size_cm and placement) and `backgrounds` (id, phrase, number of photos, and `scene`:
-template and photo sizes, when it has one); a layout holds `background` {id, photo, and the
+`canvas`, `concepts` (id, class noun, size, views with id, aspect and fill (the cut-out's mean
+alpha); on templated backgrounds also size_cm and placement), `backgrounds` (id, phrase, number
+of photos, and `scene`: template and photo sizes, when it has one) and `filter` (the score
+stage's min_area and min_visible, for planners that plan what it keeps); a layout holds `background` {id, photo, and the
 photo `crop` on templated backgrounds} and `objects` in paste order (first = bottom), each
 {concept, cutout, box: [x, y, w, h], and `support` on templated backgrounds}.
 """

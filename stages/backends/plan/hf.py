@@ -16,6 +16,7 @@ from stages.runtime.replies import RequestFailed
 from stages.runtime.torch_device import torch_device
 
 VERSION = "1"
+IGNORES = ("filter", "fill")  # request fields it does not read: an LLM places by its own judgement
 LIBRARIES = ("tokenizers", "safetensors")  # reached through transformers
 
 

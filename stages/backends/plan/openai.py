@@ -17,6 +17,7 @@ from stages.runtime.chat import ChatEndpoint, EndpointParams
 from stages.runtime.replies import ReplyRejected, RequestFailed
 
 VERSION = "1"
+IGNORES = ("filter", "fill")  # request fields it does not read: an LLM places by its own judgement
 THROUGHPUT = ENDPOINT_THROUGHPUT  # in no key: changing them asks nothing again
 JSON_MODES = ("auto", "on", "off")
 

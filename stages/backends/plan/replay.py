@@ -19,6 +19,7 @@ from base.untrusted import escape_controls
 from stages.backends import BackendUnavailable
 
 VERSION = "1"
+IGNORES = ("filter", "fill")  # request fields it does not read
 
 
 @dataclass

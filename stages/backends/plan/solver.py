@@ -2,8 +2,10 @@
 
 On a background with a scene template, every object stands where it can stand: its foot on
 the ground or on a surface that holds it, its size the perspective's for its real size
-(within half the template's tolerance), clear of forbidden regions, pasted far to near.
-Without a template: one box per concept with the chosen cut-out's aspect ratio, sizes from
+(within half the template's tolerance), clear of forbidden regions, pasted far to near. It
+plans what the score stage keeps: each box is large enough, given its cut-out's fill, for the
+filter's `min_area`; and each image draws which concept stands in front, so that near/far
+order is not decided by which concept happens to be large enough. Without a template: one box per concept with the chosen cut-out's aspect ratio, sizes from
 the concepts' relative sizes, Gen4Gen's minimum-area rule, boxes resting in the lower part of
 the frame, pairwise overlap bounded, and Gen4Gen's paste order.
 """
@@ -11,6 +13,7 @@ the frame, pairwise overlap bounded, and Gen4Gen's paste order.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,8 @@ from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
 VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
+AREA_MARGIN = 1.1  # planned alpha area over the filter's min_area: room for a soft edge and small occlusions
+LAYOUT_TRIES = 4  # layouts tried in the drawn depth order (attempts / 4 per object), then one in any order
 
 
 @dataclass
@@ -102,15 +107,14 @@ class Backend:
             if background is not candidates[first]:
                 photo = choose_photo(background, rng)
             scene, crop = scene_of(background, photo, request["canvas"])
-            placed = self._scene_layout(scene, request["concepts"], views, rng)
+            placed = self._scene_layout(scene, request["concepts"], views, request.get("filter", {}), rng)
             if isinstance(placed, str):
                 problems.append(f"{background['id']}: {placed}")
                 continue
             boxes, supports = placed
             return layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports, crop)
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
-                        f"{'; '.join(problems)}; lower backends.plan.min_size or max_overlap, or widen the templates' "
-                        f"ground")
+                        f"{'; '.join(problems)}")
 
     def _free_layout(self, request: dict[str, Any], views: list[dict[str, Any]], rng: np.random.Generator):
         p = self.params
@@ -131,27 +135,54 @@ class Backend:
         )
 
     def _scene_layout(self, scene: CanvasScene, concepts: list[dict[str, Any]], views: list[dict[str, Any]],
-                      rng: np.random.Generator) -> tuple[list[list[int]], list[str]] | str:
-        """Boxes standing on the template's supports, largest real size first; a reason when
-        some concept finds no place in `attempts` tries."""
-        placed: dict[int, tuple[list[int], str]] = {}
-        for index in sorted(range(len(concepts)), key=lambda i: (-concepts[i]["size_cm"], i)):
-            spot = None
-            for _ in range(self.params.attempts):
-                spot = self._stand(scene, concepts[index], views[index]["aspect"], rng)
-                if spot and all(overlap(spot[0], other) <= self.params.max_overlap for other, _ in placed.values()):
-                    break
-                spot = None
-            if spot is None:
-                return (f"no place for {concepts[index]['id']} ({concepts[index]['size_cm']:g} cm, "
-                        f"{concepts[index]['placement']}) with its longer side at least {self.params.min_size:g} of the "
-                        f"canvas")
-            placed[index] = spot
-        return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
+                      passes: dict[str, float], rng: np.random.Generator) -> tuple[list[list[int]], list[str]] | str:
+        """Boxes standing on the template's supports, in a depth order drawn per image (far to
+        near), so that of two concepts each is in front about as often as the other wherever
+        both orders fit (where the drawn one does not, largest real size first, in any order);
+        each box big enough for the score stage to keep it. A reason naming the constraints
+        that failed, with counts, when no layout is found."""
+        drawn = [int(i) for i in rng.permutation(len(concepts))]  # far to near
+        largest_first = sorted(range(len(concepts)), key=lambda i: (-concepts[i]["size_cm"], i))
+        failed: dict[int, Counter[str]] = {i: Counter() for i in range(len(concepts))}
+        tries = self.params.attempts // LAYOUT_TRIES  # per object and layout in the drawn order: the same budget
+        for order, in_depth_order, layouts, attempts in ((drawn, True, LAYOUT_TRIES, max(1, tries)),
+                                                         (largest_first, False, 1, self.params.attempts)):
+            for _ in range(layouts):
+                placed: dict[int, tuple[list[int], str, float]] = {}
+                for index in order:
+                    spot = self._spot(scene, concepts[index], views[index], passes, placed, in_depth_order,
+                                      attempts, failed[index], rng)
+                    if spot is None:
+                        break
+                    placed[index] = spot
+                else:
+                    return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
+        worst = max(failed, key=lambda i: (sum(failed[i].values()), -i))
+        concept = concepts[worst]
+        counts = ", ".join(f"{n} {why}" for why, n in failed[worst].most_common())
+        return f"no place for {concept['id']} ({concept['size_cm']:g} cm, {concept['placement']}): {counts}"
 
-    def _stand(self, scene: CanvasScene, concept: dict[str, Any], aspect: float,
-               rng: np.random.Generator) -> tuple[list[int], str] | None:
-        """One try: a foot point on a support, the perspective's size there; None if it fails."""
+    def _spot(self, scene: CanvasScene, concept: dict[str, Any], view: dict[str, Any], passes: dict[str, float],
+              placed: dict[int, tuple[list[int], str, float]], in_depth_order: bool, attempts: int,
+              failed: Counter[str], rng: np.random.Generator) -> tuple[list[int], str, float] | None:
+        """A place for one concept overlapping no placed one too much (and, `in_depth_order`,
+        nearer than all of them)."""
+        for _ in range(attempts):
+            spot = self._stand(scene, concept, view, passes, rng)
+            if isinstance(spot, str):
+                failed[spot] += 1
+            elif any(overlap(spot[0], other) > self.params.max_overlap for other, _, _ in placed.values()):
+                failed["overlapping another object"] += 1
+            elif in_depth_order and placed and spot[2] <= max(depth for _, _, depth in placed.values()):
+                failed["not in front of the objects behind it"] += 1
+            else:
+                return spot
+        return None
+
+    def _stand(self, scene: CanvasScene, concept: dict[str, Any], view: dict[str, Any], passes: dict[str, float],
+               rng: np.random.Generator) -> tuple[list[int], str, float] | str:
+        """One try: a foot point on a support, the perspective's size there, and its depth (the
+        ground row of its foot); what failed otherwise."""
         supports = scene.supports_for(concept["placement"], concept["size_cm"])
         if supports:
             support = supports[int(rng.integers(len(supports)))]
@@ -160,19 +191,22 @@ class Backend:
             support = scene.supports[0]
             foot = (float(rng.uniform(0, scene.width)), float(rng.uniform(scene.horizon, scene.height)))
         if foot is None:
-            return None
+            return "no point found on its support"
         spread = math.log1p(scene.size_tolerance / 2)
         factor = math.exp(rng.uniform(-spread, spread))
         if scene.size_at(foot[1], support, concept["size_cm"]) * factor < self.params.min_size * scene.height:
-            return None
-        box = scene.box_at(foot, support, concept["size_cm"], aspect, factor)
+            return f"shorter than backends.plan.min_size {self.params.min_size:g} of the canvas"
+        box = scene.box_at(foot, support, concept["size_cm"], view["aspect"], factor)
+        area = passes.get("min_area", 0.0)
+        if box[2] * box[3] * view["fill"] < area * AREA_MARGIN * scene.width * scene.height:
+            return f"too small for the score stage's min_area {area:.2%}"
         if not scene.holds(box):
-            return None
+            return "outside the canvas (taller or wider than the view there)"
         if supports and scene.support_under(box, concept["placement"], concept["size_cm"]) is not support:
-            return None
+            return "off its support"
         if scene.blocked(box, support.height_cm) > BLOCK_LIMIT / 2:
-            return None
-        return box, support.name if supports else "free"
+            return "over a forbidden region"
+        return box, support.name if supports else "free", scene.ground_row(box[1] + box[3], support.height_cm)
 
     def _place(self, dims: list[tuple[int, int]], width: int, height: int, rng: np.random.Generator):
         """Drop boxes largest first at random spots until each respects max_overlap; None if stuck."""
