@@ -3,6 +3,8 @@ matted band; its figures, the bad-view check, the targets on the demo's photos, 
 
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 
 import numpy as np
@@ -140,8 +142,9 @@ def test_on_bad_view_refuse_fails_the_item_and_warn_records_it(project, referenc
     (project / "photos").mkdir()
     rgba.save(project / "photos/leaky.png")
     results = {}
+    digest = hashlib.sha256((project / "photos/leaky.png").read_bytes()).hexdigest()
     for policy in ("warn", "refuse"):
-        item = {"id": "plant/leaky", "concept": "plant", "cutout": True, "sha256": "0", "source": "photos/leaky.png"}
+        item = {"id": "plant/leaky", "concept": "plant", "cutout": True, "sha256": digest, "source": "photos/leaky.png"}
         context = {"backend": {"name": "u2netp", "version": "2", "params": {"on_bad_view": policy}},
                    "root": str(project), "threads": 1}
         results[policy] = extract.extract_item([item], context)[0]

@@ -28,7 +28,8 @@ VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
 AREA_MARGIN = 1.1  # planned alpha area over the filter's min_area: room for a soft edge and small occlusions
-LAYOUT_TRIES = 4  # layouts tried in the drawn depth order (attempts / 4 per object), then one in any order
+LAYOUT_TRIES = 4  # layouts tried in the drawn depth order (attempts / 4 per object each), then
+ANY_ORDER_TRIES = 2  # layouts in any order, largest first (attempts per object each)
 
 
 @dataclass
@@ -146,20 +147,20 @@ class Backend:
         failed: dict[int, Counter[str]] = {i: Counter() for i in range(len(concepts))}
         tries = self.params.attempts // LAYOUT_TRIES  # per object and layout in the drawn order: the same budget
         for order, in_depth_order, layouts, attempts in ((drawn, True, LAYOUT_TRIES, max(1, tries)),
-                                                         (largest_first, False, 1, self.params.attempts)):
+                                                         (largest_first, False, ANY_ORDER_TRIES, self.params.attempts)):
             for _ in range(layouts):
                 placed: dict[int, tuple[list[int], str, float]] = {}
                 for index in order:
                     spot = self._spot(scene, concepts[index], views[index], passes, placed, in_depth_order,
                                       attempts, failed[index], rng)
                     if spot is None:
+                        stuck = index
                         break
                     placed[index] = spot
                 else:
                     return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
-        worst = max(failed, key=lambda i: (sum(failed[i].values()), -i))
-        concept = concepts[worst]
-        counts = ", ".join(f"{n} {why}" for why, n in failed[worst].most_common())
+        concept = concepts[stuck]  # the object the last layout could not place, with every failure it met
+        counts = ", ".join(f"{n} {why}" for why, n in failed[stuck].most_common())
         return f"no place for {concept['id']} ({concept['size_cm']:g} cm, {concept['placement']}): {counts}"
 
     def _spot(self, scene: CanvasScene, concept: dict[str, Any], view: dict[str, Any], passes: dict[str, float],
