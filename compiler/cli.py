@@ -144,10 +144,20 @@ def _cache_root() -> Path:
     return Path(load_settings().cache_dir)
 
 
+def _left_alone(root: Path, paths: list[Path]) -> None:
+    from stages.runtime.cache_maintenance import shown
+
+    if paths:
+        print(f"left alone {len(paths)} path(s) in {root} that are not g4g cache entries: {shown(paths, root)}",
+              file=sys.stderr)
+
+
 def _cache_verify(args: argparse.Namespace) -> int:
     from stages.runtime.cache_maintenance import verify
 
-    outcome = verify(_cache_root(), repair=args.repair)
+    root = _cache_root()
+    outcome = verify(root, repair=args.repair)
+    _left_alone(root, outcome.unknown)
     for entry, damage in sorted(outcome.damaged.items()):
         print(f"damaged {entry}: {damage}{' (removed)' if args.repair else ''}")
     print(f"{outcome.checked} entries checked, {len(outcome.damaged)} damaged"
@@ -159,7 +169,9 @@ def _cache_verify(args: argparse.Namespace) -> int:
 def _cache_gc(args: argparse.Namespace) -> int:
     from stages.runtime.cache_maintenance import gc
 
-    outcome = gc(_cache_root(), args.keep_days, dry_run=args.dry_run)
+    root = _cache_root()
+    outcome = gc(root, args.keep_days, dry_run=args.dry_run)
+    _left_alone(root, outcome.unknown)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {outcome.removed} entries ({outcome.freed / 1e6:.1f} MB) not used by the last build; "
           f"kept {outcome.kept} younger than {args.keep_days:g} days")

@@ -420,3 +420,140 @@ def test_a_captioning_build_against_a_hostile_server_reports_every_reason(projec
     reasons = " ".join(caption["failures"].values())
     assert caption["failed"] == caption["items"] >= 2 and "Traceback" not in reasons
     assert "[reply_too_large]" in reasons and "not a JSON chat completion" in reasons
+
+
+# Issue 35: nothing outside the project, no secret out, every input bounded.
+
+def old_files(folder, *names, days=30):
+    """Files under `folder` (a user's, not g4g's), `days` old."""
+    long_ago = time.time() - days * 86400
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"the user's {name}")
+        for node in (path, *path.relative_to(folder).parents):
+            os.utime(folder / node, (long_ago, long_ago))
+    return [folder / name for name in names]
+
+
+USERS = ("llm/prompts/eval-set.json", "models/ab/abc123/w.bin", "extract/ab/abc123/w.bin")
+
+
+@pytest.mark.parametrize("cache_dir", ["victim", "../victim", "link/cache"])
+def test_35_1_params_yaml_cannot_point_the_cache_outside_the_project(project, tmp_path, capsys, cache_dir):
+    victim = tmp_path / "victim"
+    kept = old_files(victim, *USERS)
+    if cache_dir == "victim":
+        cache_dir = str(victim)  # absolute
+    (project / "link").symlink_to(tmp_path)  # a committed link out of the clone
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"]["cache_dir"] = cache_dir
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for argv in (["cache", "gc", "--keep-days", "0"], ["cache", "verify", "--repair"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "runtime.cache_dir" in err and "G4G_CACHE_DIR" in err and "Traceback" not in err
+    assert all(path.is_file() for path in kept)
+
+
+def test_35_1_gc_and_repair_act_only_in_a_cache_g4g_created(project, tmp_path, monkeypatch, capsys):
+    victim = tmp_path / "victim"
+    kept = old_files(victim, *USERS)
+    monkeypatch.setenv("G4G_CACHE_DIR", str(victim))  # the builder's own mistake
+    for argv in (["cache", "gc", "--keep-days", "0"], ["cache", "verify", "--repair"], ["cache", "stats"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not an item cache g4g created (no CACHEDIR.TAG" in err and "nothing was changed" in err
+    assert all(path.is_file() for path in kept)
+
+
+def test_35_1_gc_removes_only_entries_of_g4gs_shape(project, reference_data, tmp_path, capsys):
+    rgba(project / "photos/good.png")
+    photo_recipe(project, reference_data)
+    run_extract(project)
+    cache = project / ".g4g/cache"
+    assert (cache / "CACHEDIR.TAG").read_bytes().startswith(b"Signature: 8a477f597d28d172789f06886806bc55")
+    (project / ".g4g/keys").rename(project / "keys.other")  # no entry is used by the last build
+    foreign = old_files(cache, "llm/prompts/eval-set.json", "models/ab/abc123/w.bin", "extract/ab/abc123/w.bin",
+                        "extract/zz", "llm/ab/notakey.json")
+    (tmp_path / "outside").mkdir()
+    (cache / "compose").symlink_to(tmp_path / "outside")
+    old_files(tmp_path / "outside", "ab/abababababababababab/record.json")
+    entries = sorted(p for p in cache.glob("extract/*/*") if len(p.name) == 20)
+    for path in cache.rglob("*"):
+        os.utime(path, (0, 0), follow_symlinks=False)
+    assert cli.main(["cache", "verify", "--repair"]) == 0
+    assert cli.main(["cache", "gc", "--keep-days", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "removed 3 entries" in out and "left alone" in err and "models" in err and "Traceback" not in err
+    assert len(entries) == 3 and not any(path.exists() for path in entries)
+    assert all(path.is_file() for path in foreign)
+    assert (tmp_path / "outside/ab/abababababababababab/record.json").is_file()
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("view: [0, 0, 0.0001, 0.0001]", "scene.view: [0.0, 0.0, 0.0001, 0.0001]; [x, y, w, h] of a region inside "
+                                      "the photo, as fractions (0-1), w and h at least 0.05"),
+    ("camera_height_cm: 5e-324", "scene.camera_height_cm: 5e-324; valid: 1 to 100000"),
+    ("camera_height_cm: .nan", "scene.camera_height_cm: nan; valid: 1 to 100000"),
+    ("surfaces: {seat: {polygon: [[0, .6], [1, .6], [1, .7]], height_cm: 149.9999, max_size_cm: 40}}",
+     "scene.surfaces.seat.height_cm: 149.9999; above the ground and at least 1 cm below the camera"),
+    ("surfaces: {seat: {polygon: 3, height_cm: 1, max_size_cm: 2}}", "surfaces.seat.polygon: Invalid value"),
+    ("ground: [[0, 0.5], [1, 0.5]]", "scene.ground: a polygon of at least 3 [x, y] points"),
+    ("colour: red", "Key 'colour' not in 'Scene'; valid keys: horizon, camera_height_cm"),
+    ("horizon: [", "not valid YAML"),
+    ("horizon: '0.4'\ncamera_height_cm: {a: 1}", "camera_height_cm: Value '{'a': 1}' of type 'DictConfig' could not be converted to Float"),
+])
+def test_35_7_scene_template_files_are_checked_like_recipes(tmp_path, monkeypatch, capsys, template, message):
+    monkeypatch.chdir(tmp_path)  # outside any project: a template file needs none
+    lines = {"horizon": "horizon: 0.4", "camera_height_cm": "camera_height_cm: 150",
+             "ground": "ground: [[0, 0.5], [1, 0.5], [1, 1]]"}
+    for line in template.splitlines():
+        lines[line.split(":")[0]] = line
+    (tmp_path / "t.yaml").write_text("\n".join(lines.values()) + "\n")
+    scene_photo(tmp_path / "bg.jpg")
+    assert cli.main(["scene", "bg.jpg", "--template", "t.yaml", "-o", "out.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: t.yaml") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out.png").exists()
+
+
+def scene_photo(path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(path)
+
+
+def test_35_7_a_valid_template_file_draws_and_an_alias_bomb_is_refused(tmp_path, monkeypatch, capsys):
+    import resource
+
+    monkeypatch.chdir(tmp_path)
+    scene_photo(tmp_path / "bg.jpg")
+    (tmp_path / "t.yaml").write_text("scene:\n  horizon: 0.4\n  camera_height_cm: 150\n"
+                                     "  ground: [[0, 0.5], [1, 0.5], [1, 1]]\n")
+    assert cli.main(["scene", "bg.jpg", "--template", "t.yaml", "-o", "out.png"]) == 0
+    assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG")
+    levels = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8)]
+    bomb_text = "horizon: 0.4\ncamera_height_cm: 150\nground: [[0, 0.5], [1, 0.5], [1, 1]]\nforbidden:\n" \
+        + "\n".join("  - {polygon: [[0, 0], [1, 0], [1, 1]], front: 1}" for _ in range(1)) + "\n" + "\n".join(levels) + "\n"
+    (tmp_path / "bomb.yaml").write_text(bomb_text)
+    assert len(bomb_text) < 700
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    assert cli.main(["scene", "bg.jpg", "--template", "bomb.yaml", "-o", "bomb.png"]) == 2
+    assert time.perf_counter() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+    assert "bomb.yaml: its aliases expand to more than 100,000 values" in capsys.readouterr().err
+
+
+def test_35_2_g4g_scene_replaces_a_link_at_its_output_never_writes_through_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    scene_photo(tmp_path / "photos/garden2.jpg")
+    (tmp_path / "victim.txt").write_text("the user's file")
+    (tmp_path / "garden2.scene.png").symlink_to(tmp_path / "victim.txt")  # committed by a repository
+    assert cli.main(["scene", "photos/garden2.jpg"]) == 0
+    assert (tmp_path / "victim.txt").read_text() == "the user's file"
+    assert not (tmp_path / "garden2.scene.png").is_symlink()
+    assert (tmp_path / "garden2.scene.png").read_bytes().startswith(b"\x89PNG")
