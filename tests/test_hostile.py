@@ -557,3 +557,72 @@ def test_35_2_g4g_scene_replaces_a_link_at_its_output_never_writes_through_it(tm
     assert (tmp_path / "victim.txt").read_text() == "the user's file"
     assert not (tmp_path / "garden2.scene.png").is_symlink()
     assert (tmp_path / "garden2.scene.png").read_bytes().startswith(b"\x89PNG")
+
+
+KEY = "builder-key-9876543210"  # the `secrets` fixture's key for the loopback endpoint
+SOFT = KEY[:7] + "\u00ad" + KEY[7:]  # a soft hyphen inside: invisible, and not the key to a plain replace
+
+
+def shows_key(text: str) -> bool:
+    """Whether `text` shows the key, in any case, with format characters or their escapes."""
+    folded = text.lower()
+    for hidden in ("\u00ad", "\\xad", "\\u00ad", "\u200d", "\\u200d"):
+        folded = folded.replace(hidden, "")
+    return KEY in folded
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    (200, {"Content-Type": f"text/html; charset={KEY.upper()}"}),
+    (200, {"Content-Type": f"text/plain; echo={SOFT}"}),
+    (200, {"Content-Type": "application/json", "Content-Encoding": f"x-{KEY.upper()}"}),
+    (200, {"Content-Type": "application/json", "Content-Encoding": f"x-{SOFT}"}),
+    (401, {"Content-Type": f"text/plain; k={SOFT}"}),
+])
+def test_35_3_the_key_is_masked_in_headers_reason_and_body(project, secrets, tmp_path, caplog, status, headers):
+    import logging
+
+    from tests.test_security import assert_not_leaked
+
+    caplog.set_level(logging.INFO)  # what the HTTP libraries log (httpx: the reason phrase), too
+    body = f"<html>echo {SOFT} and {KEY.upper()}</html>".encode()
+    with RawServer(lambda n: (status, headers, body, 0), reason=f"Denied {SOFT}") as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert isinstance(layout, ItemError) and ("<api key>" in str(layout) or status != 200), layout
+    assert not shows_key(str(layout)) and not shows_key(caplog.text)
+    assert "Denied <api key>" in caplog.text or "Content-Encoding" in headers  # raised before httpx logs
+    assert_not_leaked(project, secret=KEY)
+    assert_not_leaked(tmp_path / "cache", secret=KEY)
+
+
+def test_35_4_retry_after_waits_no_longer_than_the_request_may_take(project, secrets, tmp_path):
+    answers = [(429, {**JSON, "Retry-After": "60"}, b'{"error": {"message": "slow down"}}', 0),
+               (503, {**JSON, "Retry-After-Ms": "60000"}, b'{"error": {"message": "busy"}}', 0),
+               (200, JSON, completion(good_reply("- cat\n- mug")), 0)]
+    with RawServer(lambda n: answers[min(n, 3) - 1]) as server:
+        params = openai_planner.Params(base_url=server.url, model="m", max_retries=2, timeout=1.0)
+        planner = openai_planner.Backend(params, templates_dir=str(REPO / "templates"),
+                                         cache_dir=str(tmp_path / "cache"), root=str(project))
+        started = time.perf_counter()
+        layout = planner.plan_batch([layout_request()])[0]
+        seconds = time.perf_counter() - started
+    assert not isinstance(layout, ItemError), layout
+    assert server.requests >= 3 and seconds < 6.0, seconds
+
+
+@pytest.mark.parametrize(("backend", "option", "value", "valid"), [
+    ("plan", "max_attempts", 100_000, "max_attempts 100000: valid 1-10"),
+    ("plan", "max_tokens", 10**9, "max_tokens 1000000000: valid 1-8192"),
+    ("caption", "max_attempts", 1000, "max_attempts 1000: valid 1-10"),
+    ("caption", "max_tokens", 0, "max_tokens 0: valid 1-8192"),
+])
+def test_35_4_attempts_and_tokens_have_named_ranges(project, capsys, backend, option, value, valid):
+    from stages.backends.caption import vlm_openai
+
+    module = openai_planner if backend == "plan" else vlm_openai
+    with pytest.raises(ValueError, match=valid):
+        module.Params(**{option: value})
+    name = "openai" if backend == "plan" else "vlm-openai"
+    write_recipe(project, recipe_with(backends={backend: {"name": name, option: value}}))
+    assert cli.main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert f"backends.{backend}.{option}" in err or valid in err, err
