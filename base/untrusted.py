@@ -34,12 +34,19 @@ def escape_controls(text: str, keep: str = "", limit: int | None = None) -> str:
 def mask_secret(text: str, secret: str) -> str:
     """`text` with every occurrence of `secret` replaced by SECRET_MASK, in any letter case
     (headers are lowercased on the way) and with Unicode format characters (soft hyphens,
-    zero-width joiners: category Cf) dropped first, so a server cannot hide the echoed key from
-    the mask with invisible characters. Mask before cutting text short, never after."""
+    zero-width joiners: category Cf) inside it ignored, so a server cannot hide the echoed key
+    from the mask with invisible characters (those outside it stay, to be escaped). Mask before
+    cutting text short, never after."""
     if not secret:
         return text
-    folded = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return re.sub(re.escape(secret), SECRET_MASK, folded, flags=re.IGNORECASE)
+    kept = [i for i, ch in enumerate(text) if unicodedata.category(ch) != "Cf"]  # folded index -> text index
+    folded = "".join(text[i] for i in kept)
+    out, done = [], 0
+    for found in re.finditer(re.escape(secret), folded, flags=re.IGNORECASE):
+        start, end = kept[found.start()], kept[found.end() - 1] + 1
+        out += [text[done:start], SECRET_MASK]
+        done = end
+    return "".join(out) + text[done:]
 
 
 def load_yaml(text: str, source: str) -> Any:

@@ -626,3 +626,168 @@ def test_35_4_attempts_and_tokens_have_named_ranges(project, capsys, backend, op
     assert cli.main(["validate"]) == 2
     err = capsys.readouterr().err
     assert f"backends.{backend}.{option}" in err or valid in err, err
+
+
+def provenance_of(key: str) -> dict:
+    """The fields of a sample's JSON that the card and diff read, as pack writes them."""
+    cutout = {"id": "cat/chelsea", "source": None, "sha256": "0" * 64, "box_in_source": [0, 0, 8, 8], "key": "k"}
+    return {"key": key, "composition": "cat_mug", "index": 0, "seed": 1, "canvas": [64, 64], "recipe": {"name": "h"},
+            "concepts": [{"id": "cat", "box": [4, 8, 30, 40], "cutout": cutout, "visible": 1.0, "mask": {}}],
+            "background": {"id": "garden"}, "captions": {"short": "a cat", "detailed": "a cat on the grass"},
+            "score": {"keep": True, "metrics": {}, "concepts": [{"id": "cat", "visible": 1.0}]},
+            "backends": {}, "software": {}, "item_keys": {"plan": "p"}}
+
+
+def jpeg(colour=(200, 30, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels (its header only: opening it costs nothing)."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def add(tar, name: str, data: bytes = b"", kind: bytes = b"0", link: str = "") -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == b"0" else 0
+    tar.addfile(info, io.BytesIO(data) if kind == b"0" else None)
+
+
+def hostile_dataset(root, shard_members=None, manifest_shard="cat_mug-000000.tar"):
+    """A packed dataset folder in `root`: one good sample (cat_mug-00000) in a shard, plus the
+    members `shard_members(tar)` adds."""
+    import tarfile
+
+    dataset = root / "dataset"
+    dataset.mkdir(parents=True)
+    recipe = {"name": "h", "key": "k", "recipe": {"compositions": {"cat_mug": {"concepts": ["cat", "mug"]}}},
+              "backends": {}, "software": {}}
+    (dataset / "recipe.json").write_text(json.dumps(recipe))
+    with tarfile.open(dataset / "cat_mug-000000.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        add(tar, "cat_mug-00000.jpg", jpeg())
+        add(tar, "cat_mug-00000.json", json.dumps(provenance_of("cat_mug-00000")).encode())
+        add(tar, "cat_mug-00000.txt", b"a cat")
+        if shard_members:
+            shard_members(tar)
+    (dataset / "manifest.jsonl").write_text(json.dumps({"key": "cat_mug-00000", "shard": manifest_shard}) + "\n")
+    (dataset / "rejected.jsonl").write_text(json.dumps({"key": "cat_mug-00009", "stage": "score",
+                                                        "reasons": ["too small"]}) + "\n")
+    (dataset / "sizes.json").write_text(json.dumps({manifest_shard: 1}))
+    return dataset
+
+
+def hostile_members(tar) -> None:
+    add(tar, "../../x.json", b"{}")
+    add(tar, "/abs.json", b"{}")
+    add(tar, "nodot", b"x")
+    add(tar, "dog-00000.json", b"{}")
+    add(tar, "cat_mug-00001.jpg", kind=tarfile_type("SYMTYPE"), link="/etc/passwd")
+    add(tar, "cat_mug-00001.txt", kind=tarfile_type("LNKTYPE"), link="cat_mug-00000.txt")
+    add(tar, "cat_mug-00002", kind=tarfile_type("DIRTYPE"))
+    add(tar, "cat_mug-00003.json", b"[" * 200_000 + b"]" * 200_000)
+    add(tar, "cat_mug-00004.json", b"[1, 2]")
+    add(tar, "cat_mug-00005.jpg", png_header(20_000, 20_000))
+    add(tar, "cat_mug-00005.json", json.dumps(provenance_of("cat_mug-00005")).encode())
+    add(tar, "cat_mug-0000\x1b[31m6.json", b"{}")
+
+
+def tarfile_type(name: str) -> bytes:
+    import tarfile
+
+    return getattr(tarfile, name)
+
+
+def test_35_6_card_and_diff_skip_every_member_that_is_not_a_sample_naming_it(project, capsys):
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project, hostile_members)
+    assert cli.main(["card"]) == 0
+    err = capsys.readouterr().err
+    for name in ("'../../x.json'", "'/abs.json'", "'nodot'", "'dog-00000.json'", "'cat_mug-00001.jpg': not a regular",
+                 "'cat_mug-00001.txt': not a regular", "'cat_mug-00002': not a regular",
+                 "'cat_mug-00003.json': not valid JSON", "'cat_mug-00004.json': not a JSON object",
+                 "'cat_mug-0000\\x1b[31m6.json'"):
+        assert name in err, name
+    assert "\x1b" not in err and "Traceback" not in err
+    page = (project / "dataset/card.html").read_text()
+    assert 'alt="cat_mug-00000"' in page and 'alt="cat_mug-00005"' not in page
+    assert "cat_mug-00005.jpg': over 89,478,485 pixels (Pillow's decompression-bomb limit)" in err
+    snapshot = workspace(project)
+    assert sorted(snapshot.samples) == ["cat_mug-00000", "cat_mug-00005"]  # 00005's JSON is fine, its image is not
+    assert sorted(snapshot.images({"cat_mug-00000", "cat_mug-00005"})) == ["cat_mug-00000"]
+    assert any("'../../x.json'" in problem for problem in snapshot.problems)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: (d / "manifest.jsonl").unlink(), "workspace: no manifest.jsonl in the dataset"),
+    (lambda d: (d / "recipe.json").write_text("[1, 2]"), "workspace: recipe.json is not a JSON object"),
+    (lambda d: (d / "recipe.json").write_text("[" * 100_000), "workspace: recipe.json is not valid JSON"),
+    (lambda d: (d / "manifest.jsonl").write_text('{"key": "cat_mug-00000", "shard": "../../../../etc/passwd"}\n'),
+     "manifest.jsonl names the shard '../../../../etc/passwd'; valid: a NAME.tar file inside the dataset folder"),
+    (lambda d: (d / "manifest.jsonl").write_text("[1]\n"), "manifest.jsonl line 1 is not an object with key, shard"),
+])
+def test_35_6_a_damaged_dataset_is_one_line_for_diff_and_card(project, capsys, change, message):
+    from compiler.diff.snapshot import DiffError, workspace
+
+    change(hostile_dataset(project))
+    with pytest.raises(DiffError) as error:
+        workspace(project)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    if "manifest" not in message:  # the card reads sizes.json, not the manifest
+        assert cli.main(["card"]) == 2
+        err = capsys.readouterr().err
+        assert message.replace("workspace", "dataset") in err and len(err.splitlines()) == 1, err
+
+
+def test_35_6_a_fifo_named_as_a_shard_does_not_hang(project):
+    import subprocess
+    import sys
+
+    dataset = hostile_dataset(project, manifest_shard="cat_mug-000001.tar")
+    os.mkfifo(dataset / "cat_mug-000001.tar")
+    code = "from compiler.diff.snapshot import workspace; from pathlib import Path; workspace(Path('.'))"
+    for argv in ([sys.executable, "-c", code], [sys.executable, "-m", "compiler.cli", "card"]):
+        done = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert "cat_mug-000001.tar: not a regular file" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.returncode == 2
+
+
+def test_35_4_a_sparse_6_gib_member_is_refused_by_its_declared_size(project, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar makes the sparse member")
+    dataset = hostile_dataset(project)
+    (tmp_path / "s").mkdir()
+    with open(tmp_path / "s/cat_mug-00007.jpg", "wb") as sparse:
+        sparse.truncate(6 * 2**30)
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-rf", str(dataset / "cat_mug-000000.tar"), "-C",
+                    str(tmp_path / "s"), "cat_mug-00007.jpg"], check=True)
+    assert (dataset / "cat_mug-000000.tar").stat().st_size < 200_000
+    measure = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'compiler.cli', 'card'],"
+               " capture_output=True, text=True); print(done.returncode, resource.getrusage("
+               "resource.RUSAGE_CHILDREN).ru_maxrss); print(done.stderr, file=sys.stderr)")
+    started = time.perf_counter()
+    result = run_tool(project, "python", "-c", measure, PYTHONPATH=str(REPO))
+    code, kib = map(int, result.stdout.split())
+    assert code == 0 and "cat_mug-00007.jpg': declares 6,442,450,944 bytes; valid: at most" in result.stderr
+    assert kib < 400 * 1024 and time.perf_counter() - started < 30
+    from compiler.diff.snapshot import workspace
+
+    assert sorted(workspace(project).samples) == ["cat_mug-00000"]

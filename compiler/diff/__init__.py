@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.html, page(report, before, after).encode("utf-8"))
         if not args.json:
             print(f"wrote {args.html}")
+    for problem in before.problems + after.problems:  # members of a damaged or hostile dataset, left out
+        print(f"skipped {problem}", file=sys.stderr)
     return 1 if args.exit_code and report["differs"] else 0
 
 
