@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections import Counter
 from pathlib import Path
@@ -53,12 +54,20 @@ def existing_file(text: str) -> Path:
     return Path(text)
 
 
+def _in_project(command: str) -> None:
+    """A RecipeError unless the working directory is a g4g project (params.yaml and recipes/)."""
+    if not (Path("params.yaml").is_file() and Path("recipes").is_dir()):
+        raise RecipeError(f"{Path.cwd()}: not a g4g project (no params.yaml and recipes/ here); run `g4g {command}` "
+                          f"in the project's folder")
+
+
 def _validate(args: argparse.Namespace) -> int:
     from base.settings import load_settings
     from compiler.compile import compile_recipe, current_documents, read_params
     from compiler.dryrun import describe, forecast
     from compiler.schema import DATASET_KINDS
 
+    _in_project("validate")
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
     selected = args.recipe is None and not args.override  # what `dvc repro` builds: its documents may be current
     documents = (selected and current_documents()) or compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
@@ -82,12 +91,17 @@ def _validate(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from base.files import check_output
+    from base.files import atomic_write_bytes, check_output
     from stages import backends
     from stages.extract import cut_out
     from stages.runtime.images import load_image
 
     check_output(args.output)
+    if args.backend not in backends.names("extract"):
+        raise ValueError(f"--backend {args.backend!r}; valid: {', '.join(backends.names('extract'))}")
+    image_format = Image.registered_extensions().get(args.output.suffix.lower())
+    if image_format not in ("PNG", "WEBP"):
+        raise ValueError(f"{args.output}: valid: a .png or .webp path (the cut-out keeps its alpha)")
     extract_module = backends.module("extract", args.backend)
     params = extract_module.Params(threshold=args.threshold, max_side=args.max_side)
     extractor = backends.create("extract", backends.describe("extract", args.backend, vars(params)))
@@ -97,10 +111,9 @@ def _extract(args: argparse.Namespace) -> int:
         output = Image.fromarray(mask) if args.mask_only else cut_out(image, mask, params.threshold, params.max_side)[0]
     except ItemError as error:
         raise ItemError(f"{args.photo}: {error}") from None
-    try:
-        output.save(args.output)
-    except OSError as error:
-        raise ItemError(f"{args.output}: cannot write the cut-out ({error}); valid: a .png or .webp path") from None
+    encoded = io.BytesIO()
+    output.save(encoded, format=image_format)
+    atomic_write_bytes(args.output, encoded.getvalue())  # a link at the output is replaced, never written through
     print(f"wrote {args.output}")
     return 0
 
@@ -113,11 +126,20 @@ def _fetch_weights(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
-    from base.files import atomic_write_bytes
+    from base.files import atomic_write_bytes, check_output
     from base.keys import canonical_json
     from stages.backends.plan.examples import import_coco
 
-    examples = import_coco(args.instances, args.captions, args.canvas)
+    check_output(args.output)
+    for path in (args.instances, args.captions):
+        if not path.is_file():
+            raise ValueError(f"{path}: not a file; valid: COCO's instances_*.json and captions_*.json")
+    try:
+        examples = import_coco(args.instances, args.captions, args.canvas)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, ZeroDivisionError, RecursionError) as error:
+        raise ValueError(f"{args.instances}, {args.captions}: not COCO instances and captions annotations "
+                         f"({type(error).__name__}: {str(error)[:120]}); valid: COCO's instances_*.json and "
+                         f"captions_*.json") from None
     atomic_write_bytes(args.output, "".join(canonical_json(e) + "\n" for e in examples).encode("utf-8"))
     print(f"wrote {len(examples)} examples (boxes on a {args.canvas}x{args.canvas} canvas) to {args.output}")
     return 0
@@ -191,11 +213,18 @@ def _cache_stats(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from base.settings import load_settings
-    from stages.backends.train.trained import sample
-    from stages.runtime.torch_device import torch_device, torch_dtype
 
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: is a file; valid: a folder for the images (created if missing)")
+    try:
+        import diffusers  # noqa: F401 (only to say what is missing, before any work)
+        import torch  # noqa: F401
+
+        from stages.backends.train.trained import sample
+        from stages.runtime.torch_device import torch_device, torch_dtype
+    except ImportError as error:
+        raise ValueError(f"g4g sample runs a trained diffusion model, and {error.name or 'a model library'} is not "
+                         f"installed here: pip install -e '.[models]'") from None
     settings = load_settings()
     device = torch_device(settings.device)
     try:
@@ -211,7 +240,13 @@ def _sample(args: argparse.Namespace) -> int:
 def _table(args: argparse.Namespace) -> int:
     from stages.metrics.table import run
 
-    return run(args.json)
+    try:
+        return run(args.json)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as error:
+        if args.json is None:
+            raise
+        raise ValueError(f"{args.json}: not a saved `dvc exp show --json` output ({type(error).__name__}: "
+                         f"{str(error)[:120]}); valid: `dvc exp show --json > FILE`") from None
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -311,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, ItemError, BackendUnavailable, ValueError) as error:
         message = escape_controls(str(error), keep="\n")  # messages may quote recipe or server text
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file named on the command line (or its folder) that cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {escape_controls(where + (error.strerror or str(error)))}", file=sys.stderr)
         return 2
 
 

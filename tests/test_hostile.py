@@ -8,8 +8,10 @@ import functools
 import gzip
 import json
 import os
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -791,3 +793,83 @@ def test_35_4_a_sparse_6_gib_member_is_refused_by_its_declared_size(project, tmp
     from compiler.diff.snapshot import workspace
 
     assert sorted(workspace(project).samples) == ["cat_mug-00000"]
+
+
+COCO_INSTANCES = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 3, "name": "cat"}],
+                  "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 40, 40]},
+                                  {"id": 2, "image_id": 1, "category_id": 3, "bbox": [50, 50, 40, 40]}]}
+COCO_CAPTIONS = {"annotations": [{"id": 7, "image_id": 1, "caption": "two cats"}]}
+
+
+def test_35_2_every_command_that_writes_replaces_a_link_at_its_output(project, monkeypatch, capsys):
+    from PIL import Image
+
+    from compiler import diff as diff_command
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project)
+    photo = Image.new("RGBA", (96, 96), (0, 0, 0, 0))
+    photo.paste((200, 10, 10, 255), (20, 20, 70, 80))
+    photo.save(project / "photo.png")
+    (project / "i.json").write_text(json.dumps(COCO_INSTANCES))
+    (project / "c.json").write_text(json.dumps(COCO_CAPTIONS))
+    monkeypatch.setattr(diff_command, "_side", lambda root, rev: workspace(root))  # no git history needed here
+    commands = {"photo.scene.png": ["scene", "photo.png"], "scene.png": ["scene", "photo.png", "-o", "scene.png"],
+                "cut.png": ["extract", "photo.png", "-o", "cut.png", "--backend", "alpha"],
+                "examples.jsonl": ["import-coco", "i.json", "c.json", "-o", "examples.jsonl"],
+                "card.html": ["card", "-o", "card.html"], "dataset/card.html": ["card"],
+                "diff.html": ["diff", "--html", "diff.html"]}
+    for output, argv in commands.items():
+        victim = project / f"victim-{Path(output).name}"
+        victim.write_text("the user's file")
+        (project / output).symlink_to(victim)
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        assert victim.read_text() == "the user's file", output
+        assert (project / output).is_file() and not (project / output).is_symlink(), output
+    assert json.loads((project / "examples.jsonl").read_text())["caption"] == "two cats"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["extract", "photo.png", "-o", "x.png", "--backend", "nope"], "--backend 'nope'; valid: alpha, u2netp"),
+    (["extract", "photo.png", "-o", "x.txt", "--backend", "alpha"], "x.txt: valid: a .png or .webp path"),
+    (["import-coco", "missing.json", "c.json", "-o", "o.jsonl"], "missing.json: not a file; valid: COCO's"),
+    (["import-coco", "empty.json", "c.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["import-coco", "list.json", "list.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["import-coco", "deep.json", "deep.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["table", "--json", "list.json"], "list.json: not a saved `dvc exp show --json` output"),
+    (["table", "--json", "empty.json"], "empty.json: not a saved `dvc exp show --json` output"),
+    (["validate"], "not a g4g project (no params.yaml and recipes/ here); run `g4g validate`"),
+    (["scene", "photo.png", "--template", "bench"], "--template bench: not a .yaml file, and"),
+    (["card"], "dataset: no recipe.json in the dataset"),
+])
+def test_35_8_bad_arguments_and_no_project_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # no project here
+    Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "c.json").write_text(json.dumps(COCO_CAPTIONS))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_35_8_sample_without_the_models_extra_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the `models` extra were not installed
+    assert cli.main(["sample", "trained/cat_mug", "a <cat1>", "-o", "out"]) == 2
+    assert "diffusers is not installed here: pip install -e '.[models]'" in capsys.readouterr().err
+
+
+def test_35_8_diff_html_into_a_file_it_cannot_write_is_one_line(project, monkeypatch, capsys):
+    from compiler import diff as diff_command
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project)
+    monkeypatch.setattr(diff_command, "_side", lambda root, rev: workspace(root))
+    assert cli.main(["diff", "--html", "/proc/self/status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: /proc/self/status: cannot write the page there") and len(err.splitlines()) == 1
