@@ -25,33 +25,12 @@ import io
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from base.errors import ItemError, RecipeError
-from compiler import diff, run_logs, scene_preview
+from compiler import cache_commands, diff, run_logs, scene_preview
+from compiler.arguments import bounded, existing_file
 
 MAX_SAMPLES = 1000  # images one `g4g sample` writes
-
-
-def bounded(kind: type, low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a `kind` (int or float) from `low` to `high` (NaN and infinities refused)."""
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}; "
-                                             f"valid: {low:g}-{high:g}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text}; valid: {low:g}-{high:g}")
-        return value
-    return parse
-
-
-def existing_file(text: str) -> Path:
-    """An argparse type: a path to a readable regular file."""
-    if not Path(text).is_file():
-        raise argparse.ArgumentTypeError(f"{text}: not a file; valid: a saved `dvc exp show --json` output")
-    return Path(text)
 
 
 def _in_project(command: str) -> None:
@@ -160,57 +139,6 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_root() -> Path:
-    from base.settings import load_settings
-
-    return Path(load_settings().cache_dir)
-
-
-def _left_alone(root: Path, paths: list[Path]) -> None:
-    from stages.runtime.cache_maintenance import shown
-
-    if paths:
-        print(f"left alone {len(paths)} path(s) in {root} that are not g4g cache entries: {shown(paths, root)}",
-              file=sys.stderr)
-
-
-def _cache_verify(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import verify
-
-    root = _cache_root()
-    outcome = verify(root, repair=args.repair)
-    _left_alone(root, outcome.unknown)
-    for entry, damage in sorted(outcome.damaged.items()):
-        print(f"damaged {entry}: {damage}{' (removed)' if args.repair else ''}")
-    print(f"{outcome.checked} entries checked, {len(outcome.damaged)} damaged"
-          + (f", {outcome.repaired} removed (the next build recomputes them)" if args.repair else
-             ("; `g4g cache verify --repair` removes them" if outcome.damaged else "")))
-    return 1 if outcome.damaged and not args.repair else 0
-
-
-def _cache_gc(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import gc
-
-    root = _cache_root()
-    outcome = gc(root, args.keep_days, dry_run=args.dry_run)
-    _left_alone(root, outcome.unknown)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {outcome.removed} entries ({outcome.freed / 1e6:.1f} MB) not used by the last build; "
-          f"kept {outcome.kept} younger than {args.keep_days:g} days")
-    return 0
-
-
-def _cache_stats(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import stats
-
-    table = stats(_cache_root())
-    for stage, numbers in table.items():
-        print(f"{stage:10s} {numbers['entries']:8d} entries {numbers['bytes'] / 1e6:10.1f} MB")
-    total = sum(n["bytes"] for n in table.values())
-    print(f"{'total':10s} {sum(n['entries'] for n in table.values()):8d} entries {total / 1e6:10.1f} MB")
-    return 0
-
-
 def _sample(args: argparse.Namespace) -> int:
     from base.settings import load_settings
 
@@ -293,17 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("item", help="an image id (cat_mug-00003), a cut-out id (cat/chelsea) or a shard name")
     why.set_defaults(run=_explain)
 
-    cache = commands.add_parser("cache", help="verify, prune or measure the item cache").add_subparsers(
-        dest="cache_command", required=True)
-    verify = cache.add_parser("verify", help="check every entry's files against its record")
-    verify.add_argument("--repair", action="store_true", help="remove damaged entries (rebuilt on the next build)")
-    verify.set_defaults(run=_cache_verify)
-    gc = cache.add_parser("gc", help="remove entries the last build did not use")
-    gc.add_argument("--keep-days", type=bounded(float, 0, 36500), default=7.0,
-                    help="keep unused entries younger than this (other recipes' items; default 7)")
-    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    gc.set_defaults(run=_cache_gc)
-    cache.add_parser("stats", help="entries and bytes per stage").set_defaults(run=_cache_stats)
+    cache_commands.add_parser(commands)
 
     sample = commands.add_parser("sample", help="generate images from a trained model")
     sample.add_argument("model", type=Path, help="a trained model folder, e.g. trained/cat_mug")
