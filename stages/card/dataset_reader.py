@@ -235,6 +235,7 @@ class DatasetReader:
 PROVENANCE = {"key": str, "composition": str, "seed": int, "canvas": list, "concepts": list, "background": dict,
               "captions": dict, "score": dict, "item_keys": dict}  # a sample's JSON: what card and diff read
 CONCEPT = {"id": str, "box": list, "cutout": dict}
+CUTOUT = {"id": str, "sha256": str, "box_in_source": list}
 
 
 def _numbers(value: Any, count: int) -> bool:
@@ -254,11 +255,14 @@ def _shape_problem(value: Any, key: str) -> str | None:
     if not (_numbers(value["canvas"], 2) and min(value["canvas"]) > 0):
         return "canvas is not [width, height]"
     if not all(isinstance(c, dict) and all(isinstance(c.get(n), k) for n, k in CONCEPT.items())
-               and _numbers(c["box"], 4) for c in value["concepts"]):
-        return "concepts are not objects with id, box [x, y, w, h] and cutout"
+               and _numbers(c["box"], 4) and all(isinstance(c["cutout"].get(n), k) for n, k in CUTOUT.items())
+               for c in value["concepts"]):
+        return "concepts are not objects with id, box [x, y, w, h] and cutout (id, sha256, box_in_source)"
     if not (all(isinstance(text, str) for text in value["captions"].values())
             and isinstance(value["captions"].get("short"), str) and isinstance(value["captions"].get("detailed"), str)):
         return "captions are not short and detailed texts"
-    if not isinstance(value["score"].get("concepts"), list):
-        return "score has no concepts list"
+    score = value["score"]
+    if not (isinstance(score.get("concepts"), list) and all(isinstance(c, dict) for c in score["concepts"])
+            and isinstance(score.get("metrics") or {}, dict)):
+        return "score has no list of concepts or its metrics are not a mapping"
     return None
