@@ -9,7 +9,9 @@ which LLM endpoints a recipe may send prompts to (`llm_endpoints`) and which env
 variable holds the API key sent to them (`llm_api_key_env`). They are read from the user's
 config file (`$XDG_CONFIG_HOME/g4g/endpoints.yaml`, by default `~/.config/g4g/endpoints.yaml`)
 and G4G_LLM_* variables, which win; params.yaml is tracked, so a pull request could change it,
-and naming them there is an error.
+and naming them there is an error. The item cache folder (`cache_dir`) is the builder's too:
+params.yaml may name one only inside the project (the default, `.g4g/cache`); anywhere else
+comes from the user's config file or G4G_CACHE_DIR, since `g4g cache gc` removes files there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from base.untrusted import redact_url, url_problem
+from base.untrusted import load_yaml, redact_url, url_problem
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -31,6 +33,7 @@ STAGES = ("extract", "plan", "compose", "caption", "score", "pack", "train", "tr
           "evaluate-generate", "evaluate-measure")  # the stages, and the runs of their item loops
 RAY_ADDRESS = re.compile(r"(local|auto|(ray://)?[A-Za-z0-9_.-]+:[0-9]+)\Z")
 TRUST = ("llm_endpoints", "llm_api_key_env")  # read only from outside the repository
+USER_KEYS = (*TRUST, "cache_dir")  # what the user's config file may set
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -71,6 +74,8 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
                                 f"to are the builder's choice, never the repository's (a pull request could change "
                                 f"params.yaml); set it in {user_config()} or G4G_{trusted[0].upper()}")
         values.update(runtime or {})
+        if "cache_dir" in (runtime or {}):
+            _check_project_cache(params_file, runtime["cache_dir"])
     values.update(_user_trust())
     for field in fields(Settings):
         env = os.environ.get(f"G4G_{field.name.upper()}")
@@ -115,13 +120,30 @@ def load_settings(params_file: Path = Path("params.yaml")) -> Settings:
     return settings
 
 
+def _check_project_cache(params_file: Path, value: object) -> None:
+    """params.yaml's cache_dir must lie inside the project (a relative path that stays there,
+    links resolved): a pull request must not point `g4g cache gc` at the builder's files."""
+    root = params_file.resolve().parent
+    inside = isinstance(value, str) and value and not Path(value).is_absolute()
+    if inside:
+        try:
+            (root / value).resolve().relative_to(root)
+        except ValueError:
+            inside = False
+    if not inside:
+        raise SettingsError(f"{params_file}: runtime.cache_dir {value!r}: the repository may only name a folder "
+                            f"inside the project (e.g. .g4g/cache); a cache elsewhere is the builder's choice: set "
+                            f"cache_dir in {user_config()} or G4G_CACHE_DIR")
+
+
 def user_config() -> Path:
     """The builder's own settings file, outside every repository."""
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "g4g" / "endpoints.yaml"
 
 
 def _user_trust() -> dict[str, object]:
-    """`llm_endpoints` and `llm_api_key_env` from the user's config file (none when it is absent)."""
+    """`llm_endpoints`, `llm_api_key_env` and `cache_dir` from the user's config file (none
+    when it is absent)."""
     path = user_config()
     try:
         text = path.read_text(encoding="utf-8")
@@ -130,12 +152,12 @@ def _user_trust() -> dict[str, object]:
     except (OSError, ValueError) as error:
         raise SettingsError(f"{path}: cannot read ({error})") from None
     try:
-        trust = yaml.safe_load(text) or {}
-    except (yaml.YAMLError, RecursionError) as error:
-        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(error).split())[:200]}") from None
-    unknown = sorted(set(trust) - set(TRUST)) if isinstance(trust, dict) else ["(not a mapping)"]
+        trust = load_yaml(text, str(path)) or {}
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    unknown = sorted(set(trust) - set(USER_KEYS)) if isinstance(trust, dict) else ["(not a mapping)"]
     if unknown:
-        raise SettingsError(f"{path}: unknown key(s) {unknown}; valid: {', '.join(TRUST)}, e.g. "
+        raise SettingsError(f"{path}: unknown key(s) {unknown}; valid: {', '.join(USER_KEYS)}, e.g. "
                             f"llm_endpoints: [http://localhost:8000/v1]")
     return trust
 

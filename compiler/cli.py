@@ -22,36 +22,23 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from base.errors import ItemError, RecipeError
-from compiler import diff, run_logs, scene_preview
+from compiler import cache_commands, diff, run_logs, scene_preview
+from compiler.arguments import bounded, existing_file
 
 MAX_SAMPLES = 1000  # images one `g4g sample` writes
 
 
-def bounded(kind: type, low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a `kind` (int or float) from `low` to `high` (NaN and infinities refused)."""
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}; "
-                                             f"valid: {low:g}-{high:g}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text}; valid: {low:g}-{high:g}")
-        return value
-    return parse
-
-
-def existing_file(text: str) -> Path:
-    """An argparse type: a path to a readable regular file."""
-    if not Path(text).is_file():
-        raise argparse.ArgumentTypeError(f"{text}: not a file; valid: a saved `dvc exp show --json` output")
-    return Path(text)
+def _in_project(command: str) -> None:
+    """A RecipeError unless the working directory is a g4g project (params.yaml and recipes/)."""
+    if not (Path("params.yaml").is_file() and Path("recipes").is_dir()):
+        raise RecipeError(f"{Path.cwd()}: not a g4g project (no params.yaml and recipes/ here); run `g4g {command}` "
+                          f"in the project's folder")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -60,6 +47,7 @@ def _validate(args: argparse.Namespace) -> int:
     from compiler.dryrun import describe, forecast
     from compiler.schema import DATASET_KINDS
 
+    _in_project("validate")
     recipe, overrides = read_params(Path("params.yaml")) if args.recipe is None else (args.recipe, [])
     selected = args.recipe is None and not args.override  # what `dvc repro` builds: its documents may be current
     documents = (selected and current_documents()) or compile_recipe(Path.cwd(), recipe, overrides + list(args.override))
@@ -95,6 +83,11 @@ def _extract(args: argparse.Namespace) -> int:
         raise ItemError("nothing to write; valid: -o CUTOUT.png (one photo) and/or --sheet OUT.png")
     if args.output and len(args.photo) > 1:
         raise ItemError(f"-o takes one photo, {len(args.photo)} given; valid: --sheet OUT.png for several")
+    if args.backend not in backends.names("extract"):
+        raise ValueError(f"--backend {args.backend!r}; valid: {', '.join(backends.names('extract'))}")
+    image_format = Image.registered_extensions().get(args.output.suffix.lower()) if args.output else None
+    if args.output and image_format not in ("PNG", "WEBP"):
+        raise ValueError(f"{args.output}: valid: a .png or .webp path (the cut-out keeps its alpha)")
     for path in (args.output, args.sheet):
         if path:
             check_output(path)
@@ -117,10 +110,9 @@ def _extract(args: argparse.Namespace) -> int:
         views.append((cutout, {"id": str(photo), "size": list(cutout.size), **figures}))
         output = Image.fromarray(mask) if args.mask_only else cutout
     if args.output:
-        try:
-            output.save(args.output)
-        except OSError as error:
-            raise ItemError(f"{args.output}: cannot write the cut-out ({error}); valid: a .png or .webp path") from None
+        encoded = io.BytesIO()
+        output.save(encoded, format=image_format)
+        atomic_write_bytes(args.output, encoded.getvalue())  # a link at the output is replaced, never written through
         print(f"wrote {args.output}")
     if args.sheet:
         atomic_write_bytes(args.sheet, cutout_sheet.png(cutout_sheet.sheet(views)))
@@ -136,11 +128,20 @@ def _fetch_weights(args: argparse.Namespace) -> int:
 
 
 def _import_coco(args: argparse.Namespace) -> int:
-    from base.files import atomic_write_bytes
+    from base.files import atomic_write_bytes, check_output
     from base.keys import canonical_json
     from stages.backends.plan.examples import import_coco
 
-    examples = import_coco(args.instances, args.captions, args.canvas)
+    check_output(args.output)
+    for path in (args.instances, args.captions):
+        if not path.is_file():
+            raise ValueError(f"{path}: not a file; valid: COCO's instances_*.json and captions_*.json")
+    try:
+        examples = import_coco(args.instances, args.captions, args.canvas)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, ZeroDivisionError, RecursionError) as error:
+        raise ValueError(f"{args.instances}, {args.captions}: not COCO instances and captions annotations "
+                         f"({type(error).__name__}: {str(error)[:120]}); valid: COCO's instances_*.json and "
+                         f"captions_*.json") from None
     atomic_write_bytes(args.output, "".join(canonical_json(e) + "\n" for e in examples).encode("utf-8"))
     print(f"wrote {len(examples)} examples (boxes on a {args.canvas}x{args.canvas} canvas) to {args.output}")
     return 0
@@ -161,52 +162,20 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_root() -> Path:
-    from base.settings import load_settings
-
-    return Path(load_settings().cache_dir)
-
-
-def _cache_verify(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import verify
-
-    outcome = verify(_cache_root(), repair=args.repair)
-    for entry, damage in sorted(outcome.damaged.items()):
-        print(f"damaged {entry}: {damage}{' (removed)' if args.repair else ''}")
-    print(f"{outcome.checked} entries checked, {len(outcome.damaged)} damaged"
-          + (f", {outcome.repaired} removed (the next build recomputes them)" if args.repair else
-             ("; `g4g cache verify --repair` removes them" if outcome.damaged else "")))
-    return 1 if outcome.damaged and not args.repair else 0
-
-
-def _cache_gc(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import gc
-
-    outcome = gc(_cache_root(), args.keep_days, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {outcome.removed} entries ({outcome.freed / 1e6:.1f} MB) not used by the last build; "
-          f"kept {outcome.kept} younger than {args.keep_days:g} days")
-    return 0
-
-
-def _cache_stats(args: argparse.Namespace) -> int:
-    from stages.runtime.cache_maintenance import stats
-
-    table = stats(_cache_root())
-    for stage, numbers in table.items():
-        print(f"{stage:10s} {numbers['entries']:8d} entries {numbers['bytes'] / 1e6:10.1f} MB")
-    total = sum(n["bytes"] for n in table.values())
-    print(f"{'total':10s} {sum(n['entries'] for n in table.values()):8d} entries {total / 1e6:10.1f} MB")
-    return 0
-
-
 def _sample(args: argparse.Namespace) -> int:
     from base.settings import load_settings
-    from stages.backends.train.trained import sample
-    from stages.runtime.torch_device import torch_device, torch_dtype
 
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: is a file; valid: a folder for the images (created if missing)")
+    try:
+        import diffusers  # noqa: F401 (only to say what is missing, before any work)
+        import torch  # noqa: F401
+
+        from stages.backends.train.trained import sample
+        from stages.runtime.torch_device import torch_device, torch_dtype
+    except ImportError as error:
+        raise ValueError(f"g4g sample runs a trained diffusion model, and {error.name or 'a model library'} is not "
+                         f"installed here: pip install -e '.[models]'") from None
     settings = load_settings()
     device = torch_device(settings.device)
     try:
@@ -222,7 +191,13 @@ def _sample(args: argparse.Namespace) -> int:
 def _table(args: argparse.Namespace) -> int:
     from stages.metrics.table import run
 
-    return run(args.json)
+    try:
+        return run(args.json)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as error:
+        if args.json is None:
+            raise
+        raise ValueError(f"{args.json}: not a saved `dvc exp show --json` output ({type(error).__name__}: "
+                         f"{str(error)[:120]}); valid: `dvc exp show --json > FILE`") from None
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -274,17 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("item", help="an image id (cat_mug-00003), a cut-out id (cat/chelsea) or a shard name")
     why.set_defaults(run=_explain)
 
-    cache = commands.add_parser("cache", help="verify, prune or measure the item cache").add_subparsers(
-        dest="cache_command", required=True)
-    verify = cache.add_parser("verify", help="check every entry's files against its record")
-    verify.add_argument("--repair", action="store_true", help="remove damaged entries (rebuilt on the next build)")
-    verify.set_defaults(run=_cache_verify)
-    gc = cache.add_parser("gc", help="remove entries the last build did not use")
-    gc.add_argument("--keep-days", type=bounded(float, 0, 36500), default=7.0,
-                    help="keep unused entries younger than this (other recipes' items; default 7)")
-    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    gc.set_defaults(run=_cache_gc)
-    cache.add_parser("stats", help="entries and bytes per stage").set_defaults(run=_cache_stats)
+    cache_commands.add_parser(commands)
 
     sample = commands.add_parser("sample", help="generate images from a trained model")
     sample.add_argument("model", type=Path, help="a trained model folder, e.g. trained/cat_mug")
@@ -327,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, ItemError, BackendUnavailable, ValueError) as error:
         message = escape_controls(str(error), keep="\n")  # messages may quote recipe or server text
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file named on the command line (or its folder) that cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {escape_controls(where + (error.strerror or str(error)))}", file=sys.stderr)
         return 2
 
 

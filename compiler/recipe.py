@@ -27,7 +27,9 @@ from compiler.schema import (
     MAX_SHARD_SIZE,
     MAX_SIZE,
     MAX_SIZE_CM,
+    MIN_CAMERA_HEIGHT_CM,
     MIN_CONCEPTS_PER_IMAGE,
+    MIN_VIEW_SIDE,
     PLACEMENTS,
     STAGE_KINDS,
     TOKEN_STYLES,
@@ -349,35 +351,40 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
 
 
 def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
-    """(key, problem) for every value of a scene template out of its valid range."""
+    """(key, problem) for every value of a scene template out of its valid range (NaN and
+    infinities included: every comparison below fails for them)."""
     if not 0 <= scene.horizon < 1:
         yield "horizon", f"{scene.horizon}; the row of the horizon as a fraction of the photo height, 0-1"
-    if not 0 < scene.camera_height_cm <= MAX_SIZE_CM:
-        yield "camera_height_cm", (f"{scene.camera_height_cm}; valid: > 0 and at most {MAX_SIZE_CM:g} (a photo "
-                                   f"taken standing: about 150)")
+    if not MIN_CAMERA_HEIGHT_CM <= scene.camera_height_cm <= MAX_SIZE_CM:
+        yield "camera_height_cm", (f"{scene.camera_height_cm}; valid: {MIN_CAMERA_HEIGHT_CM:g} to {MAX_SIZE_CM:g} "
+                                   f"(a photo taken standing: about 150)")
     if not 0 < scene.size_tolerance <= 1:
         yield "size_tolerance", f"{scene.size_tolerance}; valid: a fraction in (0, 1]"
     if scene.view is not None and (len(scene.view) != 4 or not all(0 <= v <= 1 for v in scene.view)
-                                   or scene.view[2] <= 0 or scene.view[3] <= 0
+                                   or not (scene.view[2] >= MIN_VIEW_SIDE and scene.view[3] >= MIN_VIEW_SIDE)
                                    or scene.view[0] + scene.view[2] > 1 or scene.view[1] + scene.view[3] > 1):
-        yield "view", f"{scene.view}; [x, y, w, h] of a region inside the photo, as fractions (0-1)"
+        yield "view", (f"{scene.view}; [x, y, w, h] of a region inside the photo, as fractions (0-1), w and h at "
+                       f"least {MIN_VIEW_SIDE:g}")
     polygons = [("ground", scene.ground)]
     polygons += [(f"surfaces.{name}.polygon", surface.polygon) for name, surface in scene.surfaces.items()]
     polygons += [(f"forbidden[{index}].polygon", region.polygon) for index, region in enumerate(scene.forbidden)]
+    malformed = set()
     for key, polygon in polygons:
         if len(polygon) < 3 or not all(isinstance(point, list) and len(point) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in point)
                 for point in polygon):
+            malformed.add(key)
             yield key, "a polygon of at least 3 [x, y] points, each a fraction of the photo's width and height (0-1)"
     for name, surface in scene.surfaces.items():
-        if not 0 < surface.height_cm < scene.camera_height_cm:
-            yield f"surfaces.{name}.height_cm", (f"{surface.height_cm}; above the ground and below the camera "
+        if not 0 < surface.height_cm <= scene.camera_height_cm - MIN_CAMERA_HEIGHT_CM:
+            yield f"surfaces.{name}.height_cm", (f"{surface.height_cm}; above the ground and at least "
+                                                 f"{MIN_CAMERA_HEIGHT_CM:g} cm below the camera "
                                                  f"(camera_height_cm {scene.camera_height_cm})")
         if not 0 < surface.max_size_cm <= MAX_SIZE_CM:
             yield f"surfaces.{name}.max_size_cm", f"{surface.max_size_cm} must be > 0 (the largest object it holds)"
-        if min(y for _, y in surface.polygon) <= scene.horizon:
+        if f"surfaces.{name}.polygon" not in malformed and min(y for _, y in surface.polygon) <= scene.horizon:
             yield f"surfaces.{name}.polygon", "reaches above the horizon; a surface below eye level is seen from above"
-    if all(y <= scene.horizon for _, y in scene.ground):
+    if "ground" not in malformed and all(y <= scene.horizon for _, y in scene.ground):
         yield "ground", "lies wholly above the horizon; the ground is seen below eye level"
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from base.errors import RecipeError
@@ -28,18 +28,22 @@ FORBIDDEN = (230, 40, 40, 100)
 HORIZON = (60, 220, 255, 255)
 POLE = (255, 255, 255, 255)
 CANVAS = (1024, 1024)
+MAX_TEMPLATE_BYTES = 1 << 20  # a scene template file: a few lines of YAML
 
 
 def load_template(spec: str, root: Path, recipe: str | None) -> dict[str, Any]:
     """A template from a YAML file (a scene mapping) or by background id from the recipe
-    (composed and its templates checked, without compiling the build: no photo is hashed)."""
+    (composed and its templates checked, without compiling the build: no photo is hashed);
+    either way checked by the recipe schema and its ranges."""
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        template = yaml.safe_load(path.read_text())
-        return template.get("scene", template) if isinstance(template, dict) else {}
+        return template_file(path)
     from compiler.compile import read_params
     from compiler.recipe import compose_recipe, scene_problems
 
+    if recipe is None and not (root / "params.yaml").is_file():
+        raise RecipeError(f"--template {spec}: not a .yaml file, and {root} is no g4g project (no params.yaml) "
+                          f"whose recipe could name it; valid: a scene YAML file, or run this in the project")
     name, overrides = (recipe, []) if recipe else read_params(root / "params.yaml")
     backgrounds = compose_recipe(root / "recipes", name, overrides).backgrounds
     scenes = {bid: bg.scene for bid, bg in backgrounds.items() if bg.scene is not None}
@@ -49,6 +53,40 @@ def load_template(spec: str, root: Path, recipe: str | None) -> dict[str, Any]:
     for key, problem in scene_problems(scenes[spec]):
         raise RecipeError(f"recipe '{name}': backgrounds.{spec}.scene.{key}: {problem}")
     return dataclasses.asdict(scenes[spec])
+
+
+def template_file(path: Path) -> dict[str, Any]:
+    """A scene template from a YAML file (the mapping itself, or under `scene:`), read with the
+    alias limits of untrusted YAML and checked by the recipe's `Scene` schema and ranges."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from base.untrusted import escape_controls, load_yaml
+    from compiler.recipe import scene_problems
+    from compiler.schema import Scene
+
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise RecipeError(f"{path}: over {MAX_TEMPLATE_BYTES:,} bytes; valid: a scene template (a few lines of YAML)")
+    try:
+        document = load_yaml(data.decode("utf-8"), str(path))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RecipeError(str(error) if isinstance(error, ValueError) and str(error).startswith(str(path))
+                          else f"{path}: not UTF-8 YAML") from None
+    mapping = document.get("scene", document) if isinstance(document, dict) else None
+    if not isinstance(mapping, dict):
+        raise RecipeError(f"{path}: not a scene mapping; valid keys: {', '.join(Scene.__dataclass_fields__)}")
+    try:
+        scene = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Scene), mapping))
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        problem = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise RecipeError(escape_controls(f"{path}: {key + ': ' if key else ''}{problem}; valid keys: "
+                                          f"{', '.join(Scene.__dataclass_fields__)}", limit=400)) from None
+    for key, problem in scene_problems(scene):
+        raise RecipeError(escape_controls(f"{path}: scene.{key}: {problem}", limit=400))
+    return dataclasses.asdict(scene)
 
 
 def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0) -> Image.Image:
@@ -105,10 +143,15 @@ def lattice(polygon: np.ndarray, horizon: float, rows: int = 4, columns: int = 5
 def run(args: argparse.Namespace) -> int:
     from stages.runtime.images import load_image
 
+    from base.files import atomic_write_bytes, check_output
+
+    out = Path(args.output or f"{Path(args.photo).stem}.scene.png")
+    check_output(out)  # before the work, not after
     photo = load_image(Path(args.photo), args.photo)
     template = load_template(args.template, Path.cwd(), args.recipe) if args.template else None
-    out = Path(args.output or f"{Path(args.photo).stem}.scene.png")
-    render(photo, template, args.pole_cm).save(out)
+    png = io.BytesIO()
+    render(photo, template, args.pole_cm).save(png, format="PNG")
+    atomic_write_bytes(out, png.getvalue())  # a link at `out` is replaced, never written through
     print(f"wrote {out}" + ("" if template else " (grid only: give --template BACKGROUND or FILE.yaml)"))
     return 0
 

@@ -27,7 +27,8 @@ def centre_crop(photo_size: Sequence[int], canvas: Sequence[int],
     the largest centred region of the canvas's shape inside `view` ([x, y, w, h] fractions of
     the photo; None: the whole photo)."""
     x, y, w, h = view or (0.0, 0.0, 1.0, 1.0)
-    region = (round(x * photo_size[0]), round(y * photo_size[1]), round(w * photo_size[0]), round(h * photo_size[1]))
+    region = (round(x * photo_size[0]), round(y * photo_size[1]),
+              max(1, round(w * photo_size[0])), max(1, round(h * photo_size[1])))  # never an empty region
     scale = max(canvas[0] / region[2], canvas[1] / region[3])
     width, height = round(canvas[0] / scale), round(canvas[1] / scale)
     return region[0] + (region[2] - width) // 2, region[1] + (region[3] - height) // 2, width, height

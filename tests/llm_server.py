@@ -99,7 +99,7 @@ class RawServer(Loopback):
     status, headers and body (compressed, HTML, invalid UTF-8), optionally one byte at a time.
     Dripping ends when the client hangs up, after `max_drip` bytes, or when the server stops."""
 
-    def __init__(self, script: "Callable[[int], Reply]", max_drip: int = 200):
+    def __init__(self, script: "Callable[[int], Reply]", max_drip: int = 200, reason: str = "X"):
         self.script, self.requests, self.lock = script, 0, threading.Lock()
         server = self
 
@@ -115,7 +115,7 @@ class RawServer(Loopback):
                     server.requests += 1
                     count = server.requests
                 status, headers, body, drip = server.script(count)
-                head = [f"HTTP/1.1 {status} X"] + [f"{k}: {v}" for k, v in headers.items()]
+                head = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
                 head += [f"Content-Length: {len(body)}", "Connection: close"]
                 data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
                 try:

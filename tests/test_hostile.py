@@ -8,8 +8,10 @@ import functools
 import gzip
 import json
 import os
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -420,6 +422,457 @@ def test_a_captioning_build_against_a_hostile_server_reports_every_reason(projec
     reasons = " ".join(caption["failures"].values())
     assert caption["failed"] == caption["items"] >= 2 and "Traceback" not in reasons
     assert "[reply_too_large]" in reasons and "not a JSON chat completion" in reasons
+
+
+# Issue 35: nothing outside the project, no secret out, every input bounded.
+
+def old_files(folder, *names, days=30):
+    """Files under `folder` (a user's, not g4g's), `days` old."""
+    long_ago = time.time() - days * 86400
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"the user's {name}")
+        for node in (path, *path.relative_to(folder).parents):
+            os.utime(folder / node, (long_ago, long_ago))
+    return [folder / name for name in names]
+
+
+USERS = ("llm/prompts/eval-set.json", "models/ab/abc123/w.bin", "extract/ab/abc123/w.bin")
+
+
+@pytest.mark.parametrize("cache_dir", ["victim", "../victim", "link/cache"])
+def test_35_1_params_yaml_cannot_point_the_cache_outside_the_project(project, tmp_path, capsys, cache_dir):
+    victim = tmp_path / "victim"
+    kept = old_files(victim, *USERS)
+    if cache_dir == "victim":
+        cache_dir = str(victim)  # absolute
+    (project / "link").symlink_to(tmp_path)  # a committed link out of the clone
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"]["cache_dir"] = cache_dir
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for argv in (["cache", "gc", "--keep-days", "0"], ["cache", "verify", "--repair"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "runtime.cache_dir" in err and "G4G_CACHE_DIR" in err and "Traceback" not in err
+    assert all(path.is_file() for path in kept)
+
+
+def test_35_1_gc_and_repair_act_only_in_a_cache_g4g_created(project, tmp_path, monkeypatch, capsys):
+    victim = tmp_path / "victim"
+    kept = old_files(victim, *USERS)
+    monkeypatch.setenv("G4G_CACHE_DIR", str(victim))  # the builder's own mistake
+    for argv in (["cache", "gc", "--keep-days", "0"], ["cache", "verify", "--repair"], ["cache", "stats"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not an item cache g4g created (no CACHEDIR.TAG" in err and "nothing was changed" in err
+    assert all(path.is_file() for path in kept)
+
+
+def test_35_1_gc_removes_only_entries_of_g4gs_shape(project, reference_data, tmp_path, capsys):
+    rgba(project / "photos/good.png")
+    photo_recipe(project, reference_data)
+    run_extract(project)
+    cache = project / ".g4g/cache"
+    assert (cache / "CACHEDIR.TAG").read_bytes().startswith(b"Signature: 8a477f597d28d172789f06886806bc55")
+    (project / ".g4g/keys").rename(project / "keys.other")  # no entry is used by the last build
+    foreign = old_files(cache, "llm/prompts/eval-set.json", "models/ab/abc123/w.bin", "extract/ab/abc123/w.bin",
+                        "extract/zz", "llm/ab/notakey.json")
+    (tmp_path / "outside").mkdir()
+    (cache / "compose").symlink_to(tmp_path / "outside")
+    old_files(tmp_path / "outside", "ab/abababababababababab/record.json")
+    entries = sorted(p for p in cache.glob("extract/*/*") if len(p.name) == 20)
+    for path in cache.rglob("*"):
+        os.utime(path, (0, 0), follow_symlinks=False)
+    assert cli.main(["cache", "verify", "--repair"]) == 0
+    assert cli.main(["cache", "gc", "--keep-days", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "removed 3 entries" in out and "left alone" in err and "models" in err and "Traceback" not in err
+    assert len(entries) == 3 and not any(path.exists() for path in entries)
+    assert all(path.is_file() for path in foreign)
+    assert (tmp_path / "outside/ab/abababababababababab/record.json").is_file()
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("view: [0, 0, 0.0001, 0.0001]", "scene.view: [0.0, 0.0, 0.0001, 0.0001]; [x, y, w, h] of a region inside "
+                                      "the photo, as fractions (0-1), w and h at least 0.05"),
+    ("camera_height_cm: 5e-324", "scene.camera_height_cm: 5e-324; valid: 1 to 100000"),
+    ("camera_height_cm: .nan", "scene.camera_height_cm: nan; valid: 1 to 100000"),
+    ("surfaces: {seat: {polygon: [[0, .6], [1, .6], [1, .7]], height_cm: 149.9999, max_size_cm: 40}}",
+     "scene.surfaces.seat.height_cm: 149.9999; above the ground and at least 1 cm below the camera"),
+    ("surfaces: {seat: {polygon: 3, height_cm: 1, max_size_cm: 2}}", "surfaces.seat.polygon: Invalid value"),
+    ("ground: [[0, 0.5], [1, 0.5]]", "scene.ground: a polygon of at least 3 [x, y] points"),
+    ("colour: red", "Key 'colour' not in 'Scene'; valid keys: horizon, camera_height_cm"),
+    ("horizon: [", "not valid YAML"),
+    ("horizon: '0.4'\ncamera_height_cm: {a: 1}", "camera_height_cm: Value '{'a': 1}' of type 'DictConfig' could not be converted to Float"),
+])
+def test_35_7_scene_template_files_are_checked_like_recipes(tmp_path, monkeypatch, capsys, template, message):
+    monkeypatch.chdir(tmp_path)  # outside any project: a template file needs none
+    lines = {"horizon": "horizon: 0.4", "camera_height_cm": "camera_height_cm: 150",
+             "ground": "ground: [[0, 0.5], [1, 0.5], [1, 1]]"}
+    for line in template.splitlines():
+        lines[line.split(":")[0]] = line
+    (tmp_path / "t.yaml").write_text("\n".join(lines.values()) + "\n")
+    scene_photo(tmp_path / "bg.jpg")
+    assert cli.main(["scene", "bg.jpg", "--template", "t.yaml", "-o", "out.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: t.yaml") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out.png").exists()
+
+
+def scene_photo(path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(path)
+
+
+def test_35_7_a_valid_template_file_draws_and_an_alias_bomb_is_refused(tmp_path, monkeypatch, capsys):
+    import resource
+
+    monkeypatch.chdir(tmp_path)
+    scene_photo(tmp_path / "bg.jpg")
+    (tmp_path / "t.yaml").write_text("scene:\n  horizon: 0.4\n  camera_height_cm: 150\n"
+                                     "  ground: [[0, 0.5], [1, 0.5], [1, 1]]\n")
+    assert cli.main(["scene", "bg.jpg", "--template", "t.yaml", "-o", "out.png"]) == 0
+    assert (tmp_path / "out.png").read_bytes().startswith(b"\x89PNG")
+    levels = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8)]
+    bomb_text = "horizon: 0.4\ncamera_height_cm: 150\nground: [[0, 0.5], [1, 0.5], [1, 1]]\nforbidden:\n" \
+        + "\n".join("  - {polygon: [[0, 0], [1, 0], [1, 1]], front: 1}" for _ in range(1)) + "\n" + "\n".join(levels) + "\n"
+    (tmp_path / "bomb.yaml").write_text(bomb_text)
+    assert len(bomb_text) < 700
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    assert cli.main(["scene", "bg.jpg", "--template", "bomb.yaml", "-o", "bomb.png"]) == 2
+    assert time.perf_counter() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+    assert "bomb.yaml: its aliases expand to more than 100,000 values" in capsys.readouterr().err
+
+
+def test_35_2_g4g_scene_replaces_a_link_at_its_output_never_writes_through_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    scene_photo(tmp_path / "photos/garden2.jpg")
+    (tmp_path / "victim.txt").write_text("the user's file")
+    (tmp_path / "garden2.scene.png").symlink_to(tmp_path / "victim.txt")  # committed by a repository
+    assert cli.main(["scene", "photos/garden2.jpg"]) == 0
+    assert (tmp_path / "victim.txt").read_text() == "the user's file"
+    assert not (tmp_path / "garden2.scene.png").is_symlink()
+    assert (tmp_path / "garden2.scene.png").read_bytes().startswith(b"\x89PNG")
+
+
+KEY = "builder-key-9876543210"  # the `secrets` fixture's key for the loopback endpoint
+SOFT = KEY[:7] + "\u00ad" + KEY[7:]  # a soft hyphen inside: invisible, and not the key to a plain replace
+
+
+def shows_key(text: str) -> bool:
+    """Whether `text` shows the key, in any case, with format characters or their escapes."""
+    folded = text.lower()
+    for hidden in ("\u00ad", "\\xad", "\\u00ad", "\u200d", "\\u200d"):
+        folded = folded.replace(hidden, "")
+    return KEY in folded
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    (200, {"Content-Type": f"text/html; charset={KEY.upper()}"}),
+    (200, {"Content-Type": f"text/plain; echo={SOFT}"}),
+    (200, {"Content-Type": "application/json", "Content-Encoding": f"x-{KEY.upper()}"}),
+    (200, {"Content-Type": "application/json", "Content-Encoding": f"x-{SOFT}"}),
+    (401, {"Content-Type": f"text/plain; k={SOFT}"}),
+])
+def test_35_3_the_key_is_masked_in_headers_reason_and_body(project, secrets, tmp_path, caplog, status, headers):
+    import logging
+
+    from tests.test_security import assert_not_leaked
+
+    caplog.set_level(logging.INFO)  # what the HTTP libraries log (httpx: the reason phrase), too
+    body = f"<html>echo {SOFT} and {KEY.upper()}</html>".encode()
+    with RawServer(lambda n: (status, headers, body, 0), reason=f"Denied {SOFT}") as server:
+        layout, _ = plan_once(server.url, project, tmp_path, max_attempts=1)
+    assert isinstance(layout, ItemError) and ("<api key>" in str(layout) or status != 200), layout
+    assert not shows_key(str(layout)) and not shows_key(caplog.text)
+    assert "Denied <api key>" in caplog.text or "Content-Encoding" in headers  # raised before httpx logs
+    assert_not_leaked(project, secret=KEY)
+    assert_not_leaked(tmp_path / "cache", secret=KEY)
+
+
+def test_35_4_retry_after_waits_no_longer_than_the_request_may_take(project, secrets, tmp_path):
+    answers = [(429, {**JSON, "Retry-After": "60"}, b'{"error": {"message": "slow down"}}', 0),
+               (503, {**JSON, "Retry-After-Ms": "60000"}, b'{"error": {"message": "busy"}}', 0),
+               (200, JSON, completion(good_reply("- cat\n- mug")), 0)]
+    with RawServer(lambda n: answers[min(n, 3) - 1]) as server:
+        params = openai_planner.Params(base_url=server.url, model="m", max_retries=2, timeout=1.0)
+        planner = openai_planner.Backend(params, templates_dir=str(REPO / "templates"),
+                                         cache_dir=str(tmp_path / "cache"), root=str(project))
+        started = time.perf_counter()
+        layout = planner.plan_batch([layout_request()])[0]
+        seconds = time.perf_counter() - started
+    assert not isinstance(layout, ItemError), layout
+    assert server.requests >= 3 and seconds < 6.0, seconds
+
+
+@pytest.mark.parametrize(("backend", "option", "value", "valid"), [
+    ("plan", "max_attempts", 100_000, "max_attempts 100000: valid 1-10"),
+    ("plan", "max_tokens", 10**9, "max_tokens 1000000000: valid 1-8192"),
+    ("caption", "max_attempts", 1000, "max_attempts 1000: valid 1-10"),
+    ("caption", "max_tokens", 0, "max_tokens 0: valid 1-8192"),
+])
+def test_35_4_attempts_and_tokens_have_named_ranges(project, capsys, backend, option, value, valid):
+    from stages.backends.caption import vlm_openai
+
+    module = openai_planner if backend == "plan" else vlm_openai
+    with pytest.raises(ValueError, match=valid):
+        module.Params(**{option: value})
+    name = "openai" if backend == "plan" else "vlm-openai"
+    write_recipe(project, recipe_with(backends={backend: {"name": name, option: value}}))
+    assert cli.main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert f"backends.{backend}.{option}" in err or valid in err, err
+
+
+def provenance_of(key: str) -> dict:
+    """The fields of a sample's JSON that the card and diff read, as pack writes them."""
+    cutout = {"id": "cat/chelsea", "source": None, "sha256": "0" * 64, "box_in_source": [0, 0, 8, 8], "key": "k"}
+    return {"key": key, "composition": "cat_mug", "index": 0, "seed": 1, "canvas": [64, 64], "recipe": {"name": "h"},
+            "concepts": [{"id": "cat", "box": [4, 8, 30, 40], "cutout": cutout, "visible": 1.0, "mask": {}}],
+            "background": {"id": "garden"}, "captions": {"short": "a cat", "detailed": "a cat on the grass"},
+            "score": {"keep": True, "metrics": {}, "concepts": [{"id": "cat", "visible": 1.0}]},
+            "backends": {}, "software": {}, "item_keys": {"plan": "p"}}
+
+
+def jpeg(colour=(200, 30, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels (its header only: opening it costs nothing)."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def add(tar, name: str, data: bytes = b"", kind: bytes = b"0", link: str = "") -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == b"0" else 0
+    tar.addfile(info, io.BytesIO(data) if kind == b"0" else None)
+
+
+def hostile_dataset(root, shard_members=None, manifest_shard="cat_mug-000000.tar"):
+    """A packed dataset folder in `root`: one good sample (cat_mug-00000) in a shard, plus the
+    members `shard_members(tar)` adds."""
+    import tarfile
+
+    dataset = root / "dataset"
+    dataset.mkdir(parents=True)
+    recipe = {"name": "h", "key": "k", "recipe": {"compositions": {"cat_mug": {"concepts": ["cat", "mug"]}}},
+              "backends": {}, "software": {}}
+    (dataset / "recipe.json").write_text(json.dumps(recipe))
+    with tarfile.open(dataset / "cat_mug-000000.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        add(tar, "cat_mug-00000.jpg", jpeg())
+        add(tar, "cat_mug-00000.json", json.dumps(provenance_of("cat_mug-00000")).encode())
+        add(tar, "cat_mug-00000.txt", b"a cat")
+        if shard_members:
+            shard_members(tar)
+    (dataset / "manifest.jsonl").write_text(json.dumps({"key": "cat_mug-00000", "shard": manifest_shard}) + "\n")
+    (dataset / "rejected.jsonl").write_text(json.dumps({"key": "cat_mug-00009", "stage": "score",
+                                                        "reasons": ["too small"]}) + "\n")
+    (dataset / "sizes.json").write_text(json.dumps({manifest_shard: 1}))
+    return dataset
+
+
+def hostile_members(tar) -> None:
+    add(tar, "../../x.json", b"{}")
+    add(tar, "/abs.json", b"{}")
+    add(tar, "nodot", b"x")
+    add(tar, "dog-00000.json", b"{}")
+    add(tar, "cat_mug-00001.jpg", kind=tarfile_type("SYMTYPE"), link="/etc/passwd")
+    add(tar, "cat_mug-00001.txt", kind=tarfile_type("LNKTYPE"), link="cat_mug-00000.txt")
+    add(tar, "cat_mug-00002", kind=tarfile_type("DIRTYPE"))
+    add(tar, "cat_mug-00003.json", b"[" * 200_000 + b"]" * 200_000)
+    add(tar, "cat_mug-00004.json", b"[1, 2]")
+    add(tar, "cat_mug-00005.jpg", png_header(20_000, 20_000))
+    add(tar, "cat_mug-00005.json", json.dumps(provenance_of("cat_mug-00005")).encode())
+    add(tar, "cat_mug-0000\x1b[31m6.json", b"{}")
+
+
+def tarfile_type(name: str) -> bytes:
+    import tarfile
+
+    return getattr(tarfile, name)
+
+
+def test_35_6_card_and_diff_skip_every_member_that_is_not_a_sample_naming_it(project, capsys):
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project, hostile_members)
+    assert cli.main(["card"]) == 0
+    err = capsys.readouterr().err
+    for name in ("'../../x.json'", "'/abs.json'", "'nodot'", "'dog-00000.json'", "'cat_mug-00001.jpg': not a regular",
+                 "'cat_mug-00001.txt': not a regular", "'cat_mug-00002': not a regular",
+                 "'cat_mug-00003.json': not valid JSON", "'cat_mug-00004.json': not a JSON object",
+                 "'cat_mug-0000\\x1b[31m6.json'"):
+        assert name in err, name
+    assert "\x1b" not in err and "Traceback" not in err
+    page = (project / "dataset/card.html").read_text()
+    assert 'alt="cat_mug-00000"' in page and 'alt="cat_mug-00005"' not in page
+    assert "cat_mug-00005.jpg': over 89,478,485 pixels (Pillow's decompression-bomb limit)" in err
+    snapshot = workspace(project)
+    assert sorted(snapshot.samples) == ["cat_mug-00000", "cat_mug-00005"]  # 00005's JSON is fine, its image is not
+    assert sorted(snapshot.images({"cat_mug-00000", "cat_mug-00005"})) == ["cat_mug-00000"]
+    assert any("'../../x.json'" in problem for problem in snapshot.problems)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: (d / "manifest.jsonl").unlink(), "workspace: no manifest.jsonl in the dataset"),
+    (lambda d: (d / "recipe.json").write_text("[1, 2]"), "workspace: recipe.json is not a JSON object"),
+    (lambda d: (d / "recipe.json").write_text("[" * 100_000), "workspace: recipe.json is not valid JSON"),
+    (lambda d: (d / "manifest.jsonl").write_text('{"key": "cat_mug-00000", "shard": "../../../../etc/passwd"}\n'),
+     "manifest.jsonl names the shard '../../../../etc/passwd'; valid: a NAME.tar file inside the dataset folder"),
+    (lambda d: (d / "manifest.jsonl").write_text("[1]\n"), "manifest.jsonl line 1 is not an object with key, shard"),
+])
+def test_35_6_a_damaged_dataset_is_one_line_for_diff_and_card(project, capsys, change, message):
+    from compiler.diff.snapshot import DiffError, workspace
+
+    change(hostile_dataset(project))
+    with pytest.raises(DiffError) as error:
+        workspace(project)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    if "manifest" not in message:  # the card reads sizes.json, not the manifest
+        assert cli.main(["card"]) == 2
+        err = capsys.readouterr().err
+        assert message.replace("workspace", "dataset") in err and len(err.splitlines()) == 1, err
+
+
+def test_35_6_a_fifo_named_as_a_shard_does_not_hang(project):
+    import subprocess
+    import sys
+
+    dataset = hostile_dataset(project, manifest_shard="cat_mug-000001.tar")
+    os.mkfifo(dataset / "cat_mug-000001.tar")
+    code = "from compiler.diff.snapshot import workspace; from pathlib import Path; workspace(Path('.'))"
+    for argv in ([sys.executable, "-c", code], [sys.executable, "-m", "compiler.cli", "card"]):
+        done = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert "cat_mug-000001.tar: not a regular file" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.returncode == 2
+
+
+def test_35_4_a_sparse_6_gib_member_is_refused_by_its_declared_size(project, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar makes the sparse member")
+    dataset = hostile_dataset(project)
+    (tmp_path / "s").mkdir()
+    with open(tmp_path / "s/cat_mug-00007.jpg", "wb") as sparse:
+        sparse.truncate(6 * 2**30)
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-rf", str(dataset / "cat_mug-000000.tar"), "-C",
+                    str(tmp_path / "s"), "cat_mug-00007.jpg"], check=True)
+    assert (dataset / "cat_mug-000000.tar").stat().st_size < 200_000
+    measure = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'compiler.cli', 'card'],"
+               " capture_output=True, text=True); print(done.returncode, resource.getrusage("
+               "resource.RUSAGE_CHILDREN).ru_maxrss); print(done.stderr, file=sys.stderr)")
+    started = time.perf_counter()
+    result = run_tool(project, "python", "-c", measure, PYTHONPATH=str(REPO))
+    code, kib = map(int, result.stdout.split())
+    assert code == 0 and "cat_mug-00007.jpg': declares 6,442,450,944 bytes; valid: at most" in result.stderr
+    assert kib < 400 * 1024 and time.perf_counter() - started < 30
+    from compiler.diff.snapshot import workspace
+
+    assert sorted(workspace(project).samples) == ["cat_mug-00000"]
+
+
+COCO_INSTANCES = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 3, "name": "cat"}],
+                  "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 40, 40]},
+                                  {"id": 2, "image_id": 1, "category_id": 3, "bbox": [50, 50, 40, 40]}]}
+COCO_CAPTIONS = {"annotations": [{"id": 7, "image_id": 1, "caption": "two cats"}]}
+
+
+def test_35_2_every_command_that_writes_replaces_a_link_at_its_output(project, monkeypatch, capsys):
+    from PIL import Image
+
+    from compiler import diff as diff_command
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project)
+    photo = Image.new("RGBA", (96, 96), (0, 0, 0, 0))
+    photo.paste((200, 10, 10, 255), (20, 20, 70, 80))
+    photo.save(project / "photo.png")
+    (project / "i.json").write_text(json.dumps(COCO_INSTANCES))
+    (project / "c.json").write_text(json.dumps(COCO_CAPTIONS))
+    monkeypatch.setattr(diff_command, "_side", lambda root, rev: workspace(root))  # no git history needed here
+    commands = {"photo.scene.png": ["scene", "photo.png"], "scene.png": ["scene", "photo.png", "-o", "scene.png"],
+                "cut.png": ["extract", "photo.png", "-o", "cut.png", "--backend", "alpha"],
+                "examples.jsonl": ["import-coco", "i.json", "c.json", "-o", "examples.jsonl"],
+                "card.html": ["card", "-o", "card.html"], "dataset/card.html": ["card"],
+                "diff.html": ["diff", "--html", "diff.html"]}
+    for output, argv in commands.items():
+        victim = project / f"victim-{Path(output).name}"
+        victim.write_text("the user's file")
+        (project / output).symlink_to(victim)
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        assert victim.read_text() == "the user's file", output
+        assert (project / output).is_file() and not (project / output).is_symlink(), output
+    assert json.loads((project / "examples.jsonl").read_text())["caption"] == "two cats"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["extract", "photo.png", "-o", "x.png", "--backend", "nope"], "--backend 'nope'; valid: alpha, u2netp"),
+    (["extract", "photo.png", "-o", "x.txt", "--backend", "alpha"], "x.txt: valid: a .png or .webp path"),
+    (["import-coco", "missing.json", "c.json", "-o", "o.jsonl"], "missing.json: not a file; valid: COCO's"),
+    (["import-coco", "empty.json", "c.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["import-coco", "list.json", "list.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["import-coco", "deep.json", "deep.json", "-o", "o.jsonl"], "not COCO instances and captions annotations"),
+    (["table", "--json", "list.json"], "list.json: not a saved `dvc exp show --json` output"),
+    (["table", "--json", "empty.json"], "empty.json: not a saved `dvc exp show --json` output"),
+    (["validate"], "not a g4g project (no params.yaml and recipes/ here); run `g4g validate`"),
+    (["scene", "photo.png", "--template", "bench"], "--template bench: not a .yaml file, and"),
+    (["card"], "dataset: no recipe.json in the dataset"),
+])
+def test_35_8_bad_arguments_and_no_project_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # no project here
+    Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "c.json").write_text(json.dumps(COCO_CAPTIONS))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_35_8_sample_without_the_models_extra_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the `models` extra were not installed
+    assert cli.main(["sample", "trained/cat_mug", "a <cat1>", "-o", "out"]) == 2
+    assert "diffusers is not installed here: pip install -e '.[models]'" in capsys.readouterr().err
+
+
+def test_35_8_diff_html_into_a_file_it_cannot_write_is_one_line(project, monkeypatch, capsys):
+    from compiler import diff as diff_command
+    from compiler.diff.snapshot import workspace
+
+    hostile_dataset(project)
+    monkeypatch.setattr(diff_command, "_side", lambda root, rev: workspace(root))
+    assert cli.main(["diff", "--html", "/proc/self/status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: /proc/self/status: cannot write the page there") and len(err.splitlines()) == 1
 
 
 # --- Issue 35, items 5 and 8 (export): the export folder is swapped in whole, never through a

@@ -51,9 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.html is not None:
         from compiler.diff.html import page
 
-        atomic_write_bytes(args.html, page(report, before, after).encode("utf-8"))
+        try:
+            atomic_write_bytes(args.html, page(report, before, after).encode("utf-8"))
+        except OSError as error:
+            raise DiffError(f"{args.html}: cannot write the page there ({error.strerror}); valid: a file path in "
+                            f"a folder you can write") from None
         if not args.json:
             print(f"wrote {args.html}")
+    for problem in before.problems + after.problems:  # members of a damaged or hostile dataset, left out
+        print(f"skipped {problem}", file=sys.stderr)
     return 1 if args.exit_code and report["differs"] else 0
 
 

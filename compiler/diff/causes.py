@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from base.files import loads_json
 from compiler.diff.snapshot import Sample, Snapshot
+from stages.card.dataset_reader import MAX_INDEX_BYTES, read_bounded
 
 STAGES = ("extract", "plan", "compose", "caption", "score")  # in build order
 PLAN_FILE = "build/compiled/{stage}.json"
@@ -42,11 +44,11 @@ class Plans:
 
     def _read(self, stage: str) -> dict[str, dict[str, Any]] | None:
         try:
-            with self.snapshot.open_file(PLAN_FILE.format(stage=stage)) as stream:
-                document = json.loads(stream.read())
-        except (OSError, ValueError):  # not in the DVC cache (only dataset/ fetched), or not readable
-            return None
-        return {item["id"]: item.get("parts", {}) for item in document.get("items", [])}
+            document = loads_json(read_bounded(self.snapshot.open_file(PLAN_FILE.format(stage=stage)),
+                                               MAX_INDEX_BYTES, PLAN_FILE.format(stage=stage)))
+            return {item["id"]: item.get("parts", {}) for item in document.get("items", [])}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not in the DVC cache (only
+            return None  # dataset/ fetched), or not a plan pack's compile wrote
 
 
 def _short(value: Any) -> str:

@@ -9,15 +9,14 @@ few shards a page of thumbnails needs).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from base.untrusted import escape_controls
+from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener
+
 DATASET = "dataset"
-IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 
 
 class DiffError(ValueError):
@@ -35,7 +34,8 @@ class Sample:
 
 @dataclass
 class Snapshot:
-    """The dataset of one revision: recipe, kept samples (by key), rejected rows (by key)."""
+    """The dataset of one revision: recipe, kept samples (by key), rejected rows (by key), and
+    what was skipped as not what pack writes (one escaped line each)."""
 
     label: str
     rev: str | None
@@ -43,54 +43,67 @@ class Snapshot:
     recipe: dict[str, Any]
     samples: dict[str, Sample]
     rejected: dict[str, dict[str, Any]]
-    open_file: Callable[[str], BinaryIO]
+    open_file: Callable[[str], BinaryIO]  # a file of the revision by its path in the project
+    problems: list[str] = field(default_factory=list)
 
     def images(self, keys: set[str]) -> dict[str, bytes]:
-        """The image bytes of the samples `keys`, reading only the shards that hold them."""
+        """The image bytes of the samples `keys`, reading only the shards that hold them (an
+        image past the pixel limits is left out, as a problem)."""
         wanted = {key for key in keys if key in self.samples}
+        reader = _reader(self.label, self.open_file)
+        compositions = set(self.recipe["recipe"]["compositions"])
         found: dict[str, bytes] = {}
         for shard in sorted({self.samples[key].shard for key in wanted}):
-            for key, extension, data in _members(self.open_file(f"{DATASET}/{shard}")):
-                if key in wanted and extension in IMAGE_EXTENSIONS:
-                    found[key] = data
+            for member in reader.members(shard, compositions,
+                                         lambda key, extension: key in wanted and extension in IMAGE_EXTENSIONS):
+                if member.key in wanted and member.extension in IMAGE_EXTENSIONS:
+                    data = reader.image(shard, member)
+                    if data is not None:
+                        found[member.key] = data
+        self.problems += reader.problems
         return found
 
 
-def _members(stream: BinaryIO):
-    """(sample key, extension, bytes) of each member of a WebDataset shard, in order."""
-    with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            if info.isfile():
-                key, _, extension = info.name.partition(".")
-                yield key, extension, tar.extractfile(info).read()
+def _reader(label: str, open_file: Callable[[str], BinaryIO]) -> DatasetReader:
+    return DatasetReader(label, lambda name: open_file(f"{DATASET}/{name}"))
 
 
 def _read(label: str, open_file: Callable[[str], BinaryIO], rev: str | None, sha: str | None) -> Snapshot:
-    def text(name: str) -> str:
-        with open_file(f"{DATASET}/{name}") as stream:
-            return stream.read().decode("utf-8")
-
-    recipe = json.loads(text("recipe.json"))
-    manifest = [json.loads(line) for line in text("manifest.jsonl").splitlines() if line]
-    rejected = {row["key"]: row for row in (json.loads(line) for line in text("rejected.jsonl").splitlines() if line)}
+    reader = _reader(label, open_file)
+    try:
+        recipe = reader.recipe()
+        manifest = reader.rows("manifest.jsonl", ("key", "shard"))
+        rejected = {row["key"]: row for row in reader.rows("rejected.jsonl")}
+        shards = reader.shard_names([row["shard"] for row in manifest], "manifest.jsonl")
+    except DatasetError as error:
+        raise DiffError(str(error)) from None
+    compositions = set(recipe["recipe"]["compositions"])
     samples: dict[str, Sample] = {}
-    for shard in sorted({row["shard"] for row in manifest}):
-        for key, extension, data in _members(open_file(f"{DATASET}/{shard}")):
-            sample = samples.setdefault(key, Sample(shard, {}))
-            sample.digests[extension] = hashlib.sha256(data).hexdigest()
-            if extension == "json":
-                sample.provenance = json.loads(data)
+    for shard in shards:
+        try:
+            for member in reader.members(shard, compositions):
+                sample = samples.setdefault(member.key, Sample(shard, {}))
+                sample.digests[member.extension] = member.sha256
+                if member.extension == "json":
+                    sample.provenance = reader.provenance(shard, member) or {}
+        except DatasetError as error:
+            raise DiffError(str(error)) from None
+    for key in sorted(key for key, sample in samples.items() if not sample.provenance):
+        if "json" not in samples[key].digests:
+            reader.problem(samples[key].shard, key, "a sample without its JSON member")
+        del samples[key]  # its JSON is missing or was refused (a problem already says why)
     missing = sorted({row["key"] for row in manifest} - samples.keys())
     if missing:
-        raise DiffError(f"{label}: {DATASET}/manifest.jsonl lists samples no shard holds: {', '.join(missing[:5])}")
-    return Snapshot(label, rev, sha, recipe, samples, rejected, open_file)
+        reader.problems.append(f"{label}: {DATASET}/manifest.jsonl lists samples no shard holds (whole): "
+                               f"{', '.join(escape_controls(key, limit=80) for key in missing[:5])}")
+    return Snapshot(label, rev, sha, recipe, samples, rejected, open_file, reader.problems)
 
 
 def workspace(root: Path) -> Snapshot:
     """The dataset as it is in `root/dataset` (the last `dvc repro`, committed or not)."""
     if not (root / DATASET / "recipe.json").is_file():
         raise DiffError(f"the workspace has no built {DATASET}/ (no {DATASET}/recipe.json in {root}): run `dvc repro`")
-    return _read("workspace", lambda name: (root / name).open("rb"), None, None)
+    return _read("workspace", folder_opener(root), None, None)
 
 
 def revision(root: Path, rev: str) -> Snapshot:

@@ -8,6 +8,7 @@ byte for byte, as the one pack writes for that dataset.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -17,7 +18,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.output or args.dataset / "card.html"
     check_output(out)  # before the work, not after
-    atomic_write_bytes(out, page(read_dataset(args.dataset)).encode("utf-8"))
+    summary = read_dataset(args.dataset)
+    atomic_write_bytes(out, page(summary).encode("utf-8"))
+    for problem in summary["problems"]:  # members of a damaged or hostile dataset, left out
+        print(f"skipped {problem}", file=sys.stderr)
     print(f"wrote {out}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
-from base.files import read_json
+from base.untrusted import escape_controls
+from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener, open_regular
 from stages.card.figures import colorize, histogram_svg, position_counts, size_counts
 from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
 SHEET = 12  # samples on a composition's contact sheet: the first ones in key order
 SHEET_SIDE = 192  # thumbnail side, pixels: a card of a few compositions stays near 1 MB
-IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 # MyCanvas, the Gen4Gen paper's dataset: share of images kept by human rating, by concepts per image
 PAPER_KEEP_RATE = {3: 0.53, 4: 0.32, 5: 0.22}
 PAPER_CAPTION_WORDS = 17.7  # mean length of its detailed (LLaVA) captions
@@ -65,20 +64,25 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
                           "sheet": [], "rejected": []} for cid in sorted(planned)}
     picked: dict[str, list[str]] = {}  # per composition, the first SHEET sample keys
-    for name in sorted(shards):
+    reader = DatasetReader("card", lambda name: open_regular(shards[name]))
+
+    def wanted(key: str, extension: str) -> bool:
+        picks = picked.setdefault(_composition(key), [])
+        if key not in picks and len(picks) < SHEET:
+            picks.append(key)
+        return extension in IMAGE_EXTENSIONS and key in picks
+
+    for name in reader.shard_names(sorted(shards), "the shard list"):
         provenance: dict[str, dict[str, Any]] = {}
         images: dict[str, bytes] = {}  # of picked samples only: a shard's images are never all held
-        with tarfile.open(shards[name]) as tar:
-            for member in tar:
-                key, _, extension = member.name.partition(".")
-                compositions[_composition(key)]["fields"].add(extension)
-                picks = picked.setdefault(_composition(key), [])
-                if key not in picks and len(picks) < SHEET:
-                    picks.append(key)
-                if extension == "json":
-                    provenance[key] = json.load(tar.extractfile(member))
-                elif extension in IMAGE_EXTENSIONS and key in picks:
-                    images[key] = tar.extractfile(member).read()
+        for member in reader.members(name, set(compositions), wanted):
+            compositions[_composition(member.key)]["fields"].add(member.extension)
+            if member.extension == "json":
+                found = reader.provenance(name, member)
+                if found is not None and found.get("composition") in compositions:
+                    provenance[member.key] = found
+            elif member.data is not None and reader.image(name, member) is not None:
+                images[member.key] = member.data
         for key in sorted(provenance):
             composition = compositions[provenance[key]["composition"]]
             if name not in composition["shards"]:
@@ -99,7 +103,7 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         composition["boxes"] = [[c["box"][0] / p["canvas"][0], c["box"][1] / p["canvas"][1],
                                  c["box"][2] / p["canvas"][0], c["box"][3] / p["canvas"][1]]
                                 for p in composition["samples"] for c in p["concepts"]]
-    return {"recipe": recipe, "compositions": compositions}
+    return {"recipe": recipe, "compositions": compositions, "problems": reader.problems}
 
 
 def reasons(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,13 +243,17 @@ def page(summary: dict[str, Any]) -> str:
 
 
 def read_dataset(dataset: Path) -> dict[str, Any]:
-    """The summary of a packed dataset folder (its shards, rejected.jsonl and recipe.json)."""
-    for name in ("recipe.json", "sizes.json", "rejected.jsonl"):
-        if not (dataset / name).is_file():
-            raise ValueError(f"{dataset} is not a packed dataset: no {name} in it (build it with `dvc repro`)")
-    recipe = read_json(dataset / "recipe.json")
-    rejected = [json.loads(line) for line in (dataset / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
-                if line]
-    summary = summarize(recipe, {name: dataset / name for name in read_json(dataset / "sizes.json")}, rejected)
+    """The summary of a packed dataset folder (its shards, rejected.jsonl and recipe.json),
+    read as a dataset from someone else (stages/card/dataset_reader.py)."""
+    reader = DatasetReader(str(dataset), folder_opener(dataset))
+    recipe = reader.recipe()
+    rejected = reader.rows("rejected.jsonl", ("key", "stage"))
+    for row in rejected:
+        if not (isinstance(row.get("reasons"), list) and all(isinstance(r, str) for r in row["reasons"])
+                and _composition(row["key"]) in recipe["recipe"]["compositions"]):
+            raise DatasetError(f"{dataset}: rejected.jsonl: the row of {escape_controls(repr(row['key']), limit=80)} "
+                               f"has no list of reasons or names no composition of the recipe")
+    shards = reader.shard_names(reader.json("sizes.json"), "sizes.json")
+    summary = summarize(recipe, {name: dataset / name for name in shards}, rejected)
     summary["cutout_sheet"] = (dataset / "cutouts.png").is_file()  # pack writes it (stages/card/cutout_sheet.py)
     return summary

@@ -32,6 +32,9 @@ RECORD = "record.json"
 CHUNK = 1 << 20
 LOCK = ".lock"  # builds hold it shared, `g4g cache gc` and `verify --repair` exclusively
 VERIFIED = "verified.json"  # per stage: the stat of every file whose digest was checked
+TAG = "CACHEDIR.TAG"  # written when g4g creates the cache (bford.info/cachedir): maintenance acts only where it is
+TAG_TEXT = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
+            b"# g4g's item cache, created by g4g: `g4g cache gc` and `verify --repair` may remove entries here.\n")
 
 
 class CacheBusy(ValueError):
@@ -113,7 +116,9 @@ class ItemCache:
     def hold(self) -> None:
         """Lock the whole cache shared while this object lives, so maintenance (`exclusive`)
         cannot remove an entry a running build has looked up and will copy."""
-        self.base.mkdir(parents=True, exist_ok=True)
+        if not self.base.exists() or not any(self.base.iterdir()):
+            self.base.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.base / TAG, TAG_TEXT)  # g4g made this folder: its maintenance may act here
         handle = open(self.base / LOCK, "a+b")
         fcntl.flock(handle, fcntl.LOCK_SH)  # waits while maintenance runs
         weakref.finalize(self, handle.close)

@@ -8,13 +8,17 @@ timeouts / dropped connections with exponential backoff (`max_retries`, at most
 `MAX_RETRIES`); requests run `concurrency` at a time. Each request ends within `timeout`
 seconds in all, however slowly the server sends; responses are read at most
 `MAX_RESPONSE_BYTES` after decoding (gzip, deflate), redirects are not followed, a body that
-is not a JSON completion is a failed request, and the key is masked in anything a server
-sends back.
+is not a JSON completion is a failed request. A server's `Retry-After` is obeyed up to
+`timeout` seconds (no longer than the request itself may take). The key is masked in
+everything a server sends back, as it arrives: header values and the reason phrase in the
+transport, the body in `send` (any letter case, Unicode format characters dropped first).
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import os
 import threading
 import time
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 from base.settings import load_settings, user_config
-from base.untrusted import endpoint_allowed, escape_controls, redact_url, url_problem
+from base.untrusted import endpoint_allowed, escape_controls, mask_secret, redact_url, url_problem
 from stages.backends import BackendUnavailable
 from stages.runtime.replies import MAX_REPLY_CHARS, ReplyRejected, RequestFailed
 
@@ -34,6 +38,7 @@ MAX_TIMEOUT = 600.0  # seconds per request
 MAX_RETRIES = 10
 MAX_CONCURRENCY = 64
 ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")  # Content-Encodings read (identity: none)
+RETRY_AFTER = ("retry-after-ms", "retry-after")  # what the openai client waits by before a retry
 MASKED_KEY_LENGTH = 8  # keys this long or longer are masked in server text ("local" is no secret)
 T = TypeVar("T")
 
@@ -98,10 +103,29 @@ def _inflate(chunks: Iterator[bytes], coding: str, limit: int) -> Iterator[bytes
         raise ResponseUnreadable(f"the {coding}-encoded body is corrupt ({error})") from None
 
 
-def _bounded_transport(seconds: float) -> Any:
+def retry_after(headers: Any) -> float | None:
+    """The wait a response asks for before the next try, in seconds (as the openai client reads
+    `retry-after-ms`, `retry-after` seconds or an HTTP date); None when it names none."""
+    for name, divisor in zip(RETRY_AFTER, (1000, 1)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                delay = float(value) / divisor
+            except ValueError:
+                continue
+            return delay if not math.isnan(delay) else None
+    try:
+        when = email.utils.parsedate_tz(headers.get("retry-after") or "")
+        return None if when is None else float(email.utils.mktime_tz(when) - time.time())
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _bounded_transport(seconds: float, secret: str = "") -> Any:
     """An HTTP transport for one endpoint: each request ends within `seconds` in all (a server
     sending a byte now and then cannot hold it open), bodies are decoded here (gzip, deflate,
-    stacked) and stop with ResponseTooLarge past MAX_RESPONSE_BYTES decoded."""
+    stacked) and stop with ResponseTooLarge past MAX_RESPONSE_BYTES decoded, a `Retry-After`
+    waits at most `seconds`, and `secret` is masked in every header value and the reason phrase."""
     import httpx2
 
     class Decoded(httpx2.SyncByteStream):
@@ -160,6 +184,7 @@ def _bounded_transport(seconds: float) -> Any:
             request.headers["Accept-Encoding"] = ", ".join(ENCODINGS[:-1])  # only what Decoded undoes
             _deadline.at = time.monotonic() + seconds  # this thread reads the body too, before its next request
             response = super().handle_request(request)
+            self.sanitize(response)
             codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
             unknown = [c for c in codings if c not in ENCODINGS]
             if unknown:
@@ -169,6 +194,20 @@ def _bounded_transport(seconds: float) -> Any:
             response.headers.pop("content-encoding", None)
             response.stream = Decoded(response.stream, [c for c in codings if c != "identity"])
             return response
+
+        @staticmethod
+        def sanitize(response: Any) -> None:
+            """Mask the key in the headers and reason phrase (before anything reads them) and
+            cap the wait a Retry-After asks for at `seconds`."""
+            delay = retry_after(response.headers)
+            headers = [(name, mask_secret(value, secret)) for name, value in response.headers.items()
+                       if name.lower() not in RETRY_AFTER]
+            if delay is not None:
+                headers.append(("retry-after-ms", f"{max(0.0, min(delay, seconds)) * 1000:.0f}"))
+            response.headers = httpx2.Headers(headers)
+            reason = response.extensions.get("reason_phrase")
+            if isinstance(reason, bytes):  # masked as shown: httpx keeps its ASCII characters
+                response.extensions["reason_phrase"] = mask_secret(reason.decode("ascii", "ignore"), secret).encode()
 
     return Transport()
 
@@ -201,15 +240,16 @@ class ChatEndpoint:
                 raise BackendUnavailable(
                     f"the environment variable {variable} (llm_api_key_env) is not set: export your API key "
                     f"there (a local server accepts any value, e.g. `export {variable}=local`)")
-            http_client = openai.DefaultHttpxClient(transport=_bounded_transport(self.params.timeout),
+            secret = self._key if len(self._key) >= MASKED_KEY_LENGTH else ""
+            http_client = openai.DefaultHttpxClient(transport=_bounded_transport(self.params.timeout, secret),
                                                     follow_redirects=False)
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key, timeout=self.params.timeout,
                                          max_retries=self.params.max_retries, http_client=http_client)
         return self._client
 
     def masked(self, text: str) -> str:
-        """Server text with the API key masked, should the server echo it."""
-        return text.replace(self._key, "<api key>") if len(self._key) >= MASKED_KEY_LENGTH else text
+        """Server text with the API key masked, should the server echo it (mask before cutting)."""
+        return mask_secret(text, self._key) if len(self._key) >= MASKED_KEY_LENGTH else text
 
     def each(self, ask: Callable[[T], Any], requests: list[T]) -> list[Any]:
         """`ask` for every request, `concurrency` in flight; connects first, so a missing key or
@@ -236,13 +276,15 @@ class ChatEndpoint:
         except ResponseTooLarge as error:
             return ReplyRejected("reply_too_large", f"{self.endpoint}: {error}")
         except ResponseUnreadable as error:
-            return RequestFailed(f"{self.endpoint}: {error}")
+            return RequestFailed(f"{self.endpoint}: {self.masked(str(error))}")
         try:
             envelope = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            kind = self.masked(response.headers.get("content-type", "-"))
+            start = self.masked(body[:4096].decode("utf-8", "replace"))  # masked whole, then cut
             return RequestFailed(f"{self.endpoint}: the body is not a JSON chat completion ({type(error).__name__}; "
-                                 f"Content-Type {escape_controls(response.headers.get('content-type', '-'), limit=60)}"
-                                 f", starts {self.masked(escape_controls(body[:60].decode('utf-8', 'replace')))!r})")
+                                 f"Content-Type {escape_controls(kind, limit=60)}, starts "
+                                 f"{escape_controls(start, limit=60)!r})")
         try:
             content = envelope["choices"][0]["message"]["content"]
         except (IndexError, KeyError, TypeError):

@@ -16,6 +16,8 @@ from base.files import read_json, write_json
 from base.keys import content_key
 
 MAX_REPLY_CHARS = 64 * 1024  # a layout or caption reply is a few hundred characters; this long is rejected
+MAX_ATTEMPTS = 10  # asks per item of an LLM or VLM backend (each with the endpoint's own retries)
+MAX_TOKENS = 8192  # new tokens a request may ask for
 FOLDER = "llm"  # under the item cache
 
 

@@ -22,7 +22,7 @@ from base.untrusted import escape_controls
 from stages.backends.caption import template
 from stages.backends.caption.substitute import clean, recaption
 from stages.runtime.cache import verified_bytes
-from stages.runtime.replies import ReplyCache, ReplyRejected, RequestFailed
+from stages.runtime.replies import MAX_ATTEMPTS, MAX_TOKENS, ReplyCache, ReplyRejected, RequestFailed
 
 MIN_WORDS = 3  # a reply with fewer words (letters in them) is no description
 SHOWN_REPLY_CHARS = 2000  # of a raw reply, kept in captions.json
@@ -38,8 +38,10 @@ class VlmParams:
     FILES: ClassVar[dict[str, str]] = {"instruction": "templates"}
 
     def check(self) -> None:
-        if self.max_attempts < 1 or self.max_tokens < 1:
-            raise ValueError("max_attempts >= 1, max_tokens >= 1")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"max_attempts {self.max_attempts}: valid 1-{MAX_ATTEMPTS}")
+        if not 1 <= self.max_tokens <= MAX_TOKENS:
+            raise ValueError(f"max_tokens {self.max_tokens}: valid 1-{MAX_TOKENS}")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"temperature {self.temperature}: valid 0-2")
 

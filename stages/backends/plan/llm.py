@@ -28,7 +28,7 @@ from stages.backends.plan import choose_photo, choose_views, scene_of
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
-from stages.runtime.replies import ReplyCache, RequestFailed
+from stages.runtime.replies import MAX_ATTEMPTS, MAX_TOKENS, ReplyCache, RequestFailed
 from stages.scene import CanvasScene
 from stages.templating import Templates
 
@@ -56,8 +56,12 @@ class LlmParams:
     def __post_init__(self) -> None:
         if self.sizes not in SIZE_SOURCES:
             raise ValueError(f"sizes '{self.sizes}': valid {', '.join(SIZE_SOURCES)}")
-        if self.max_attempts < 1 or self.num_examples < 0 or self.prompt_canvas < 64 or self.max_tokens < 1:
-            raise ValueError("max_attempts >= 1, num_examples >= 0, prompt_canvas >= 64, max_tokens >= 1")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"max_attempts {self.max_attempts}: valid 1-{MAX_ATTEMPTS}")
+        if not 1 <= self.max_tokens <= MAX_TOKENS:
+            raise ValueError(f"max_tokens {self.max_tokens}: valid 1-{MAX_TOKENS}")
+        if self.num_examples < 0 or self.prompt_canvas < 64:
+            raise ValueError("num_examples >= 0, prompt_canvas >= 64")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"temperature {self.temperature}: valid 0-2")
         if self.off_scene not in OFF_SCENE:

@@ -15,10 +15,12 @@ Everything loads with diffusers' stock loaders (`load_attn_procs` or `load_lora_
 from __future__ import annotations
 
 import importlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+from base.files import atomic_write_bytes
 from stages.backends.pretrained import load_pipeline as load_pretrained
 from stages.backends.train.text import load_tokens
 
@@ -108,5 +110,7 @@ def sample(model_dir: Path, prompt: str, count: int, out_dir: Path, seed: int = 
         image = pipeline(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=side, width=side,
                          generator=torch.Generator().manual_seed(seed + index)).images[0]
         paths.append(out_dir / f"{index:03d}.png")
-        image.save(paths[-1])
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        atomic_write_bytes(paths[-1], encoded.getvalue())  # a link there is replaced, never written through
     return paths
