@@ -375,7 +375,8 @@ def write_plan_inputs(project: Path) -> None:
     """build/compiled/ and a build/cutouts.json naming every photo, so the plan stage runs alone."""
     assert compile_stage.main([]) == 0
     extract = json.loads((project / "build/compiled/extract.json").read_text())
-    cutouts = [{"id": item["id"], "concept": item["concept"], "size": [120, 100]} for item in extract["items"]]
+    cutouts = [{"id": item["id"], "concept": item["concept"], "size": [120, 100], "fill": 0.6}
+               for item in extract["items"]]
     (project / "build/cutouts.json").write_text(json.dumps({"cutouts": cutouts}))
 
 
