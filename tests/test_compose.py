@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,11 +51,34 @@ def test_feather_softens_the_alpha_edge_with_a_box_blur():
     assert mask[40, 40] == 255 and 0 < mask[40, 20] < 255
 
 
-def test_harmonisation_moves_colours_toward_the_background():
-    background = Image.new("RGB", (100, 100), (0, 0, 200))
-    plain = Backend(Params(feather=1, harmonize=0)).compose([[0, 0, 50, 50]], [square((200, 0, 0), 50)], background)
-    tuned = Backend(Params(feather=1, harmonize=0.5)).compose([[0, 0, 50, 50]], [square((200, 0, 0), 50)], background)
-    assert np.asarray(tuned["image"])[25, 25, 2] > np.asarray(plain["image"])[25, 25, 2]
+def lab_mean(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(pixels.reshape(1, -1, 3).astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[0].mean(axis=0)
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_harmonisation_moves_lightness_toward_the_background_and_keeps_chroma(strength):
+    """A sand-coloured square on dark green: its CIELAB L moves `strength` of the way to the
+    lawn's (hand-computed from the two flat colours), its a* and b* stay within 8-bit rounding,
+    where the old mean-colour pull turned it green."""
+    lawn, sand = (30, 90, 30), (200, 170, 120)
+    background = Image.new("RGB", (120, 120), lawn)
+    result = Backend(Params(feather=1, harmonize=strength)).compose([[30, 30, 50, 50]], [square(sand, 50)], background)
+    pasted = lab_mean(np.asarray(result["image"])[30:80, 30:80])
+    before, scene = lab_mean(np.array(sand)), lab_mean(np.array(lawn))
+    assert pasted[0] == pytest.approx(before[0] + strength * (scene[0] - before[0]), abs=0.5)
+    assert np.hypot(*(pasted[1:] - before[1:])) < 1.0
+    assert (np.asarray(result["image"])[0, 0] == lawn).all()
+
+
+def test_harmonisation_scales_contrast_within_bounds():
+    """A two-tone object on a flat background keeps at least 3/4 of its contrast (CONTRAST_RANGE)."""
+    piece = square((200, 60, 60))
+    piece.paste((90, 20, 20, 255), (0, 20, 40, 40))
+    result = Backend(Params(feather=1, harmonize=1.0)).compose([[30, 30, 40, 40]], [piece], Image.new("RGB", (100, 100), (0, 120, 0)))
+    pixels = np.asarray(result["image"])
+    step = lab_mean(pixels[30:50, 30:70])[0] - lab_mean(pixels[50:70, 30:70])[0]
+    original = lab_mean(np.array((200, 60, 60)))[0] - lab_mean(np.array((90, 20, 20)))[0]
+    assert step == pytest.approx(original * 0.75, rel=0.03)
 
 
 def test_fit_background_centre_crops_to_the_canvas():

@@ -18,11 +18,12 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from base.errors import ItemError
+from stages.backends.compose.photometric import lightness_stats, match_lightness, surroundings
 from stages.scene import centre_crop
 
-VERSION = "2"
+VERSION = "3"
 IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
-PREPARED_CACHE = 64  # cut-outs whose size levels and mean colour a worker keeps
+PREPARED_CACHE = 64  # cut-outs whose size levels and lightness statistics a worker keeps
 BLENDS = ("alpha", "poisson")
 UNSUPPORTED = (None, "free")  # layout supports under which no shadow falls
 POISSON_MARGIN = 3  # pixels of background around an object that Poisson blending solves over
@@ -31,7 +32,8 @@ POISSON_MARGIN = 3  # pixels of background around an object that Poisson blendin
 @dataclass
 class Params:
     feather: int = 5  # box-blur kernel on the alpha (the paper's 5x5); 1 = hard edge
-    harmonize: float = 0.25  # 0 = paste as is; 1 = match the background's mean colour
+    harmonize: float = 0.5  # 0 = paste as is; 1 = the object's lightness mean and contrast become the
+    #                         background's around it (chroma never moves: photometric.py)
     decontaminate: bool = True  # re-estimate edge colours (pymatting), so no rim of the old background shows
     shadow: float = 0.45  # contact shadow darkness under objects standing on a scene's support; 0 = off
     shadow_height: float = 0.25  # the shadow ellipse's height / its width (flatter = lower camera)
@@ -82,14 +84,15 @@ class Backend:
         visible: list[Image.Image] = []
         stats, regions = [], []
         for box, cutout, support in zip(boxes, cutouts, supports or [None] * len(boxes)):
-            levels, mean_colour = self._prepare(cutout)
+            levels, lightness = self._prepare(cutout)
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
             region = (box[0], box[1], box[0] + box[2], box[1] + box[3])
             if self.params.shadow and support not in UNSUPPORTED:
                 canvas = contact_shadow(canvas, box, piece.getchannel("A"), self.params.shadow,
                                         self.params.shadow_height)
-            piece = self._harmonize(piece, mean_colour, canvas.crop(region))
+            if self.params.harmonize:
+                piece = match_lightness(piece, lightness, surroundings(canvas, box), self.params.harmonize)
             if self.params.blend == "poisson":
                 canvas = poisson_paste(canvas, piece, alpha, region)
             else:
@@ -108,9 +111,9 @@ class Backend:
         return {"image": canvas, "mask": union, "masks": visible,
                 "stats": [{k: round(v, 1) for k, v in s.items()} for s in stats]}
 
-    def _prepare(self, cutout: Image.Image) -> tuple[list[Image.Image], np.ndarray]:
-        """Half-size levels of a cut-out and its alpha-weighted mean colour, computed once per
-        cut-out and worker (cut-outs are reused across many images)."""
+    def _prepare(self, cutout: Image.Image) -> tuple[list[Image.Image], tuple[float, float]]:
+        """Half-size levels of a cut-out and its alpha-weighted lightness mean and spread,
+        computed once per cut-out and worker (cut-outs are reused across many images)."""
         if id(cutout) not in self._prepared:
             if len(self._prepared) >= PREPARED_CACHE:
                 self._prepared.clear()
@@ -118,10 +121,8 @@ class Backend:
             levels = [decontaminate(rgba) if self.params.decontaminate else rgba]
             while min(levels[-1].size) >= 128:
                 levels.append(levels[-1].reduce(2))
-            smallest = np.asarray(levels[-1], dtype=np.float64)
-            weights = smallest[..., 3]
-            mean = (smallest[..., :3] * weights[..., None]).sum(axis=(0, 1)) / max(weights.sum(), 1.0)
-            self._prepared[id(cutout)] = (cutout, levels, mean)  # holding `cutout` keeps its id unique
+            # holding `cutout` keeps its id unique while it is cached
+            self._prepared[id(cutout)] = (cutout, levels, lightness_stats(levels[-1]))
         return self._prepared[id(cutout)][1:]
 
     def _resize(self, levels: list[Image.Image], width: int, height: int) -> Image.Image:
@@ -139,15 +140,6 @@ class Backend:
             return alpha
         padded = ImageOps.expand(alpha, border=radius, fill=0).filter(ImageFilter.BoxBlur(radius))
         return padded.crop((radius, radius, radius + alpha.width, radius + alpha.height))
-
-    def _harmonize(self, piece: Image.Image, own: np.ndarray, under: Image.Image) -> Image.Image:
-        """Shift the cut-out's mean colour `own` part of the way toward the mean of the
-        background beneath it (taken on a 4x-reduced copy), as a lookup table on RGB."""
-        if self.params.harmonize == 0:
-            return piece
-        target = np.asarray(under.reduce(4), dtype=np.float64).reshape(-1, 3).mean(axis=0)
-        shift = [int(v) for v in np.round(self.params.harmonize * (target - own))] + [0]
-        return piece.point([min(255, max(0, value + offset)) for offset in shift for value in range(256)])
 
 
 def decontaminate(cutout: Image.Image) -> Image.Image:
