@@ -200,7 +200,8 @@ def build(
                     for cid in comp.concepts} if comp_scenes else {}
         concepts = [
             {"id": cid, "class_noun": recipe.concepts[cid].class_noun, "size": recipe.concepts[cid].size,
-             **geometry.get(cid, {}), "cutouts": cutouts_of[cid]}
+             **geometry.get(cid, {}), "cutouts": cutouts_of[cid],
+             **({"mirror": True} if recipe.concepts[cid].mirror else {})}
             for cid in comp.concepts
         ]
         allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid]),

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         INPUT_RECORD.unlink(missing_ok=True)
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from compiler.recipe import pose_warnings
+
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
     messages = [f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items())]
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         messages.append(f"warning: recipe '{recipe_name}': output.license is not set, so the dataset card says "
                         f"'unknown'; set it to the Hugging Face licence id your photos allow (cc-by-4.0, mit, "
                         f"other, ...)")
+    messages += pose_warnings(documents)
     print("\n".join(messages), file=sys.stderr)
     recorder.save(INPUT_RECORD, arguments, [args.out / f"{stage}.json" for stage in STAGES], messages)
     return 0

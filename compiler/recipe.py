@@ -348,6 +348,19 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 
 
+def pose_warnings(documents: dict[str, dict[str, Any]]) -> list[str]:
+    """A warning per concept that every image would show in one pose: a single view (photo)
+    and `mirror` off, so a model trained on the dataset sees it only so."""
+    views: dict[str, int] = {}
+    for item in documents["extract"]["items"]:
+        views[item["concept"]] = views.get(item["concept"], 0) + 1
+    recipe = documents["pack"]["recipe"]
+    return [f"warning: recipe '{recipe['name']}': concepts.{cid} has a single view ({views.get(cid, 0)} photo) and "
+            f"mirror off, so every image shows it in the same pose; add photos of other poses, or set "
+            f"concepts.{cid}.mirror: true if it may appear flipped left-right (an animal may, a logo may not)"
+            for cid, concept in sorted(recipe["concepts"].items()) if views.get(cid, 0) <= 1 and not concept["mirror"]]
+
+
 def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
     """(key, problem) for every value of a scene template out of its valid range."""
     if not 0 <= scene.horizon < 1:

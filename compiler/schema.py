@@ -36,6 +36,7 @@ class Concept:
     placement: str = "ground"  # ground: stands on the ground; surface: on a bench or table that holds it,
     #                            else the ground; free: hangs or floats (no support)
     aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
+    mirror: bool = False  # each image may show a view mirrored left-right (an animal: yes; a mug's logo: no)
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
 
 

@@ -18,7 +18,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from base import sources
 from base.errors import ItemError
@@ -34,6 +34,13 @@ from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_c
 @functools.lru_cache(maxsize=64)
 def _cutout(path: str) -> Image.Image:
     return load_image(Path(path), path)
+
+
+@functools.lru_cache(maxsize=64)
+def _mirrored(path: str) -> Image.Image:
+    """The cut-out flipped left-right, kept like the cut-out itself (the composer prepares each
+    image object once per worker)."""
+    return ImageOps.mirror(_cutout(path))
 
 
 @functools.lru_cache(maxsize=16)
@@ -53,7 +60,8 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height,
                             tuple(crop) if crop else None)
     return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
-            "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png")) for o in layout["objects"]],
+            "cutouts": [(_mirrored if o.get("mirrored") else _cutout)(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"))
+                        for o in layout["objects"]],
             "supports": [o.get("support") for o in layout["objects"]],
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 

@@ -96,7 +96,8 @@ def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any
         concepts.append({
             "id": obj["concept"], **context["concepts"][obj["concept"]], "box": obj["box"],
             "cutout": {"id": cutout["id"], "source": portable_source(cutout["source"]), "sha256": cutout["sha256"],
-                       "box_in_source": cutout["box"], "key": cutout["key"]},
+                       "box_in_source": cutout["box"], "key": cutout["key"],
+                       **({"mirrored": True} if obj.get("mirrored") else {})},
             "visible": score["concepts"][obj["concept"]]["visible"], "mask": stats[obj["concept"]]["mask"],
         })
     background = dict(image["background"])
