@@ -24,6 +24,7 @@ from compiler.schema import (
     MAX_CONCEPTS_PER_IMAGE,
     MAX_IMAGES,
     MAX_RESOLUTION,
+    MAX_SHADOW_LENGTH,
     MAX_SHARD_SIZE,
     MAX_SIZE,
     MAX_SIZE_CM,
@@ -42,7 +43,7 @@ SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase
 SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
                                                 schema.Composition, schema.Strategy, schema.Backends,
-                                                schema.Output, schema.Scene, schema.Surface, schema.Region)}
+                                                schema.Output, schema.Scene, schema.Surface, schema.Region, schema.Light)}
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
 MAX_INCLUDE_DEPTH = 50  # files deep in defaults lists
@@ -392,6 +393,15 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
             yield f"surfaces.{name}.polygon", "reaches above the horizon; a surface below eye level is seen from above"
     if all(y <= scene.horizon for _, y in scene.ground):
         yield "ground", "lies wholly above the horizon; the ground is seen below eye level"
+    if scene.light is not None:
+        if not -360 <= scene.light.direction_deg <= 360:
+            yield "light.direction_deg", (f"{scene.light.direction_deg}; valid: -360 to 360, where shadows fall in the "
+                                          f"photo (0 up, 90 right, 180 down, 270 left)")
+        if not 0 < scene.light.length <= MAX_SHADOW_LENGTH:
+            yield "light.length", (f"{scene.light.length}; valid: > 0 and at most {MAX_SHADOW_LENGTH:g}, a shadow's "
+                                   f"length / the height of what casts it, both in the photo")
+        if not 0 <= scene.light.softness <= 1:
+            yield "light.softness", f"{scene.light.softness}; valid: 0 (hard sun) to 1 (overcast)"
 
 
 def _check_endpoint(key: str, url: str, fail, root: Path) -> None:

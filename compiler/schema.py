@@ -16,6 +16,7 @@ MAX_RESOLUTION = 4096  # canvas side in pixels (SDXL works at 1024)
 MAX_SHARD_SIZE = 100_000  # samples per shard
 MAX_SIZE = 1000.0  # a concept's relative size
 MAX_SIZE_CM = 100_000.0  # real sizes and heights in scene templates (1 km)
+MAX_SHADOW_LENGTH = 10.0  # a cast shadow's length / its caster's height (sun about 6 degrees up)
 DATASET_KINDS = ("extract", "plan", "compose", "caption", "score")  # the stages that make the dataset
 STAGE_KINDS = (*DATASET_KINDS, "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")
@@ -58,6 +59,16 @@ class Region:
 
 
 @dataclass
+class Light:
+    """The scene's light, as the shadows in its photo show it (a post's, a tree's, a person's)."""
+
+    direction_deg: float = MISSING  # where shadows fall in the photo: 0 up (away from the camera), 90 right,
+    #                                 180 down (toward the camera: a light behind the scene), 270 left
+    length: float = MISSING  # a shadow's length in the photo / the height in the photo of what casts it
+    softness: float = 0.5  # 0 hard sun (crisp, dark shadows) to 1 overcast (faint, blurred)
+
+
+@dataclass
 class Scene:
     """A scene template: where things can stand in a background photo and how big they look.
 
@@ -74,6 +85,7 @@ class Scene:
     size_tolerance: float = 0.25  # kept sizes lie within x(1 + t) or /(1 + t) of the expected size
     view: Optional[List[float]] = None  # [x, y, w, h]: the part of the photo the canvas shows (its centre
     #                                     crop to the canvas shape); none: the whole photo
+    light: Optional[Light] = None  # grounded objects cast shadows along it; none: contact shadows only
 
 
 @dataclass

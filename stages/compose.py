@@ -1,7 +1,8 @@
 """Stage `compose`: render every planned image with the compose backend.
 
 Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ and build/cutouts.json,
-       the background photos, templates/ (prompts of diffusion composers).
+       the background photos (and their scene template's light), templates/ (prompts of diffusion
+       composers).
 Writes build/images/<id>.jpg                 the composed image (.png / .webp: output.image_format)
        build/images/<id>.mask.png            union of the concepts' soft masks
        build/images/<id>.mask.<concept>.png  each concept's visible soft mask (after occlusion)
@@ -62,7 +63,7 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
             "cutouts": [(_mirrored if o.get("mirrored") else _cutout)(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"))
                         for o in layout["objects"]],
-            "supports": [o.get("support") for o in layout["objects"]],
+            "supports": [o.get("support") for o in layout["objects"]], "light": background.get("light"),
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 
 
@@ -99,7 +100,8 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
         "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
                     for o in layout["objects"]},
         "background": {"phrase": background["phrase"],
-                       "photo": background["photos"][photo]["sha256"] if photo is not None else None},
+                       "photo": background["photos"][photo]["sha256"] if photo is not None else None,
+                       **({"light": background["light"]} if "light" in background else {})},
     }
     return {**item["parts"], **without(made_of, document["ignores"])}
 

@@ -192,3 +192,36 @@ def test_a_stage_forks_its_workers_safely_after_decontaminating_in_process(tmp_p
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "forked workers agree" in run.stdout
+
+
+def standing_post(light, cast=0.6, size=300):
+    """A 20 x 100 post standing at (140-160, 100-200) on flat grey, composed with `light`."""
+    background = Image.new("RGB", (size, size), (200, 200, 200))
+    post = Image.new("RGBA", (20, 100), (90, 60, 40, 255))
+    return np.asarray(Backend(Params(feather=1, harmonize=0, shadow=0, cast_shadow=cast)).compose(
+        [[140, 100, 20, 100]], [post], background, ["ground"], light)["image"]).astype(int)
+
+
+def test_a_light_casts_the_silhouette_along_it_dark_at_the_feet_lighter_far_away():
+    """Light from the left, shadows 0.8 as long as the post: the shadow lies right of the post,
+    from its foot (x 160) to about x 160 + 80, lightening with distance; nothing else changes."""
+    from stages.scene import Light
+
+    lit = standing_post(Light(90, 0.8, 0.2))
+    plain = standing_post(None)
+    shade = 200 - lit[:, :, 0]
+    assert (lit[:100] == plain[:100]).all() and (lit[:, :140] == plain[:, :140]).all()  # not above, not left
+    near, far = shade[190:200, 165:180].max(), shade[190:200, 215:230].max()
+    assert near > 40 and 0 < far < near  # darkens multiplicatively: 200 x (1 - 0.6 x 0.88) = 94 at the foot
+    assert shade[:, 250:].max() == 0  # ends near x 240 (+ its blur)
+
+
+def test_without_a_light_only_the_contact_shadow_remains_byte_for_byte():
+    assert (standing_post(None, cast=0.6) == standing_post(None, cast=0)).all()
+
+
+def test_a_light_behind_the_scene_casts_the_shadow_toward_the_camera():
+    from stages.scene import Light
+
+    shade = 200 - standing_post(Light(180, 0.6, 0.3))[:, :, 0]
+    assert shade[200:240, 140:160].max() > 30 and shade[:100].max() == 0 and shade[100:195, 165:].max() == 0

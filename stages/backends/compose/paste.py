@@ -3,10 +3,11 @@
 The embedded composer (no diffusion): the background photo is cropped and resized to the
 canvas; each cut-out's edge colours are decontaminated (foreground colour estimation, so no
 rim of its old background survives), it is resized into its box, its alpha softened with the
-paper's 5x5 box blur and its colours pulled slightly toward the background under it; an
-object standing on something casts a soft contact shadow first. Poisson blending (OpenCV) is
-an option. Besides the image it returns the union mask and each concept's visible
-(occlusion-aware) soft mask.
+paper's 5x5 box blur and its lightness moved part of the way toward the background's around
+it, its chroma kept (photometric.py). An object standing on something casts a soft contact
+shadow first, and a shadow along the scene's light when its template declares one
+(shadow.py). Poisson blending (OpenCV) is an option. Besides the image it returns the union
+mask and each concept's visible (occlusion-aware) soft mask.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from base.errors import ItemError
 from stages.backends.compose.photometric import lightness_stats, match_lightness, surroundings
-from stages.scene import centre_crop
+from stages.backends.compose.shadow import cast_shadow, contact_shadow
+from stages.scene import Light, centre_crop
 
 VERSION = "3"
 IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
@@ -37,6 +39,7 @@ class Params:
     decontaminate: bool = True  # re-estimate edge colours (pymatting), so no rim of the old background shows
     shadow: float = 0.45  # contact shadow darkness under objects standing on a scene's support; 0 = off
     shadow_height: float = 0.25  # the shadow ellipse's height / its width (flatter = lower camera)
+    cast_shadow: float = 0.6  # darkness at the feet of the shadow cast along a scene template's light; 0 = off
     blend: str = "alpha"  # alpha: soft-alpha paste; poisson: OpenCV seamless cloning (shifts object colours)
 
     def __post_init__(self) -> None:
@@ -44,6 +47,8 @@ class Params:
             raise ValueError(f"feather {self.feather}: an odd kernel size >= 1")
         if not 0 <= self.harmonize <= 1:
             raise ValueError(f"harmonize {self.harmonize}: valid 0-1")
+        if not 0 <= self.cast_shadow <= 1:
+            raise ValueError(f"cast_shadow {self.cast_shadow}: valid 0-1")
         if not 0 <= self.shadow <= 1 or not 0 < self.shadow_height <= 1:
             raise ValueError(f"shadow {self.shadow} and shadow_height {self.shadow_height}: valid 0-1 (height > 0)")
         if self.blend not in BLENDS:
@@ -67,13 +72,15 @@ class Backend:
         """Each job: `boxes`, `cutouts`, `background` (canvas-sized RGB, or None), `phrase`, `seed`."""
         return [ItemError(f"background '{job['phrase']}' has no photo; the paste composer needs one "
                           f"(or use compose: sdxl-inpaint, which generates it)") if job["background"] is None
-                else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"))
+                else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"),
+                                  light_of(job))
                 for job in jobs]
 
     def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image,
-                supports: list[str | None] | None = None) -> dict[str, Any]:
+                supports: list[str | None] | None = None, light: Light | None = None) -> dict[str, Any]:
         """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB);
-        objects whose `supports` entry names a support cast a contact shadow.
+        objects whose `supports` entry names a support cast a contact shadow, and a shadow along
+        the scene's `light` when there is one.
 
         Returns `image` (RGB), `mask` (L, union), `masks` (L per object: its alpha where no
         later paste covers it) and `stats` per object: `full`, `inside` and `visible` alpha
@@ -88,6 +95,8 @@ class Backend:
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
             region = (box[0], box[1], box[0] + box[2], box[1] + box[3])
+            if light is not None and self.params.cast_shadow and support not in UNSUPPORTED:
+                canvas = cast_shadow(canvas, box, piece.getchannel("A"), light, self.params.cast_shadow)
             if self.params.shadow and support not in UNSUPPORTED:
                 canvas = contact_shadow(canvas, box, piece.getchannel("A"), self.params.shadow,
                                         self.params.shadow_height)
@@ -142,6 +151,12 @@ class Backend:
         return padded.crop((radius, radius, radius + alpha.width, radius + alpha.height))
 
 
+def light_of(job: dict[str, Any]) -> Light | None:
+    """The job's scene light (`light`: direction_deg, length, softness), or None."""
+    light = job.get("light")
+    return Light(**light) if light else None
+
+
 def decontaminate(cutout: Image.Image) -> Image.Image:
     """The cut-out with the colours of its partly transparent pixels replaced by estimated
     foreground colours (pymatting's multilevel estimator), so that blending it over a new
@@ -157,31 +172,6 @@ def decontaminate(cutout: Image.Image) -> Image.Image:
     out = pixels.copy()
     out[soft, :3] = np.clip(np.round(foreground[soft] * 255), 0, 255).astype(np.uint8)
     return Image.fromarray(out, "RGBA")
-
-
-def contact_shadow(canvas: Image.Image, box: list[int], alpha: Image.Image, darkness: float,
-                   flatness: float) -> Image.Image:
-    """Darken a soft ellipse under the object's footprint: as wide as its alpha's lowest tenth,
-    `flatness` times as high, blurred by a quarter of its width."""
-    rows = np.asarray(alpha)[-max(1, alpha.height // 10):]
-    columns = np.nonzero(rows.max(axis=0) > 127)[0]
-    if columns.size == 0:
-        return canvas
-    width = max(4.0, float(columns[-1] - columns[0] + 1) * 1.15)
-    centre_x, foot_y = box[0] + float(columns[0] + columns[-1] + 1) / 2, box[1] + box[3]
-    height, blur = max(2.0, width * flatness), width / 4
-    pad = int(blur * 2 + 2)
-    left, top = int(centre_x - width / 2) - pad, int(foot_y - height * 0.6) - pad
-    size = (int(width) + 2 * pad, int(height) + 2 * pad)
-    ellipse = Image.new("L", size, 0)
-    ImageDraw.Draw(ellipse).ellipse((pad, pad, pad + width, pad + height), fill=round(255 * darkness))
-    ellipse = ellipse.filter(ImageFilter.GaussianBlur(blur / 2))
-    region = (max(0, left), max(0, top), min(canvas.width, left + size[0]), min(canvas.height, top + size[1]))
-    if region[0] >= region[2] or region[1] >= region[3]:
-        return canvas
-    light = ImageOps.invert(ellipse.crop((region[0] - left, region[1] - top, region[2] - left, region[3] - top)))
-    canvas.paste(ImageChops.multiply(canvas.crop(region), light.convert("RGB")), region[:2])
-    return canvas  # only the shadow's region is touched: the rest of the canvas keeps its bytes
 
 
 def poisson_paste(canvas: Image.Image, piece: Image.Image, alpha: Image.Image, region: tuple[int, ...]) -> Image.Image:
