@@ -37,6 +37,7 @@ class Concept:
     placement: str = "ground"  # ground: stands on the ground; surface: on a bench or table that holds it,
     #                            else the ground; free: hangs or floats (no support)
     aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
+    license: str = ""  # its photos' licence (a Hugging Face id, or unsplash, pexels, ...): the card's licence
     mirror: bool = False  # each image may show a view mirrored left-right (an animal: yes; a mug's logo: no)
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
 
@@ -96,6 +97,7 @@ class Background:
     images: List[str] = field(default_factory=list)  # none: painted from the phrase (compose: sdxl-inpaint)
     scene: Optional[Scene] = None  # where objects stand, at what size; one camera view for all its photos
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
+    license: str = ""  # its photos' licence (a Hugging Face id, or unsplash, pexels, ...): the card's licence
 
 
 @dataclass
@@ -150,7 +152,8 @@ class Output:
     image_format: str = "jpg"  # jpg, png (lossless) or webp
     jpeg_quality: int = 95  # also the WebP quality
     shard_size: int = 100  # samples per WebDataset shard
-    license: str = "unknown"  # the dataset card's Hugging Face license id (mit, cc-by-4.0, other, ...)
+    license: str = "unknown"  # the dataset card's Hugging Face license id (mit, cc-by-4.0, other, ...); unknown:
+    #                           the licence the concepts' and backgrounds' photos share (their `license`)
     card_html: bool = True  # pack writes dataset/card.html (samples, keep rates, heat maps; `g4g card`)
 
 
