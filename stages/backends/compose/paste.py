@@ -34,8 +34,8 @@ POISSON_MARGIN = 3  # pixels of background around an object that Poisson blendin
 @dataclass
 class Params:
     feather: int = 5  # box-blur kernel on the alpha (the paper's 5x5); 1 = hard edge
-    harmonize: float = 0.5  # 0 = paste as is; 1 = the object's lightness mean and contrast become the
-    #                         background's around it (chroma never moves: photometric.py)
+    harmonize: float = 0.3  # 0 = paste as is; 1 = the object's lightness mean (by at most 12 L) and contrast
+    #                         move all the way to the background's around it (chroma never moves: photometric.py)
     decontaminate: bool = True  # re-estimate edge colours (pymatting), so no rim of the old background shows
     shadow: float = 0.45  # contact shadow darkness under objects standing on a scene's support; 0 = off
     shadow_height: float = 0.25  # the shadow ellipse's height / its width (flatter = lower camera)

@@ -5,8 +5,8 @@ A personalised model learns a concept's identity from its pixels, and identity l
 colour: a grey dog pulled toward the lawn's mean colour teaches a greenish dog. So only
 lightness moves. In CIELAB, the object's L (alpha-weighted mean and spread, measured once per
 cut-out) is moved part of the way toward the L of the background around it (its box grown by
-half its size each way, on the canvas as composed so far); a* and b* of every pixel are kept
-exactly, so hue and chroma stay the cut-out's up to 8-bit rounding. No white balance is
+half its size each way, on the canvas as composed so far), by at most 12 L units, and its
+spread (contrast) is scaled within x0.85-x1.18; a* and b* of every pixel are kept exactly, so hue and chroma stay the cut-out's up to 8-bit rounding. No white balance is
 estimated: a grey-world estimate on a garden reads the grass as the illuminant.
 """
 
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-CONTRAST_RANGE = (0.75, 1.33)  # the most the object's lightness spread is scaled, either way
+CONTRAST_RANGE = (0.85, 1.18)  # the most the object's lightness spread is scaled, either way
+MAX_SHIFT = 12.0  # the most its mean lightness moves (CIELAB L, 0-100): the background's brightness is
+#                   its own albedo as much as the light's, so a dark pot on pale gravel stays a dark pot
 SURROUNDING = 0.5  # the background region: the box grown by this share of its size on each side
 
 
@@ -52,13 +54,13 @@ def surroundings(canvas: Image.Image, box: list[int]) -> tuple[float, float]:
 def match_lightness(piece: Image.Image, own: tuple[float, float], scene: tuple[float, float],
                     strength: float) -> Image.Image:
     """The RGBA `piece` with its lightness mean moved `strength` of the way from `own` to
-    `scene`'s and its spread scaled by (scene spread / own spread) ** strength (bounded by
-    `CONTRAST_RANGE`); a* and b* and the alpha channel kept."""
+    `scene`'s (at most `MAX_SHIFT`) and its spread scaled by (scene spread / own spread) **
+    strength (within `CONTRAST_RANGE`); a* and b* and the alpha channel kept."""
     pixels = np.asarray(piece)
     lab = _lab(pixels[..., :3])
     (own_mean, own_spread), (scene_mean, scene_spread) = own, scene
     gain = float(np.clip((max(scene_spread, 1e-3) / max(own_spread, 1e-3)) ** strength, *CONTRAST_RANGE))
-    target = own_mean + strength * (scene_mean - own_mean)
+    target = own_mean + float(np.clip(strength * (scene_mean - own_mean), -MAX_SHIFT, MAX_SHIFT))
     lab[..., 0] = np.clip(target + (lab[..., 0] - own_mean) * gain, 0, 100)
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
     out = pixels.copy()
