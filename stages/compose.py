@@ -60,9 +60,9 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         crop = layout["background"].get("crop")  # a scene template's view; default: the centre
         photo = _background(str(sources.resolve(reference, Path(context["root"]))), reference, width, height,
                             tuple(crop) if crop else None)
+    files = [str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png") for o in layout["objects"]]
     return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
-            "cutouts": [(_mirrored if o.get("mirrored") else _cutout)(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"))
-                        for o in layout["objects"]],
+            "cutouts": [(_mirrored if o.get("mirrored") else _cutout)(file) for o, file in zip(layout["objects"], files)],
             "supports": [o.get("support") for o in layout["objects"]], "light": background.get("light"),
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 

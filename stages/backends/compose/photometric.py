@@ -6,8 +6,9 @@ colour: a grey dog pulled toward the lawn's mean colour teaches a greenish dog. 
 lightness moves. In CIELAB, the object's L (alpha-weighted mean and spread, measured once per
 cut-out) is moved part of the way toward the L of the background around it (its box grown by
 half its size each way, on the canvas as composed so far), by at most 12 L units, and its
-spread (contrast) is scaled within x0.85-x1.18; a* and b* of every pixel are kept exactly, so hue and chroma stay the cut-out's up to 8-bit rounding. No white balance is
-estimated: a grey-world estimate on a garden reads the grass as the illuminant.
+spread (contrast) is scaled within x0.85-x1.18; a* and b* of every pixel are kept exactly,
+so hue and chroma stay the cut-out's up to 8-bit rounding. No white balance is estimated: a
+grey-world estimate on a garden reads the grass as the illuminant.
 """
 
 from __future__ import annotations
