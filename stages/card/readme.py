@@ -123,8 +123,9 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
                f"`{name}`{f' ({link})' if (link := recipe.get('license_link')) else ''}.\n\n{licensed}"
                if licensed else "")
     example = "\n![Samples of the dataset](example.jpg)\n" if recipe.get("example") else ""
-    card = ("\n`card.html` shows samples of each composition with their captions, keep rates beside Gen4Gen's,\n"
-            "rejection reasons, caption lengths and where the objects lie.") if recipe["card_html"] else ""
+    card = ("\n`card.html` shows a random sample of each composition with their captions (each opening its full\n"
+            "image in `card/`), rejected images with their reasons, keep rates beside Gen4Gen's, counts per\n"
+            "background, caption lengths and where the objects lie.") if recipe["card_html"] else ""
     front = yaml.dump(header(recipe, compositions), Dumper=_HeaderDumper, sort_keys=False, allow_unicode=True,
                       default_flow_style=None, width=1000)
     return f"""---
