@@ -185,7 +185,7 @@ code { background: #f3f3f3; padding: 0 .2em; }
 detailed caption and its provenance. "Paper" marks the figures of MyCanvas, the Gen4Gen paper's dataset
 (41 compositions, 2,684 images kept by human rating).</p>
 <p class="licence">Licence: <b>{% if licence.get("license_link") %}<a href="{{ licence.license_link }}">{{ licence.license_name }}</a>{% else %}{{ licence.get("license_name") or licence.license }}{% endif %}</b>.
-{% if licence.sources %}The images derive from the recipe's photos: {% for what, name in licence.sources %}{{ what }} {{ name or "(not stated)" }}{{ "; " if not loop.last else "." }}{% endfor %}{% endif %}</p>
+{% if licence.sources %}The images derive from the recipe's photos: {% for what, name in licence.sources %}{{ what | replace("`", "") }} {{ name or "(not stated)" }}{{ "; " if not loop.last else "." }}{% endfor %}{% endif %}</p>
 {% if cutout_sheet %}<p><a href="{{ cutout_sheet }}">The cut-outs</a>: every view of every concept, as the images use it.</p>{% endif %}
 <div class="totals">
 <div><b>{{ totals.kept }}</b>samples</div>
