@@ -76,7 +76,15 @@ def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> di
         with Image.open(sources.resolve(photo["source"], root)) as image:  # reads the header only
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown rotated by 90 degrees
             sizes.append(list(reversed(image.size)) if turned else list(image.size))
-    return {"template": dataclasses.asdict(background.scene), "sizes": sizes}
+    template = {key: value for key, value in dataclasses.asdict(background.scene).items() if key != "light"}
+    return {"template": template, "sizes": sizes}  # the light is compose's alone (`scene_light`)
+
+
+def scene_light(background: Any) -> dict[str, Any]:
+    """`{"light": ...}` of a background whose scene template declares one, else nothing: a
+    background without a light composes (and is keyed) as before lights existed."""
+    light = background.scene.light if background.scene is not None else None
+    return {"light": dataclasses.asdict(light)} if light is not None else {}
 
 
 MODEL_FIELDS = {"strategy": ("train_caption", *STRATEGIES), "compositions": ("token", "eval_prompts")}
@@ -203,7 +211,8 @@ def build(
                     for cid in comp.concepts} if comp_scenes else {}
         concepts = [
             {"id": cid, "class_noun": recipe.concepts[cid].class_noun, "size": recipe.concepts[cid].size,
-             **geometry.get(cid, {}), "cutouts": cutouts_of[cid]}
+             **geometry.get(cid, {}), "cutouts": cutouts_of[cid],
+             **({"mirror": True} if recipe.concepts[cid].mirror else {})}
             for cid in comp.concepts
         ]
         allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid]),
@@ -247,7 +256,8 @@ def build(
         "compose": {
             "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
             "jpeg_quality": recipe.output.jpeg_quality, "ignores": sorted(ignores["compose"]),
-            "backgrounds": {bid: {"phrase": recipe.backgrounds[bid].phrase, "photos": photos}
+            "backgrounds": {bid: {"phrase": recipe.backgrounds[bid].phrase, "photos": photos,
+                                  **scene_light(recipe.backgrounds[bid])}
                             for bid, photos in background_photos.items()},
             "items": compose_items,
         },

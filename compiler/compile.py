@@ -104,15 +104,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compile(args: argparse.Namespace, arguments: list[str], recorder: input_record.Recorder) -> int:
     """Compile the selected recipe, write the documents and the record of what was read."""
+    from compiler.recipe import pose_warnings
+    from stages.card.readme import dataset_license
+
     recipe_name, overrides = read_params(args.params)
     documents = compile_recipe(Path.cwd(), recipe_name, overrides)
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
     messages = [f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    if documents["pack"]["recipe"]["output"]["license"] == "unknown":
-        messages.append(f"warning: recipe '{recipe_name}': output.license is not set, so the dataset card says "
-                        f"'unknown'; set it to the Hugging Face licence id your photos allow (cc-by-4.0, mit, "
-                        f"other, ...)")
+    licence = dataset_license(documents["pack"]["recipe"])
+    if licence["license"] == "unknown":
+        unstated = [what.replace("`", "") for what, name in licence["sources"] if not name]
+        messages.append(f"warning: recipe '{recipe_name}': output.license is not set and {', '.join(unstated)} "
+                        f"state no photo licence, so the dataset card says 'unknown'; give each concept and "
+                        f"background its photos' `license` (cc-by-4.0, unsplash, ...) or set output.license")
+    messages += pose_warnings(documents)
     print("\n".join(messages), file=sys.stderr)
     recorder.save(INPUT_RECORD, arguments, [args.out / f"{stage}.json" for stage in STAGES], messages)
     return 0

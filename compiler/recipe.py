@@ -24,6 +24,7 @@ from compiler.schema import (
     MAX_CONCEPTS_PER_IMAGE,
     MAX_IMAGES,
     MAX_RESOLUTION,
+    MAX_SHADOW_LENGTH,
     MAX_SHARD_SIZE,
     MAX_SIZE,
     MAX_SIZE_CM,
@@ -44,7 +45,7 @@ SCHEMA_NAME = "schema"
 GENERATING_COMPOSERS = ("sdxl-inpaint",)  # compose backends that paint a background from its phrase
 SCHEMA_CLASSES = {cls.__name__: cls for cls in (schema.Recipe, schema.Concept, schema.Background,
                                                 schema.Composition, schema.Strategy, schema.Backends,
-                                                schema.Output, schema.Scene, schema.Surface, schema.Region)}
+                                                schema.Output, schema.Scene, schema.Surface, schema.Region, schema.Light)}
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*\Z")  # a file in recipes/, never a path
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_+-]*\Z")  # lowercase: webdataset lowercases field names
 MAX_INCLUDE_DEPTH = 50  # files deep in defaults lists
@@ -350,6 +351,19 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
     return {kind: _validate_backend(kind, dict(getattr(recipe.backends, kind)), fail, root) for kind in STAGE_KINDS}
 
 
+def pose_warnings(documents: dict[str, dict[str, Any]]) -> list[str]:
+    """A warning per concept that every image would show in one pose: a single view (photo)
+    and `mirror` off, so a model trained on the dataset sees it only so."""
+    views: dict[str, int] = {}
+    for item in documents["extract"]["items"]:
+        views[item["concept"]] = views.get(item["concept"], 0) + 1
+    recipe = documents["pack"]["recipe"]
+    return [f"warning: recipe '{recipe['name']}': concepts.{cid} has a single view ({views.get(cid, 0)} photo) and "
+            f"mirror off, so every image shows it in the same pose; add photos of other poses, or set "
+            f"concepts.{cid}.mirror: true if it may appear flipped left-right (an animal may, a logo may not)"
+            for cid, concept in sorted(recipe["concepts"].items()) if views.get(cid, 0) <= 1 and not concept["mirror"]]
+
+
 def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
     """(key, problem) for every value of a scene template out of its valid range (NaN and
     infinities included: every comparison below fails for them)."""
@@ -386,6 +400,15 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
             yield f"surfaces.{name}.polygon", "reaches above the horizon; a surface below eye level is seen from above"
     if "ground" not in malformed and all(y <= scene.horizon for _, y in scene.ground):
         yield "ground", "lies wholly above the horizon; the ground is seen below eye level"
+    if scene.light is not None:
+        if not -360 <= scene.light.direction_deg <= 360:
+            yield "light.direction_deg", (f"{scene.light.direction_deg}; valid: -360 to 360, where shadows fall in the "
+                                          f"photo (0 up, 90 right, 180 down, 270 left)")
+        if not 0 < scene.light.length <= MAX_SHADOW_LENGTH:
+            yield "light.length", (f"{scene.light.length}; valid: > 0 and at most {MAX_SHADOW_LENGTH:g}, a shadow's "
+                                   f"length / the height of what casts it, both in the photo")
+        if not 0 <= scene.light.softness <= 1:
+            yield "light.softness", f"{scene.light.softness}; valid: 0 (hard sun) to 1 (overcast)"
 
 
 def _check_endpoint(key: str, url: str, fail, root: Path) -> None:

@@ -5,6 +5,8 @@ the ground (green), surfaces (yellow, with their height), forbidden regions (red
 in front of which objects may cover them), the canvas view (white) and reference poles of
 `pole_cm` standing on the ground and surfaces at the perspective's size: if a pole beside the
 bench looks as tall as a pole of that height would, the horizon and camera height are right.
+A template's `light` draws each pole's shadow (dark) where compose casts it: lay them beside the
+shadows of real posts and trunks in the photo to check the direction and length.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from base.errors import RecipeError
-from stages.scene import centre_crop, contains, on_canvas
+from stages.scene import centre_crop, contains, light_of, on_canvas
 
 GRID = (255, 255, 255, 90)
 GROUND = (40, 220, 80, 70)
@@ -27,6 +29,7 @@ SURFACE = (255, 210, 40, 110)
 FORBIDDEN = (230, 40, 40, 100)
 HORIZON = (60, 220, 255, 255)
 POLE = (255, 255, 255, 255)
+SHADOW = (20, 20, 20, 210)
 CANVAS = (1024, 1024)
 MAX_TEMPLATE_BYTES = 1 << 20  # a scene template file: a few lines of YAML
 
@@ -116,11 +119,16 @@ def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float =
             if blocker.front < height:
                 draw.line([(left, blocker.front), (right, blocker.front)], fill=FORBIDDEN[:3] + (255,), width=line)
         draw.line([(0, scene.horizon), (width, scene.horizon)], fill=HORIZON, width=2 * line)
-        draw.text((6, scene.horizon - 16), f"horizon {template['horizon']:g}, camera {template['camera_height_cm']:g} cm",
-                  fill=HORIZON)
+        draw.text((6, scene.horizon - 16), f"horizon {template['horizon']:g}, camera {template['camera_height_cm']:g} cm"
+                  + (f"; light: shadows fall at {light.direction_deg:g} deg, x{light.length:g} long, softness "
+                     f"{light.softness:g}" if (light := light_of(template)) else ""), fill=HORIZON)
+        light = light_of(template)
         for support in scene.supports:
             for foot in lattice(support.polygon, scene.horizon):
                 tall = scene.size_at(foot[1], support, pole_cm)
+                if light is not None:
+                    dx, dy = light.shadow_of(tall)
+                    draw.line([foot, (foot[0] + dx, foot[1] + dy)], fill=SHADOW, width=2 * line)
                 draw.line([foot, (foot[0], foot[1] - tall)], fill=POLE, width=2 * line)
                 draw.ellipse([foot[0] - 2 * line, foot[1] - line, foot[0] + 2 * line, foot[1] + line], fill=POLE)
         left, top, crop_w, crop_h = centre_crop(base.size, CANVAS, template.get("view"))

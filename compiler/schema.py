@@ -18,6 +18,7 @@ MAX_SIZE = 1000.0  # a concept's relative size
 MAX_SIZE_CM = 100_000.0  # real sizes and heights in scene templates (1 km)
 MIN_CAMERA_HEIGHT_CM = 1.0  # the camera above the ground and above every surface: sizes divide by the gap
 MIN_VIEW_SIDE = 0.05  # a scene view's width and height, fractions of the photo (the canvas is cropped from it)
+MAX_SHADOW_LENGTH = 10.0  # a cast shadow's length / its caster's height (sun about 6 degrees up)
 DATASET_KINDS = ("extract", "plan", "compose", "caption", "score")  # the stages that make the dataset
 STAGE_KINDS = (*DATASET_KINDS, "train", "evaluate")
 TOKEN_STYLES = ("token", "token_noun")
@@ -38,6 +39,8 @@ class Concept:
     placement: str = "ground"  # ground: stands on the ground; surface: on a bench or table that holds it,
     #                            else the ground; free: hangs or floats (no support)
     aliases: List[str] = field(default_factory=list)  # other words a VLM may call it ("kitten"); see caption: vlm
+    license: str = ""  # its photos' licence (a Hugging Face id, or unsplash, pexels, ...): the card's licence
+    mirror: bool = False  # each image may show a view mirrored left-right (an animal: yes; a mug's logo: no)
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
 
 
@@ -59,6 +62,16 @@ class Region:
 
 
 @dataclass
+class Light:
+    """The scene's light, as the shadows in its photo show it (a post's, a tree's, a person's)."""
+
+    direction_deg: float = MISSING  # where shadows fall in the photo: 0 up (away from the camera), 90 right,
+    #                                 180 down (toward the camera: a light behind the scene), 270 left
+    length: float = MISSING  # a shadow's length in the photo / the height in the photo of what casts it
+    softness: float = 0.5  # 0 hard sun (crisp, dark shadows) to 1 overcast (faint, blurred)
+
+
+@dataclass
 class Scene:
     """A scene template: where things can stand in a background photo and how big they look.
 
@@ -75,6 +88,7 @@ class Scene:
     size_tolerance: float = 0.25  # kept sizes lie within x(1 + t) or /(1 + t) of the expected size
     view: Optional[List[float]] = None  # [x, y, w, h]: the part of the photo the canvas shows (its centre
     #                                     crop to the canvas shape); none: the whole photo
+    light: Optional[Light] = None  # grounded objects cast shadows along it; none: contact shadows only
 
 
 @dataclass
@@ -85,6 +99,7 @@ class Background:
     images: List[str] = field(default_factory=list)  # none: painted from the phrase (compose: sdxl-inpaint)
     scene: Optional[Scene] = None  # where objects stand, at what size; one camera view for all its photos
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
+    license: str = ""  # its photos' licence (a Hugging Face id, or unsplash, pexels, ...): the card's licence
 
 
 @dataclass
@@ -139,7 +154,8 @@ class Output:
     image_format: str = "jpg"  # jpg, png (lossless) or webp
     jpeg_quality: int = 95  # also the WebP quality
     shard_size: int = 100  # samples per WebDataset shard
-    license: str = "unknown"  # the dataset card's Hugging Face license id (mit, cc-by-4.0, other, ...)
+    license: str = "unknown"  # the dataset card's Hugging Face license id (mit, cc-by-4.0, other, ...); unknown:
+    #                           the licence the concepts' and backgrounds' photos share (their `license`)
     card_html: bool = True  # pack writes dataset/card.html (samples, keep rates, heat maps; `g4g card`)
 
 

@@ -1,7 +1,8 @@
 """Stage `compose`: render every planned image with the compose backend.
 
 Reads  build/compiled/compose.json, build/layouts.json, build/cutouts/ and build/cutouts.json,
-       the background photos, templates/ (prompts of diffusion composers).
+       the background photos (and their scene template's light), templates/ (prompts of diffusion
+       composers).
 Writes build/images/<id>.jpg                 the composed image (.png / .webp: output.image_format)
        build/images/<id>.mask.png            union of the concepts' soft masks
        build/images/<id>.mask.<concept>.png  each concept's visible soft mask (after occlusion)
@@ -18,7 +19,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from base import sources
 from base.errors import ItemError
@@ -38,6 +39,13 @@ def _cutout(path: str, blake2b: str) -> Image.Image:
     return load_image(Path(path), path, ("blake2b", blake2b))
 
 
+@functools.lru_cache(maxsize=64)
+def _mirrored(path: str, blake2b: str) -> Image.Image:
+    """The cut-out flipped left-right, kept like the cut-out itself (the composer prepares each
+    image object once per worker)."""
+    return ImageOps.mirror(_cutout(path, blake2b))
+
+
 @functools.lru_cache(maxsize=16)
 def _background(path: str, reference: str, sha256: str, width: int, height: int,
                 crop: tuple[int, ...] | None) -> Image.Image:
@@ -55,10 +63,11 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         crop = layout["background"].get("crop")  # a scene template's view; default: the centre
         photo = _background(str(sources.resolve(keyed["source"], Path(context["root"]))), keyed["source"],
                             keyed["sha256"], width, height, tuple(crop) if crop else None)
-    return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"],
-            "cutouts": [_cutout(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"),
-                                context["cutout_digests"][o["cutout"]]) for o in layout["objects"]],
-            "supports": [o.get("support") for o in layout["objects"]],
+    cutouts = [(_mirrored if o.get("mirrored") else _cutout)(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"),
+                                                             context["cutout_digests"][o["cutout"]])
+               for o in layout["objects"]]
+    return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"], "cutouts": cutouts,
+            "supports": [o.get("support") for o in layout["objects"]], "light": background.get("light"),
             "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
 
 
@@ -99,7 +108,8 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
         "layout": {"background": layout["background"], "objects": layout["objects"]},
         "cutouts": {o["cutout"]: cutout_digest(cutouts[o["cutout"]]) for o in layout["objects"]},
         "background": {"phrase": background["phrase"],
-                       "photo": background["photos"][photo]["sha256"] if photo is not None else None},
+                       "photo": background["photos"][photo]["sha256"] if photo is not None else None,
+                       **({"light": background["light"]} if "light" in background else {})},
     }
     return {**item["parts"], **without(made_of, document["ignores"])}
 

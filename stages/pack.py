@@ -14,6 +14,7 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
        dataset/rejected.jsonl            one row per image not packed, with stage and reasons
        dataset/recipe.json               the resolved recipe, its key, backends, software
        dataset/card.html                 the card people look at (recipe option output.card_html)
+       dataset/card/<key>.jpg            the full images its thumbnails open (sampled kept and rejected)
        reports/pack_plots/               DVC plots: keep rates, caption lengths, contact sheets
        metrics/dataset.json              DVC metrics: samples, keep rate per bin, rejections, caption lengths
 
@@ -42,8 +43,9 @@ from base.keys import canonical_json, content_key
 from base.settings import load_settings
 from stages.card import cutout_sheet
 from stages.card.figures import contact_sheet
-from stages.card.page import page as card_page, summarize
-from stages.card.readme import dataset_card
+from stages.card.page import IMAGE_EXTENSIONS, page as card_page, summarize
+from stages.card.sample import card_files, rejected_images
+from stages.card.readme import dataset_card, dataset_license
 from stages.dataset_metrics import dataset_metrics
 from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
@@ -97,7 +99,8 @@ def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any
         concepts.append({
             "id": obj["concept"], **context["concepts"][obj["concept"]], "box": obj["box"],
             "cutout": {"id": cutout["id"], "source": portable_source(cutout["source"]), "sha256": cutout["sha256"],
-                       "box_in_source": cutout["box"], "key": cutout["key"]},
+                       "box_in_source": cutout["box"], "key": cutout["key"],
+                       **({"mirrored": True} if obj.get("mirrored") else {})},
             "visible": score["concepts"][obj["concept"]]["visible"], "mask": stats[obj["concept"]]["mask"],
         })
     background = dict(image["background"])
@@ -154,7 +157,7 @@ def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, An
         if any(part is None for part in parts.values()):
             rejected.append({"key": item["id"], **problems.get(item["id"], {"stage": "unknown", "reasons": []})})
         elif not parts["score"]["keep"]:
-            rejected.append({"key": item["id"], "stage": "score",
+            rejected.append({"key": item["id"], "stage": "score", "background": parts["plan"]["background"]["id"],
                              "reasons": [r["message"] for r in parts["score"]["reasons"]]})
         else:
             layout = parts["plan"]
@@ -214,7 +217,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     recipe = {"name": document["name"], "key": document["recipe_key"], "recipe": document["recipe"],
               "backends": document["backends"], "software": document["software"]}
     summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
-                        rejected)
+                        rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS))
     extra = {
         "README.md": card(document, summary).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
@@ -227,6 +230,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         extra[cutout_sheet.FILE], summary["cutout_sheet"] = sheet, True
     if document["recipe"]["output"]["card_html"]:
         extra["card.html"] = card_page(summary).encode("utf-8")
+        extra.update(card_files(summary))  # the full images its thumbnails open
     example = example_sheet(summary)
     if example:
         extra["example.jpg"] = example
@@ -252,14 +256,14 @@ def card(document: dict[str, Any], summary: dict[str, Any]) -> str:
     output, recipe = document["recipe"]["output"], document["recipe"]
     credits = [(f"{kind} `{name}`", entry["credit"]) for kind, section in (("concept", "concepts"),
                ("background", "backgrounds")) for name, entry in sorted(recipe[section].items()) if entry.get("credit")]
-    return dataset_card({"name": document["name"], "key": document["recipe_key"], "license": output["license"],
+    return dataset_card({"name": document["name"], "key": document["recipe_key"], **dataset_license(recipe),
                          "card_html": output["card_html"], "credits": credits,
                          "repainted": document["backends"]["compose"]["name"] != "paste",
                          "example": any(c["sheet"] for c in summary["compositions"].values())}, compositions)
 
 
 def example_sheet(summary: dict[str, Any]) -> bytes:
-    """The card's example image: the first samples of the composition with the most concepts
+    """The card's example image: the card's samples of the composition with the most concepts
     (the first such by name); empty when nothing was packed."""
     shown = [name for name, c in summary["compositions"].items() if c["sheet"]]
     if not shown:

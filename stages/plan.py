@@ -2,7 +2,8 @@
 
 Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape).
 Writes build/layouts.json: per image `background` {id, photo index} and `objects` in paste
-       order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels};
+       order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels, and
+       `mirrored: true` when the view is drawn mirrored (concepts with `mirror`)};
        LLM planners add `llm.attempts` (each request's key, raw reply and verdict).
        This file is also what the `replay` planner reads back.
 """
@@ -39,7 +40,8 @@ def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[Ite
 
 
 def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[list[dict], dict[str, str]]:
-    """Attach each item's available views; items whose concept has no cut-out are skipped.
+    """Attach each item's available views (each also mirrored, for a concept with `mirror`);
+    items whose concept has no cut-out are skipped.
 
     The request, less what the planner does not read, joins the item's key: a re-extracted
     cut-out of the same shape plans nothing again."""
@@ -54,13 +56,20 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
         concepts = [{**{k: v for k, v in c.items() if k != "cutouts"},
-                     "views": [v for v in views[c["id"]] if v["id"] in c["cutouts"]]} for c in item["concepts"]]
+                     "views": with_mirrored([v for v in views[c["id"]] if v["id"] in c["cutouts"]], c.get("mirror"))}
+                    for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
         items.append({"id": item["id"], "composition": item["composition"], "index": item["index"],
                       "seed": item["seed"], "request": request,
                       "parts": {**item["parts"], "request": without(request, document["ignores"])}})
     return items, skipped
+
+
+def with_mirrored(views: list[dict[str, Any]], mirror: bool | None) -> list[dict[str, Any]]:
+    """The views, then (when the concept may be mirrored) each again with `mirrored: true`: a
+    mirrored view is a pose of its own, drawn like any other."""
+    return views + [{**view, "mirrored": True} for view in views] if mirror else views
 
 
 def rejections(layouts: list[dict[str, Any]], failures: dict[str, str]) -> dict[str, int]:

@@ -6,7 +6,7 @@ maps it through the same centre crop the composers apply to the photo. Sizes fol
 pinhole camera: an object whose longer side is `size_cm` long, with its foot at canvas row `y`
 on a support `height_cm` above the ground, shows that side `size_cm * (y - horizon) /
 (camera_height_cm - height_cm)` pixels long. Shared by the planners (placing), the score stage (checking) and
-`g4g scene` (drawing).
+`g4g scene` (drawing). A template's `light` (`Light`) tells compose where shadows fall.
 """
 
 from __future__ import annotations
@@ -32,6 +32,27 @@ def centre_crop(photo_size: Sequence[int], canvas: Sequence[int],
     scale = max(canvas[0] / region[2], canvas[1] / region[3])
     width, height = round(canvas[0] / scale), round(canvas[1] / scale)
     return region[0] + (region[2] - width) // 2, region[1] + (region[3] - height) // 2, width, height
+
+
+@dataclass(frozen=True)
+class Light:
+    """A template's light, as the shadows in its photo show it: image quantities, so the same
+    on the photo and on the canvas (a crop and a uniform scale of it)."""
+
+    direction_deg: float  # where shadows fall in the image: 0 up (away from the camera), 90 right, 180 down
+    length: float  # a shadow's length in the image / the image height of what casts it
+    softness: float  # 0 hard sun, 1 overcast
+
+    def shadow_of(self, height: float) -> tuple[float, float]:
+        """(dx, dy) in pixels from a foot to the shadow of a point `height` pixels above it."""
+        angle = math.radians(self.direction_deg)
+        return height * self.length * math.sin(angle), -height * self.length * math.cos(angle)
+
+
+def light_of(template: dict[str, Any]) -> Light | None:
+    """The template's `light`, or None when it declares none."""
+    light = template.get("light")
+    return Light(float(light["direction_deg"]), float(light["length"]), float(light["softness"])) if light else None
 
 
 @dataclass(frozen=True)

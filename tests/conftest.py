@@ -135,7 +135,8 @@ def build_in_process(root: Path) -> dict:
 
 
 def dataset_bytes(root: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted((root / "dataset").iterdir())}
+    folder = root / "dataset"  # with the card's full images in dataset/card/
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -221,6 +221,9 @@ def test_card_is_byte_stable_and_g4g_card_rewrites_it(history, tmp_path, monkeyp
 
     assert main(["card", "--dataset", str(history / "dataset"), "-o", str(tmp_path / "again.html")]) == 0
     assert (tmp_path / "again.html").read_bytes() == card
+    written = sorted(p.name for p in (history / "dataset/card").iterdir())
+    assert written and sorted(p.name for p in (tmp_path / "card").iterdir()) == written
+    assert all((tmp_path / "card" / name).read_bytes() == (history / "dataset/card" / name).read_bytes() for name in written)
     assert main(["card", "--dataset", str(tmp_path)]) == 2  # not a dataset: a clear error, no page
 
     params = yaml.safe_load((other / "params.yaml").read_text())
@@ -277,6 +280,15 @@ def test_card_renders_in_headless_chromium(history, tmp_path):
             assert widths and all(width > 0 for width in widths), widths
             for composition, count in kept.items():
                 assert page.locator(f'.sheet[data-composition="{composition}"] figure.sample').count() == min(count, SHEET)
+            assert page.locator(".sheet.rejected figure.reject").count() == 2  # b's two rejected images
+            assert page.locator(".sheet.rejected .reason").first.inner_text().startswith(("cat:", "mug:", "plant:"))
+            links = page.eval_on_selector_all("figure a", "anchors => anchors.map(a => a.getAttribute('href'))")
+            assert links and all((history / "dataset" / link).is_file() for link in links)
+            page.locator("figure.sample a").first.click()  # opens the full image, offline
+            page.wait_for_load_state()
+            assert page.url.endswith(links[0]) and page.evaluate("document.images[0].naturalWidth") == 256
+            page.go_back()
+            assert "unknown" in page.locator("p.licence").inner_text()  # the tiny recipe states no licence
             assert page.locator("img.heat").count() == 2 * len(kept)
             assert page.locator("svg").count() == 2  # caption-length histograms
             reasons = page.locator("td:has-text('below min_area')").all_inner_texts()
@@ -303,3 +315,82 @@ def test_an_unset_licence_is_warned_about_naming_the_key(project, capsys):
 
     assert compile_stage.main(["--params", str(project / "params.yaml"), "--out", str(project / "build/compiled")]) == 0
     assert "warning: recipe 'tiny': output.license is not set" in capsys.readouterr().err
+
+
+def test_the_sample_is_random_seeded_and_in_key_order():
+    from stages.card.sample import pick
+
+    keys = [f"c-{i:05d}" for i in range(100)]
+    chosen = pick(reversed(keys), "recipe-key:c", 12)
+    assert chosen == sorted(chosen) and len(set(chosen)) == 12 and set(chosen) <= set(keys)
+    assert chosen != keys[:12]  # not the first samples
+    assert pick(keys, "recipe-key:c", 12) == chosen and pick(keys, "recipe-key:d", 12) != chosen
+    assert pick(keys[:5], "recipe-key:c", 12) == keys[:5]
+
+
+def test_card_samples_open_their_full_images_and_rejected_ones_show_their_reasons(history, monkeypatch):
+    """With a sheet of 2, each composition shows the 2 keys the seeded draw picks; every thumbnail
+    links to card/<key>.jpg, whose bytes are the shard's (kept) or compose's (rejected)."""
+    from stages.card.sample import pick
+
+    recipe = json.loads((history / "dataset/recipe.json").read_text())
+    monkeypatch.setattr(card_page, "SHEET", 2)
+    summary = card_page.read_dataset(history / "dataset")
+    by_composition = {}
+    for s in samples(history):
+        by_composition.setdefault(s["composition"], []).append(s["key"])
+    for name, composition in summary["compositions"].items():
+        assert [s["key"] for s in composition["sheet"]] == pick(by_composition[name], f"{recipe['key']}:{name}", 2)
+    sheet = summary["compositions"]["cat_mug"]["sheet"][0]
+    with tarfile.open(history / "dataset/cat_mug-000000.tar") as tar:
+        assert tar.extractfile(f"{sheet['key']}.jpg").read() == sheet["full"] and sheet["file"] == f"card/{sheet['key']}.jpg"
+    shown = [s for c in summary["compositions"].values() for s in c["rejected_sheet"]]
+    assert sorted(s["key"] for s in shown) == sorted(row["key"] for row in rejected(history))
+    for entry in shown:
+        assert entry["full"] == (history / "build/images" / f"{entry['key']}.jpg").read_bytes()
+        assert entry["reasons"] and "below min_area" in entry["reasons"][0]
+    html = (history / "dataset/card.html").read_text()
+    assert all(f'<a href="card/{s["key"]}.jpg">' in html for s in shown)
+
+
+def test_card_counts_images_per_background(history):
+    summary = card_page.read_dataset(history / "dataset")
+    counts = summary["backgrounds"]
+    judged = Counter(s["background"]["id"] for s in samples(history)) + Counter(r["background"] for r in rejected(history))
+    assert counts == {name: {"images": judged[name], "kept": Counter(s["background"]["id"] for s in samples(history))[name]}
+                      for name in judged}
+    assert sum(b["images"] for b in counts.values()) == 10  # every planned image of the tiny recipe was judged
+    html = (history / "dataset/card.html").read_text()
+    assert '<table class="backgrounds">' in html and all(f"<td>{name}</td>" in html for name in counts)
+
+
+@pytest.mark.parametrize(("sources", "chosen", "expected"), [
+    (["unsplash", "unsplash"], "unknown",
+     {"license": "other", "license_name": "unsplash", "license_link": "https://unsplash.com/license"}),
+    (["cc-by-4.0", "cc-by-4.0"], "unknown", {"license": "cc-by-4.0"}),
+    (["cc-by-4.0", "unsplash"], "unknown", {"license": "other", "license_name": "cc-by-4.0 + unsplash"}),
+    (["unsplash", ""], "unknown", {"license": "unknown"}),
+    (["unsplash", ""], "cc0-1.0", {"license": "cc0-1.0"}),  # the builder's own decision
+])
+def test_the_licence_follows_the_photos_unless_the_recipe_sets_it(sources, chosen, expected):
+    from stages.card.readme import dataset_card, dataset_license
+
+    recipe = {"concepts": {"cat": {"license": sources[0]}}, "backgrounds": {"park": {"license": sources[1]}},
+              "output": {"license": chosen}}
+    licence = dataset_license(recipe)
+    assert {k: v for k, v in licence.items() if k != "sources"} == expected
+    assert licence["sources"] == [("concept `cat`", sources[0]), ("background `park`", sources[1])]
+    text = dataset_card({"name": "pets", "key": "k", "card_html": False, **licence},
+                        {"c": {"shards": ["c-000000.tar"], "fields": {"jpg"}, "provenance": [{}]}})
+    header = yaml.safe_load(text.split("---\n", 2)[1])
+    assert {k: header[k] for k in expected} == expected
+    assert "## Licence" in text and f"- concept `cat`: {sources[0] or 'not stated'}" in text
+
+
+def test_the_demo_s_card_says_its_images_derive_from_unsplash_photos(project):
+    from compiler.compile import compile_recipe
+    from stages.card.readme import dataset_license
+
+    licence = dataset_license(compile_recipe(project, "demo", [])["pack"]["recipe"])
+    assert licence["license"] == "other" and licence["license_name"] == "unsplash"
+    assert {name for _, name in licence["sources"]} == {"unsplash"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from stages.backends.compose.paste import Backend, Params, decontaminate, fit_background
+from stages.backends.compose.photometric import CONTRAST_RANGE, MAX_SHIFT
 from tests.conftest import REPO
 
 
@@ -50,11 +52,34 @@ def test_feather_softens_the_alpha_edge_with_a_box_blur():
     assert mask[40, 40] == 255 and 0 < mask[40, 20] < 255
 
 
-def test_harmonisation_moves_colours_toward_the_background():
-    background = Image.new("RGB", (100, 100), (0, 0, 200))
-    plain = Backend(Params(feather=1, harmonize=0)).compose([[0, 0, 50, 50]], [square((200, 0, 0), 50)], background)
-    tuned = Backend(Params(feather=1, harmonize=0.5)).compose([[0, 0, 50, 50]], [square((200, 0, 0), 50)], background)
-    assert np.asarray(tuned["image"])[25, 25, 2] > np.asarray(plain["image"])[25, 25, 2]
+def lab_mean(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(pixels.reshape(1, -1, 3).astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[0].mean(axis=0)
+
+
+@pytest.mark.parametrize("strength", [0.25, 1.0])
+def test_harmonisation_moves_lightness_toward_the_background_and_keeps_chroma(strength):
+    """A sand-coloured square (L 71) on dark green (L 34): its CIELAB L moves `strength` of the
+    way to the lawn's, at most MAX_SHIFT (12: strength 1 is capped), its a* and b* stay within
+    8-bit rounding, where the old mean-colour pull turned it green."""
+    lawn, sand = (30, 90, 30), (200, 170, 120)
+    background = Image.new("RGB", (120, 120), lawn)
+    result = Backend(Params(feather=1, harmonize=strength)).compose([[30, 30, 50, 50]], [square(sand, 50)], background)
+    pasted = lab_mean(np.asarray(result["image"])[30:80, 30:80])
+    before, scene = lab_mean(np.array(sand)), lab_mean(np.array(lawn))
+    assert pasted[0] == pytest.approx(before[0] + max(strength * (scene[0] - before[0]), -MAX_SHIFT), abs=0.5)
+    assert np.hypot(*(pasted[1:] - before[1:])) < 1.0
+    assert (np.asarray(result["image"])[0, 0] == lawn).all()
+
+
+def test_harmonisation_scales_contrast_within_bounds():
+    """A two-tone object on a flat background keeps at least 0.85 of its contrast (CONTRAST_RANGE)."""
+    piece = square((200, 60, 60))
+    piece.paste((90, 20, 20, 255), (0, 20, 40, 40))
+    result = Backend(Params(feather=1, harmonize=1.0)).compose([[30, 30, 40, 40]], [piece], Image.new("RGB", (100, 100), (0, 120, 0)))
+    pixels = np.asarray(result["image"])
+    step = lab_mean(pixels[30:50, 30:70])[0] - lab_mean(pixels[50:70, 30:70])[0]
+    original = lab_mean(np.array((200, 60, 60)))[0] - lab_mean(np.array((90, 20, 20)))[0]
+    assert step == pytest.approx(original * CONTRAST_RANGE[0], rel=0.03)
 
 
 def test_fit_background_centre_crops_to_the_canvas():
@@ -168,3 +193,36 @@ def test_a_stage_forks_its_workers_safely_after_decontaminating_in_process(tmp_p
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "forked workers agree" in run.stdout
+
+
+def standing_post(light, cast=0.6, size=300):
+    """A 20 x 100 post standing at (140-160, 100-200) on flat grey, composed with `light`."""
+    background = Image.new("RGB", (size, size), (200, 200, 200))
+    post = Image.new("RGBA", (20, 100), (90, 60, 40, 255))
+    return np.asarray(Backend(Params(feather=1, harmonize=0, shadow=0, cast_shadow=cast)).compose(
+        [[140, 100, 20, 100]], [post], background, ["ground"], light)["image"]).astype(int)
+
+
+def test_a_light_casts_the_silhouette_along_it_dark_at_the_feet_lighter_far_away():
+    """Light from the left, shadows 0.8 as long as the post: the shadow lies right of the post,
+    from its foot (x 160) to about x 160 + 80, lightening with distance; nothing else changes."""
+    from stages.scene import Light
+
+    lit = standing_post(Light(90, 0.8, 0.2))
+    plain = standing_post(None)
+    shade = 200 - lit[:, :, 0]
+    assert (lit[:100] == plain[:100]).all() and (lit[:, :140] == plain[:, :140]).all()  # not above, not left
+    near, far = shade[190:200, 165:180].max(), shade[190:200, 215:230].max()
+    assert near > 40 and 0 < far < near  # darkens multiplicatively: 200 x (1 - 0.6 x 0.88) = 94 at the foot
+    assert shade[:, 250:].max() == 0  # ends near x 240 (+ its blur)
+
+
+def test_without_a_light_only_the_contact_shadow_remains_byte_for_byte():
+    assert (standing_post(None, cast=0.6) == standing_post(None, cast=0)).all()
+
+
+def test_a_light_behind_the_scene_casts_the_shadow_toward_the_camera():
+    from stages.scene import Light
+
+    shade = 200 - standing_post(Light(180, 0.6, 0.3))[:, :, 0]
+    assert shade[200:240, 140:160].max() > 30 and shade[:100].max() == 0 and shade[100:195, 165:].max() == 0

@@ -15,7 +15,7 @@ from base.errors import ItemError, RecipeError
 from compiler.compile import compile_recipe
 from compiler.scene_preview import render
 from stages import backends
-from stages.scene import centre_crop, judge, on_canvas
+from stages.scene import Light, centre_crop, judge, light_of, on_canvas
 from stages.score import geometry_reasons
 from tests.conftest import REFERENCE_DATA, TINY_RECIPE, build_in_process, write_recipe
 
@@ -203,11 +203,48 @@ def test_editing_one_scene_template_rebuilds_only_the_images_on_that_background(
     assert second["score"]["computed"] == on_path
 
 
+def test_a_light_recomposes_only_its_background_and_plans_nothing_again(project):
+    recipe = scene_recipe()
+    write_recipe(project, recipe)
+    first = build_in_process(project)
+    documents = json.loads((project / "build/compiled/compose.json").read_text())
+    assert all("light" not in background for background in documents["backgrounds"].values())
+    on_path = sum(layout["background"]["id"] == "path"
+                  for layout in json.loads((project / "build/layouts.json").read_text())["layouts"])
+    recipe["backgrounds"]["path"]["scene"]["light"] = {"direction_deg": 90, "length": 0.8, "softness": 0.2}
+    write_recipe(project, recipe)
+    second = build_in_process(project)
+    assert first["compose"]["computed"] == 6 and second["plan"]["computed"] == 0
+    assert second["compose"]["computed"] == on_path and second["compose"]["reused"] == 6 - on_path
+
+
+def test_light_gives_the_shadow_vector_of_a_height():
+    """Shadows 100 px tall casters at half their length: up, right, down and left."""
+    for direction, expected in ((0, (0, -50)), (90, (50, 0)), (180, (0, 50)), (270, (-50, 0))):
+        assert Light(direction, 0.5, 0.3).shadow_of(100) == pytest.approx(expected, abs=1e-9)
+    assert light_of(TEMPLATE) is None
+    assert light_of({**TEMPLATE, "light": {"direction_deg": 45, "length": 1, "softness": 0}}) == Light(45, 1, 0)
+
+
+def test_preview_draws_each_pole_s_shadow_along_the_light():
+    photo = Image.new("RGB", (200, 100), (200, 200, 200))
+    plain = np.asarray(render(photo, TEMPLATE)).astype(int)
+    lit = np.asarray(render(photo, {**TEMPLATE, "light": {"direction_deg": 90, "length": 1.0, "softness": 0}})).astype(int)
+    darker = (lit.sum(axis=2) < plain.sum(axis=2) - 60)
+    rows, columns = np.nonzero(darker[62:])  # on the ground: shadows lie right of their poles, level with the feet
+    assert rows.size > 0 and (rows <= 38).all()
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda s: s.update(horizon=1.5), r"backgrounds\.bench\.scene\.horizon: 1\.5; the row of the horizon"),
     (lambda s: s.update(ground=[[0, 1], [1, 1]]), r"scene\.ground: a polygon of at least 3 \[x, y\] points"),
     (lambda s: s["surfaces"]["seat"].update(height_cm=120), r"surfaces\.seat\.height_cm: 120.*below the camera"),
     (lambda s: s.update(view=[0.5, 0.5, 0.6, 0.2]), r"scene\.view: .*a region inside the photo"),
+    (lambda s: s.update(light={"direction_deg": 90, "length": 0.5, "softness": 2}),
+     r"scene\.light\.softness: 2\.0; valid: 0 \(hard sun\) to 1 \(overcast\)"),
+    (lambda s: s.update(light={"direction_deg": 90, "length": 0}), r"scene\.light\.length: 0\.0; valid: > 0"),
+    (lambda s: s.update(light={"direction_deg": 400, "length": 1}), r"scene\.light\.direction_deg: 400\.0; valid: -360"),
+    (lambda s: s.update(light={"azimuth": 90, "length": 1}), r"light\.azimuth.*valid keys: direction_deg, length, softness"),
 ])
 def test_bad_scene_templates_name_the_key(project, edit, message):
     recipe = scene_recipe()

@@ -1,10 +1,13 @@
 """`dataset/card.html`: the dataset as people look at it, one self-contained page.
 
-Per composition: a contact sheet of samples with their captions, counts and keep rates beside
-Gen4Gen's (MyCanvas), why images were rejected, and heat maps of where boxes lie and how large
-they are; for the whole dataset, caption lengths beside the paper's 17.7 words, the recipe and
-the software that built it. Images are inlined (base64), nothing is fetched: the page opens
-offline, from a CI artifact or an e-mail. Byte-stable, like everything pack writes.
+Per composition: a seeded random sample of its samples with their captions, a strip of
+rejected images with their reasons, counts and keep rates beside Gen4Gen's (MyCanvas), why
+images were rejected, and heat maps of where boxes lie and how large they are; for the whole
+dataset, the photos' licence, counts per background, caption lengths beside the paper's 17.7
+words, the recipe and the software that built it. Thumbnails are inlined (base64) and each
+opens its full image, written beside the page in `card/` (stages/card/sample.py); nothing is
+fetched: the page opens offline, from a CI artifact or an e-mail. Byte-stable, like
+everything pack writes.
 
 Written by pack at the end of a build (recipe option `output.card_html`); `g4g card`
 (stages/card/command.py) regenerates it from a dataset folder. The same summary feeds pack's DVC plots.
@@ -24,9 +27,10 @@ from markupsafe import Markup
 from base.untrusted import escape_controls
 from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener, open_regular
 from stages.card.figures import colorize, histogram_svg, position_counts, size_counts
+from stages.card.readme import dataset_license
+from stages.card.sample import FOLDER, SHEET, full_image, pick, rejected_images, rejected_sample
 from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
-SHEET = 12  # samples on a composition's contact sheet: the first ones in key order
 SHEET_SIDE = 192  # thumbnail side, pixels: a card of a few compositions stays near 1 MB
 # MyCanvas, the Gen4Gen paper's dataset: share of images kept by human rating, by concepts per image
 PAPER_KEEP_RATE = {3: 0.53, 4: 0.32, 5: 0.22}
@@ -52,29 +56,35 @@ def _composition(key: str) -> str:
     return key.rsplit("-", 1)[0]
 
 
-def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]],
+              rejected_images: dict[str, Path] | None = None) -> dict[str, Any]:
     """What the card and the DVC plots show, read from the shards as written.
 
     Args:
         recipe: the content of `dataset/recipe.json` (name, key, resolved recipe, backends, software).
         shards: shard file name -> path of its bytes.
-        rejected: the rows of `dataset/rejected.jsonl` (key, stage, reasons).
+        rejected: the rows of `dataset/rejected.jsonl` (key, stage, reasons, background).
+        rejected_images: composed images of rejected keys (build/images, or the card's `card/`),
+            for the strip of rejected images.
     """
     planned = recipe["recipe"]["compositions"]
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
-                          "sheet": [], "rejected": []} for cid in sorted(planned)}
-    picked: dict[str, list[str]] = {}  # per composition, the first SHEET sample keys
-    reader = DatasetReader("card", lambda name: open_regular(shards[name]))
+                          "sheet": [], "rejected": [], "rejected_sheet": []} for cid in sorted(planned)}
+    opener = lambda name: open_regular(shards[name])  # noqa: E731
+    reader = DatasetReader("card", opener)
+    names = reader.shard_names(sorted(shards), "the shard list")
+    keys: dict[str, list[str]] = {}
+    for name in names:  # a first pass for the sample's keys (its problems are reported by the second)
+        for member in DatasetReader("card", opener).members(name, set(compositions)):
+            keys.setdefault(_composition(member.key), []).append(member.key)
+    picked = {cid: set(pick(found, f"{recipe['key']}:{cid}", SHEET)) for cid, found in keys.items()}
 
     def wanted(key: str, extension: str) -> bool:
-        picks = picked.setdefault(_composition(key), [])
-        if key not in picks and len(picks) < SHEET:
-            picks.append(key)
-        return extension in IMAGE_EXTENSIONS and key in picks
+        return extension in IMAGE_EXTENSIONS and key in picked.get(_composition(key), ())
 
-    for name in reader.shard_names(sorted(shards), "the shard list"):
+    for name in names:
         provenance: dict[str, dict[str, Any]] = {}
-        images: dict[str, bytes] = {}  # of picked samples only: a shard's images are never all held
+        images: dict[str, tuple[str, bytes]] = {}  # of picked samples only: a shard's images are never all held
         for member in reader.members(name, set(compositions), wanted):
             compositions[_composition(member.key)]["fields"].add(member.extension)
             if member.extension == "json":
@@ -82,17 +92,26 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
                 if found is not None and found.get("composition") in compositions:
                     provenance[member.key] = found
             elif member.data is not None and reader.image(name, member) is not None:
-                images[member.key] = member.data
+                images[member.key] = (member.extension, member.data)
         for key in sorted(provenance):
             composition = compositions[provenance[key]["composition"]]
             if name not in composition["shards"]:
                 composition["shards"].append(name)
             composition["samples"].append(provenance[key])
             if key in images:
-                composition["sheet"].append({"key": key, "captions": provenance[key]["captions"],
-                                             "image": shrink(images[key], SHEET_SIDE)})
+                extension, data = images[key]
+                composition["sheet"].append({"key": key, "captions": provenance[key]["captions"], "full": data,
+                                             "file": full_image(key, extension), "image": shrink(data, SHEET_SIDE)})
     for row in sorted(rejected, key=lambda r: r["key"]):
         compositions[_composition(row["key"])]["rejected"].append(row)
+    for cid, composition in compositions.items():
+        for row in rejected_sample(composition["rejected"], f"{recipe['key']}:{cid}:rejected"):
+            path = (rejected_images or {}).get(row["key"])
+            if path is not None:
+                data = path.read_bytes()
+                composition["rejected_sheet"].append({"key": row["key"], "reasons": row["reasons"], "full": data,
+                                                      "file": full_image(row["key"], path.suffix[1:]),
+                                                      "image": shrink(data, SHEET_SIDE)})
     for composition in compositions.values():
         composition["samples"].sort(key=lambda p: p["key"])
         kept, images = len(composition["samples"]), len(composition["samples"]) + len(composition["rejected"])
@@ -103,7 +122,22 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         composition["boxes"] = [[c["box"][0] / p["canvas"][0], c["box"][1] / p["canvas"][1],
                                  c["box"][2] / p["canvas"][0], c["box"][3] / p["canvas"][1]]
                                 for p in composition["samples"] for c in p["concepts"]]
-    return {"recipe": recipe, "compositions": compositions, "problems": reader.problems}
+    return {"recipe": recipe, "compositions": compositions, "backgrounds": background_counts(compositions),
+            "problems": reader.problems}
+
+
+def background_counts(compositions: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per background: images planned on it that reached the filter's verdict, and kept ones."""
+    counts: dict[str, dict[str, int]] = {}
+    for composition in compositions.values():
+        for sample in composition["samples"]:
+            entry = counts.setdefault(sample["background"]["id"], {"images": 0, "kept": 0})
+            entry["images"] += 1
+            entry["kept"] += 1
+        for row in composition["rejected"]:
+            if row.get("background"):
+                counts.setdefault(row["background"], {"images": 0, "kept": 0})["images"] += 1
+    return dict(sorted(counts.items()))
 
 
 def reasons(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -144,6 +178,7 @@ th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabu
 .sheet { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 10px; }
 .sheet figure { margin: 0; } .sheet img { width: 100%; height: auto; display: block; }
 .sheet figcaption { font-size: 12px; } .sheet .detailed { color: #666; font-size: 11px; }
+.sheet .reason { color: #a33; font-size: 11px; } .licence b a { color: inherit; }
 .figures { display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }
 .figures figure { margin: 0; } .heat { width: 192px; height: 192px; image-rendering: pixelated; border: 1px solid #ccc; display: block; }
 figcaption { font-size: 12px; color: #555; max-width: 420px; }
@@ -155,6 +190,9 @@ code { background: #f3f3f3; padding: 0 .2em; }
 (key <code>{{ recipe.key }}</code>): composed images of personal concepts, each with its soft masks, a short and a
 detailed caption and its provenance. "Paper" marks the figures of MyCanvas, the Gen4Gen paper's dataset
 (41 compositions, 2,684 images kept by human rating).</p>
+<p class="licence">Licence: <b>{% if licence.get("license_link") %}<a href="{{ licence.license_link }}">{{ licence.license_name }}</a>{% else %}{{ licence.get("license_name") or licence.license }}{% endif %}</b>.
+{% if licence.sources %}The images derive from the recipe's photos: {% for what, name in licence.sources %}{{ what | replace("`", "") }} {{ name or "(not stated)" }}{{ "; " if not loop.last else "." }}{% endfor %}{% endif %}</p>
+{% if cutout_sheet %}<p><a href="{{ cutout_sheet }}">The cut-outs</a>: every view of every concept, as the images use it.</p>{% endif %}
 <div class="totals">
 <div><b>{{ totals.kept }}</b>samples</div>
 <div><b>{{ compositions | length }}</b>compositions</div>
@@ -172,6 +210,11 @@ detailed caption and its provenance. "Paper" marks the figures of MyCanvas, the 
 {% endfor %}</table>
 <p class="muted">Keep rate: share of the planned images the automatic filter kept (reasons below each composition).
 The paper's humans kept 53% of images with up to three concepts, 32% with four, 22% with five.</p>
+<h2>Backgrounds</h2>
+<table class="backgrounds"><tr><th>Background</th><th>Images judged</th><th>Kept</th><th>Keep rate</th></tr>
+{% for name, b in backgrounds.items() %}<tr><td>{{ name }}</td><td class="n">{{ b.images }}</td><td class="n">{{ b.kept }}</td>
+<td class="n">{{ percent(b.kept / b.images if b.images else None) }}</td></tr>
+{% endfor %}</table>
 <h2>Caption lengths</h2>
 <div class="figures">{{ histograms.short }}{{ histograms.detailed }}</div>
 {% for name, c in compositions.items() %}
@@ -179,15 +222,20 @@ The paper's humans kept 53% of images with up to three concepts, 32% with four, 
 <p>{{ c.concepts | join(" + ") }} &middot; {{ c.kept }} of {{ c.images }} images kept ({{ percent(c.keep_rate) }};
 paper {{ percent(c.paper_keep_rate) }}) &middot; {{ c.shards | join(", ") or "no shard" }}</p>
 {% if c.sheet %}<div class="sheet" data-composition="{{ name }}">
-{% for s in c.sheet %}<figure class="sample"><img src="{{ s.uri }}" alt="{{ s.key }}" width="{{ s.width }}" height="{{ s.height }}">
+{% for s in c.sheet %}<figure class="sample"><a href="{{ s.file }}"><img src="{{ s.uri }}" alt="{{ s.key }}" width="{{ s.width }}" height="{{ s.height }}"></a>
 <figcaption><b>{{ s.key }}</b> {{ s.captions.short }}<div class="detailed">{{ s.captions.detailed }}</div></figcaption></figure>
-{% endfor %}</div>{% if c.kept > c.sheet | length %}<p class="muted">The first {{ c.sheet | length }} of {{ c.kept }} samples.</p>{% endif %}
+{% endfor %}</div><p class="muted">{% if c.kept > c.sheet | length %}A random sample of {{ c.sheet | length }} of {{ c.kept }} samples
+(seeded by the recipe: the same on every build of it); {% endif %}each thumbnail opens its full image.</p>
 <div class="figures">
 <figure><img class="heat" src="{{ c.position }}" alt="box positions in {{ name }}"><figcaption>Where boxes lie: how many
 of the {{ c.boxes | length }} boxes cover each part of the canvas (yellow: most, {{ c.position_peak }}).</figcaption></figure>
 <figure><img class="heat" src="{{ c.size }}" alt="box sizes in {{ name }}"><figcaption>Box sizes: width (left to
 right) by height (bottom to top), 0-100% of the canvas side in 5% steps (yellow: most, {{ c.size_peak }}).</figcaption></figure>
 </div>{% else %}<p>No sample kept.</p>{% endif %}
+{% if c.rejected_sheet %}<h3>Rejected</h3><div class="sheet rejected" data-composition="{{ name }}">
+{% for s in c.rejected_sheet %}<figure class="reject"><a href="{{ s.file }}"><img src="{{ s.uri }}" alt="{{ s.key }} (rejected)" width="{{ s.width }}" height="{{ s.height }}"></a>
+<figcaption><b>{{ s.key }}</b>{% for r in s.reasons %}<div class="reason">{{ r }}</div>{% endfor %}</figcaption></figure>
+{% endfor %}</div><p class="muted">A random sample of {{ c.rejected_sheet | length }} of the {{ c.rejected | length }} rejected images, with the filter's reasons.</p>{% endif %}
 {% if c.reasons %}<table><tr><th>Stage</th><th>Reason</th><th>Images</th><th>Example</th></tr>
 {% for r in c.reasons %}<tr><td>{{ r.stage }}</td><td>{{ r.kind }}</td><td class="n">{{ r.images }}</td><td>{{ r.example }}</td></tr>
 {% endfor %}</table>{% else %}<p class="muted">No image rejected.</p>{% endif %}
@@ -218,8 +266,8 @@ def page(summary: dict[str, Any]) -> str:
         position, size = position_counts(c["boxes"]), size_counts(c["boxes"])
         compositions[name] = {
             **c, "reasons": reasons(c["rejected"]),
-            "sheet": [{**s, "uri": jpeg_uri(s["image"]), "width": s["image"].width, "height": s["image"].height}
-                      for s in c["sheet"]],
+            **{sheet: [{**s, "uri": jpeg_uri(s["image"]), "width": s["image"].width, "height": s["image"].height}
+                       for s in c[sheet]] for sheet in ("sheet", "rejected_sheet")},
             "position": png_uri(colorize(position)), "position_peak": int(position.max()),
             "size": png_uri(colorize(size)), "size_peak": int(size.max()),
         }
@@ -234,7 +282,9 @@ def page(summary: dict[str, Any]) -> str:
     }
     recipe = summary["recipe"]
     return PAGE.render(
-        recipe=recipe, cutout_sheet=bool(summary.get("cutout_sheet")), compositions=compositions, histograms=histograms, paper_words=PAPER_CAPTION_WORDS,
+        recipe=recipe, compositions=compositions, histograms=histograms, paper_words=PAPER_CAPTION_WORDS,
+        licence=dataset_license(recipe["recipe"]), backgrounds=summary["backgrounds"],
+        cutout_sheet=summary.get("cutout_sheet"),  # a page of the cut-outs beside the card, when there is one
         paper_images=PAPER_IMAGES, mean=_mean, percent=_percent, number=_number,
         json=lambda value: json.dumps(value, sort_keys=True),
         resolved=yaml.safe_dump(recipe["recipe"], sort_keys=True, allow_unicode=True, width=100),
@@ -244,7 +294,8 @@ def page(summary: dict[str, Any]) -> str:
 
 def read_dataset(dataset: Path) -> dict[str, Any]:
     """The summary of a packed dataset folder (its shards, rejected.jsonl and recipe.json),
-    read as a dataset from someone else (stages/card/dataset_reader.py)."""
+    read as a dataset from someone else (stages/card/dataset_reader.py), and the rejected images
+    pack wrote beside its card."""
     reader = DatasetReader(str(dataset), folder_opener(dataset))
     recipe = reader.recipe()
     rejected = reader.rows("rejected.jsonl", ("key", "stage"))
@@ -254,6 +305,7 @@ def read_dataset(dataset: Path) -> dict[str, Any]:
             raise DatasetError(f"{dataset}: rejected.jsonl: the row of {escape_controls(repr(row['key']), limit=80)} "
                                f"has no list of reasons or names no composition of the recipe")
     shards = reader.shard_names(reader.json("sizes.json"), "sizes.json")
-    summary = summarize(recipe, {name: dataset / name for name in shards}, rejected)
+    summary = summarize(recipe, {name: dataset / name for name in shards}, rejected,
+                        rejected_images(dataset / FOLDER, IMAGE_EXTENSIONS))
     summary["cutout_sheet"] = (dataset / "cutouts.png").is_file()  # pack writes it (stages/card/cutout_sheet.py)
     return summary

@@ -4,7 +4,7 @@ dataset looks and how it changed. Written by pack into reports/pack_plots/:
   keep_rate.csv                      per composition: concepts, images, kept, keep_rate and
                                      paper_keep_rate (Gen4Gen's human rating kept 53% / 32% / 22%)
   caption_lengths.csv                per word count: how many short and detailed captions have it
-  contact_sheets/<composition>.jpg   the composition's first samples (those on the card)
+  contact_sheets/<composition>.jpg   the composition's samples on the card (a seeded random sample)
 
 The folder is rewritten whole (a removed composition leaves no stale sheet) and byte-stable.
 """

@@ -21,6 +21,9 @@ IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 TASKS = ["text-to-image"]  # Hugging Face task categories: personalised (multi-concept) generation
 TAGS = ["gen4gen", "multi-concept", "personalization", "synthetic", "webdataset"]
 # Hugging Face size categories: (upper bound on samples, name)
+# Licences of photo sources that have no Hugging Face id: the card says `license: other` and names them
+LICENSE_LINKS = {"unsplash": "https://unsplash.com/license", "pexels": "https://www.pexels.com/license/",
+                 "pixabay": "https://pixabay.com/service/license-summary/"}
 SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
                    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B")]
 
@@ -35,6 +38,27 @@ class _HeaderDumper(yaml.SafeDumper):
 
 _HeaderDumper.add_representer(OneLine, lambda dumper, data: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def dataset_license(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The card's licence, from the resolved recipe: `output.license` when the recipe sets it (the
+    builder's own decision), else the licence its photos share (each concept's and background's
+    `license`): a Hugging Face id as is; a licence the Hub has no id for (`unsplash`) as
+    `other` with `license_name` and `license_link`; sources under different licences as `other`
+    naming them all. `unknown` when a source declares none. `sources` lists (what, licence)."""
+    sources = [(f"{kind} `{name}`", entry.get("license", "")) for kind, section in
+               (("concept", "concepts"), ("background", "backgrounds")) for name, entry in sorted(recipe[section].items())]
+    chosen = recipe["output"]["license"]
+    if chosen != "unknown":
+        return {"license": chosen, "sources": sources}
+    named = sorted({licence for _, licence in sources})
+    if not named or "" in named:
+        return {"license": "unknown", "sources": sources}
+    if len(named) == 1 and named[0] not in LICENSE_LINKS:
+        return {"license": named[0], "sources": sources}
+    links = [LICENSE_LINKS[name] for name in named if name in LICENSE_LINKS]
+    return {"license": "other", "license_name": " + ".join(named), **({"license_link": links[0]} if len(named) == 1 else {}),
+            "sources": sources}
 
 
 def size_category(samples: int) -> str:
@@ -67,7 +91,8 @@ def header(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]) -> d
               **{name: c["fields"] for name, c in compositions.items()}}
     samples = sum(len(c["provenance"]) for c in compositions.values())
     return {
-        "license": recipe["license"], "pretty_name": recipe["name"], "task_categories": TASKS,
+        "license": recipe["license"], **{key: recipe[key] for key in ("license_name", "license_link") if recipe.get(key)},
+        "pretty_name": recipe["name"], "task_categories": TASKS,
         "size_categories": [size_category(samples)], "tags": TAGS,
         "configs": [{"config_name": WHOLE, "data_files": "*.tar", "default": True},
                     *({"config_name": name, "data_files": shard_glob(name)} for name in compositions)],
@@ -79,7 +104,8 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
     """The card's text.
 
     Args:
-        recipe: `name`, `key`, `license` (a Hugging Face license id), `card_html` (whether
+        recipe: `name`, `key`, `license` (a Hugging Face license id; `other` with `license_name` and
+            `license_link`), `sources` ((what, licence) pairs: the photos' licences), `card_html` (whether
             card.html is written beside), `credits` ((what, who) pairs from the recipe's
             `credit` keys), `example` (whether example.jpg is written beside) and `repainted`
             (whether a diffusion model repainted the backgrounds) of the recipe.
@@ -91,9 +117,15 @@ def dataset_card(recipe: dict[str, Any], compositions: dict[str, dict[str, Any]]
     first = next(iter(compositions), "COMPOSITION")
     credits = "".join(f"- {what}: {who}\n" for what, who in recipe.get("credits", []))
     credits = f"\n## Credits\n\n{credits}" if credits else ""
+    licensed = "".join(f"- {what}: {licence or 'not stated'}\n" for what, licence in recipe.get("sources", []))
+    name = recipe.get("license_name", recipe["license"])
+    licence = (f"\n## Licence\n\nThe images derive from the recipe's photos; the dataset's licence is "
+               f"`{name}`{f' ({link})' if (link := recipe.get('license_link')) else ''}.\n\n{licensed}"
+               if licensed else "")
     example = "\n![Samples of the dataset](example.jpg)\n" if recipe.get("example") else ""
-    card = ("\n`card.html` shows samples of each composition with their captions, keep rates beside Gen4Gen's,\n"
-            "rejection reasons, caption lengths and where the objects lie.") if recipe["card_html"] else ""
+    card = ("\n`card.html` shows a random sample of each composition with their captions (each opening its full\n"
+            "image in `card/`), rejected images with their reasons, keep rates beside Gen4Gen's, counts per\n"
+            "background, caption lengths and where the objects lie.") if recipe["card_html"] else ""
     front = yaml.dump(header(recipe, compositions), Dumper=_HeaderDumper, sort_keys=False, allow_unicode=True,
                       default_flow_style=None, width=1000)
     return f"""---
@@ -130,7 +162,7 @@ everything = load_dataset("dataset", split="train")  # config "{WHOLE}"
 - Each concept is only as varied as its few source photos: its poses, lighting and angles.
 - Captions are generated from templates or a vision-language model, with the personal tokens
   put in; they can be wrong about positions or details.
-{credits}
+{licence}{credits}
 ## Citation
 
 The pipeline is Gen4Gen's; please cite it when you use this dataset:

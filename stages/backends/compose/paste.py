@@ -3,10 +3,11 @@
 The embedded composer (no diffusion): the background photo is cropped and resized to the
 canvas; each cut-out's edge colours are decontaminated (foreground colour estimation, so no
 rim of its old background survives), it is resized into its box, its alpha softened with the
-paper's 5x5 box blur and its colours pulled slightly toward the background under it; an
-object standing on something casts a soft contact shadow first. Poisson blending (OpenCV) is
-an option. Besides the image it returns the union mask and each concept's visible
-(occlusion-aware) soft mask.
+paper's 5x5 box blur and its lightness moved part of the way toward the background's around
+it, its chroma kept (photometric.py). An object standing on something casts a soft contact
+shadow first, and a shadow along the scene's light when its template declares one
+(shadow.py). Poisson blending (OpenCV) is an option. Besides the image it returns the union
+mask and each concept's visible (occlusion-aware) soft mask.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from base.errors import ItemError
-from stages.scene import centre_crop
+from stages.backends.compose.photometric import lightness_stats, match_lightness, surroundings
+from stages.backends.compose.shadow import cast_shadow, contact_shadow
+from stages.scene import Light, centre_crop
 
-VERSION = "2"
+VERSION = "3"
 IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
-PREPARED_CACHE = 64  # cut-outs whose size levels and mean colour a worker keeps
+PREPARED_CACHE = 64  # cut-outs whose size levels and lightness statistics a worker keeps
 BLENDS = ("alpha", "poisson")
 UNSUPPORTED = (None, "free")  # layout supports under which no shadow falls
 POISSON_MARGIN = 3  # pixels of background around an object that Poisson blending solves over
@@ -31,10 +34,12 @@ POISSON_MARGIN = 3  # pixels of background around an object that Poisson blendin
 @dataclass
 class Params:
     feather: int = 5  # box-blur kernel on the alpha (the paper's 5x5); 1 = hard edge
-    harmonize: float = 0.25  # 0 = paste as is; 1 = match the background's mean colour
+    harmonize: float = 0.3  # 0 = paste as is; 1 = the object's lightness mean (by at most 12 L) and contrast
+    #                         move all the way to the background's around it (chroma never moves: photometric.py)
     decontaminate: bool = True  # re-estimate edge colours (pymatting), so no rim of the old background shows
     shadow: float = 0.45  # contact shadow darkness under objects standing on a scene's support; 0 = off
     shadow_height: float = 0.25  # the shadow ellipse's height / its width (flatter = lower camera)
+    cast_shadow: float = 0.6  # darkness at the feet of the shadow cast along a scene template's light; 0 = off
     blend: str = "alpha"  # alpha: soft-alpha paste; poisson: OpenCV seamless cloning (shifts object colours)
 
     def __post_init__(self) -> None:
@@ -42,6 +47,8 @@ class Params:
             raise ValueError(f"feather {self.feather}: an odd kernel size >= 1")
         if not 0 <= self.harmonize <= 1:
             raise ValueError(f"harmonize {self.harmonize}: valid 0-1")
+        if not 0 <= self.cast_shadow <= 1:
+            raise ValueError(f"cast_shadow {self.cast_shadow}: valid 0-1")
         if not 0 <= self.shadow <= 1 or not 0 < self.shadow_height <= 1:
             raise ValueError(f"shadow {self.shadow} and shadow_height {self.shadow_height}: valid 0-1 (height > 0)")
         if self.blend not in BLENDS:
@@ -65,13 +72,15 @@ class Backend:
         """Each job: `boxes`, `cutouts`, `background` (canvas-sized RGB, or None), `phrase`, `seed`."""
         return [ItemError(f"background '{job['phrase']}' has no photo; the paste composer needs one "
                           f"(or use compose: sdxl-inpaint, which generates it)") if job["background"] is None
-                else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"))
+                else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"),
+                                  light_of(job))
                 for job in jobs]
 
     def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image,
-                supports: list[str | None] | None = None) -> dict[str, Any]:
+                supports: list[str | None] | None = None, light: Light | None = None) -> dict[str, Any]:
         """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB);
-        objects whose `supports` entry names a support cast a contact shadow.
+        objects whose `supports` entry names a support cast a contact shadow, and a shadow along
+        the scene's `light` when there is one.
 
         Returns `image` (RGB), `mask` (L, union), `masks` (L per object: its alpha where no
         later paste covers it) and `stats` per object: `full`, `inside` and `visible` alpha
@@ -82,14 +91,17 @@ class Backend:
         visible: list[Image.Image] = []
         stats, regions = [], []
         for box, cutout, support in zip(boxes, cutouts, supports or [None] * len(boxes)):
-            levels, mean_colour = self._prepare(cutout)
+            levels, lightness = self._prepare(cutout)
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
             region = (box[0], box[1], box[0] + box[2], box[1] + box[3])
+            if light is not None and self.params.cast_shadow and support not in UNSUPPORTED:
+                canvas = cast_shadow(canvas, box, piece.getchannel("A"), light, self.params.cast_shadow)
             if self.params.shadow and support not in UNSUPPORTED:
                 canvas = contact_shadow(canvas, box, piece.getchannel("A"), self.params.shadow,
                                         self.params.shadow_height)
-            piece = self._harmonize(piece, mean_colour, canvas.crop(region))
+            if self.params.harmonize:
+                piece = match_lightness(piece, lightness, surroundings(canvas, box), self.params.harmonize)
             if self.params.blend == "poisson":
                 canvas = poisson_paste(canvas, piece, alpha, region)
             else:
@@ -108,9 +120,9 @@ class Backend:
         return {"image": canvas, "mask": union, "masks": visible,
                 "stats": [{k: round(v, 1) for k, v in s.items()} for s in stats]}
 
-    def _prepare(self, cutout: Image.Image) -> tuple[list[Image.Image], np.ndarray]:
-        """Half-size levels of a cut-out and its alpha-weighted mean colour, computed once per
-        cut-out and worker (cut-outs are reused across many images)."""
+    def _prepare(self, cutout: Image.Image) -> tuple[list[Image.Image], tuple[float, float]]:
+        """Half-size levels of a cut-out and its alpha-weighted lightness mean and spread,
+        computed once per cut-out and worker (cut-outs are reused across many images)."""
         if id(cutout) not in self._prepared:
             if len(self._prepared) >= PREPARED_CACHE:
                 self._prepared.clear()
@@ -118,10 +130,8 @@ class Backend:
             levels = [decontaminate(rgba) if self.params.decontaminate else rgba]
             while min(levels[-1].size) >= 128:
                 levels.append(levels[-1].reduce(2))
-            smallest = np.asarray(levels[-1], dtype=np.float64)
-            weights = smallest[..., 3]
-            mean = (smallest[..., :3] * weights[..., None]).sum(axis=(0, 1)) / max(weights.sum(), 1.0)
-            self._prepared[id(cutout)] = (cutout, levels, mean)  # holding `cutout` keeps its id unique
+            # holding `cutout` keeps its id unique while it is cached
+            self._prepared[id(cutout)] = (cutout, levels, lightness_stats(levels[-1]))
         return self._prepared[id(cutout)][1:]
 
     def _resize(self, levels: list[Image.Image], width: int, height: int) -> Image.Image:
@@ -140,14 +150,11 @@ class Backend:
         padded = ImageOps.expand(alpha, border=radius, fill=0).filter(ImageFilter.BoxBlur(radius))
         return padded.crop((radius, radius, radius + alpha.width, radius + alpha.height))
 
-    def _harmonize(self, piece: Image.Image, own: np.ndarray, under: Image.Image) -> Image.Image:
-        """Shift the cut-out's mean colour `own` part of the way toward the mean of the
-        background beneath it (taken on a 4x-reduced copy), as a lookup table on RGB."""
-        if self.params.harmonize == 0:
-            return piece
-        target = np.asarray(under.reduce(4), dtype=np.float64).reshape(-1, 3).mean(axis=0)
-        shift = [int(v) for v in np.round(self.params.harmonize * (target - own))] + [0]
-        return piece.point([min(255, max(0, value + offset)) for offset in shift for value in range(256)])
+
+def light_of(job: dict[str, Any]) -> Light | None:
+    """The job's scene light (`light`: direction_deg, length, softness), or None."""
+    light = job.get("light")
+    return Light(**light) if light else None
 
 
 def decontaminate(cutout: Image.Image) -> Image.Image:
@@ -165,31 +172,6 @@ def decontaminate(cutout: Image.Image) -> Image.Image:
     out = pixels.copy()
     out[soft, :3] = np.clip(np.round(foreground[soft] * 255), 0, 255).astype(np.uint8)
     return Image.fromarray(out, "RGBA")
-
-
-def contact_shadow(canvas: Image.Image, box: list[int], alpha: Image.Image, darkness: float,
-                   flatness: float) -> Image.Image:
-    """Darken a soft ellipse under the object's footprint: as wide as its alpha's lowest tenth,
-    `flatness` times as high, blurred by a quarter of its width."""
-    rows = np.asarray(alpha)[-max(1, alpha.height // 10):]
-    columns = np.nonzero(rows.max(axis=0) > 127)[0]
-    if columns.size == 0:
-        return canvas
-    width = max(4.0, float(columns[-1] - columns[0] + 1) * 1.15)
-    centre_x, foot_y = box[0] + float(columns[0] + columns[-1] + 1) / 2, box[1] + box[3]
-    height, blur = max(2.0, width * flatness), width / 4
-    pad = int(blur * 2 + 2)
-    left, top = int(centre_x - width / 2) - pad, int(foot_y - height * 0.6) - pad
-    size = (int(width) + 2 * pad, int(height) + 2 * pad)
-    ellipse = Image.new("L", size, 0)
-    ImageDraw.Draw(ellipse).ellipse((pad, pad, pad + width, pad + height), fill=round(255 * darkness))
-    ellipse = ellipse.filter(ImageFilter.GaussianBlur(blur / 2))
-    region = (max(0, left), max(0, top), min(canvas.width, left + size[0]), min(canvas.height, top + size[1]))
-    if region[0] >= region[2] or region[1] >= region[3]:
-        return canvas
-    light = ImageOps.invert(ellipse.crop((region[0] - left, region[1] - top, region[2] - left, region[3] - top)))
-    canvas.paste(ImageChops.multiply(canvas.crop(region), light.convert("RGB")), region[:2])
-    return canvas  # only the shadow's region is touched: the rest of the canvas keeps its bytes
 
 
 def poisson_paste(canvas: Image.Image, piece: Image.Image, alpha: Image.Image, region: tuple[int, ...]) -> Image.Image:

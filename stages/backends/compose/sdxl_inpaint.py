@@ -157,7 +157,8 @@ class Backend:
         outputs = []
         for job, result, repainted in zip(jobs, pasted, images):
             repainted = repainted.convert("RGB")
-            final = (self.paste.compose(job["boxes"], job["cutouts"], repainted, job.get("supports"))["image"]
+            final = (self.paste.compose(job["boxes"], job["cutouts"], repainted, job.get("supports"),
+                                        paste.light_of(job))["image"]
                      if p.paste_back else repainted)
             outputs.append({**result, "image": final, **({"unpasted": repainted} if p.keep_unpasted else {})})
         return outputs

@@ -2,12 +2,14 @@
 
 Interface: `Backend(params[, templates_dir, cache_dir, root, device])` with
 `plan_batch(requests) -> list[layout | ItemError]`. A request holds the item `id`, `seed`,
-`canvas`, `concepts` (id, class noun, size, views with id, aspect and fill (the cut-out's mean
-alpha); on templated backgrounds also size_cm and placement), `backgrounds` (id, phrase, number
-of photos, and `scene`: template and photo sizes, when it has one) and `filter` (the score
-stage's min_area and min_visible, for planners that plan what it keeps); a layout holds `background` {id, photo, and the
+`canvas`, `concepts` (id, class noun, size, views with id, aspect, fill (the cut-out's mean
+alpha) and `mirrored` when the view is drawn mirrored; on templated backgrounds also size_cm and
+placement), `backgrounds` (id, phrase, number of photos, and `scene`: template and photo sizes,
+when it has one) and `filter` (the score stage's min_area and min_visible, for planners that
+plan what it keeps); a layout holds `background` {id, photo, and the
 photo `crop` on templated backgrounds} and `objects` in paste order (first = bottom), each
-{concept, cutout, box: [x, y, w, h], and `support` on templated backgrounds}.
+{concept, cutout, box: [x, y, w, h], `support` on templated backgrounds and `mirrored: true`
+for a mirrored view (`placed` writes those two)}.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from stages.scene import CanvasScene, centre_crop, on_canvas
 def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     """One view (cut-out) per concept, drawn with the item's generator."""
     return [c["views"][int(rng.integers(len(c["views"])))] for c in request["concepts"]]
+
+
+def placed(concept: str, view: dict[str, Any], box: list[int]) -> dict[str, Any]:
+    """A layout object: the concept, its view's cut-out (and `mirrored` when drawn so), its box."""
+    return {"concept": concept, "cutout": view["id"], **({"mirrored": True} if view.get("mirrored") else {}),
+            "box": list(box)}
 
 
 def choose_photo(background: dict[str, Any], rng: np.random.Generator) -> int | None:

@@ -24,7 +24,7 @@ from base.errors import ItemError
 from base.sources import confined
 from base.untrusted import escape_controls
 from stages.backends import BackendUnavailable
-from stages.backends.plan import choose_photo, choose_views, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
@@ -198,10 +198,10 @@ class LlmPlanner:
             return ItemError(f"{rejection} (layout: {', '.join(job.names)})")
         objects = []
         for i in order:
-            placed = {"concept": request["concepts"][i]["id"], "cutout": views[i]["id"], "box": boxes[i]}
+            entry = placed(request["concepts"][i]["id"], views[i], boxes[i])
             if supports[i]:
-                placed.update(support=supports[i], **({"repaired": rules[i]} if rules[i] else {}))
-            objects.append(placed)
+                entry.update(support=supports[i], **({"repaired": rules[i]} if rules[i] else {}))
+            objects.append(entry)
         return {"background": {"id": background["id"], "photo": photo, **({"crop": scene[1]} if scene else {})},
                 "objects": objects, "llm": {"attempts": job.attempts}}
 

@@ -47,6 +47,7 @@ class Backend:
             return ItemError(f"[invalid] the layout of {request['id']} in {self.params.file} is not "
                              '{"background": {"id", "photo"}, "objects": [{"concept", "cutout", "box"}]}')
         views = {c["id"]: {v["id"] for v in c["views"]} for c in request["concepts"]}
+        mirror = {c["id"] for c in request["concepts"] if c.get("mirror")}
         concepts = [o["concept"] for o in stored["objects"]]
         if sorted(concepts) != sorted(views):
             return ItemError(f"[mismatch] {self.params.file} has {_shown(sorted(concepts))} for {request['id']}, "
@@ -58,6 +59,9 @@ class Backend:
             if obj["cutout"] not in views[obj["concept"]]:
                 return ItemError(f"[mismatch] cut-out {_shown(obj['cutout'])} of {request['id']} is not among "
                                  f"this build's")
+            if obj.get("mirrored", False) is not False and (obj["mirrored"] is not True or obj["concept"] not in mirror):
+                return ItemError(f"[mismatch] {obj['concept']} in {request['id']} is mirrored: {_shown(obj['mirrored'])}; "
+                                 f"valid: true only for a concept with mirror: true in the recipe")
             if not _box_inside(obj.get("box"), request["canvas"]):
                 width, height = request["canvas"]
                 return ItemError(f"[invalid] box {_shown(obj.get('box'))} of {obj['concept']} in {request['id']} is "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from base.errors import ItemError
-from stages.backends.plan import choose_photo, choose_views, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
 
@@ -235,7 +235,7 @@ def layout(background: dict[str, Any], photo: int | None, request: dict[str, Any
     concepts = request["concepts"]
     objects = []
     for i in order:
-        entry = {"concept": concepts[i]["id"], "cutout": views[i]["id"], "box": list(boxes[i])}
+        entry = placed(concepts[i]["id"], views[i], boxes[i])
         if supports:
             entry["support"] = supports[i]
         objects.append(entry)
