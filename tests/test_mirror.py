@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,15 +25,17 @@ def document(mirror: bool) -> dict:
     return {"canvas": [512, 512], "ignores": [], "items": items}
 
 
-CUTOUTS = [{"id": "cat_1", "concept": "cat", "size": [300, 200]}, {"id": "mug_1", "concept": "mug", "size": [100, 120]}]
+CUTOUTS = [{"id": "cat_1", "concept": "cat", "size": [300, 200], "fill": 0.6},
+           {"id": "mug_1", "concept": "mug", "size": [100, 120], "fill": 0.7}]
 
 
 def test_a_mirrored_concept_offers_each_view_twice_and_the_other_once():
     items, skipped = requests(document(True), CUTOUTS)
     cat, mug = items[0]["request"]["concepts"]
     assert not skipped
-    assert cat["views"] == [{"id": "cat_1", "aspect": 1.5}, {"id": "cat_1", "aspect": 1.5, "mirrored": True}]
-    assert mug["views"] == [{"id": "mug_1", "aspect": 100 / 120}]
+    assert cat["views"] == [{"id": "cat_1", "aspect": 1.5, "fill": 0.6},
+                            {"id": "cat_1", "aspect": 1.5, "fill": 0.6, "mirrored": True}]
+    assert mug["views"] == [{"id": "mug_1", "aspect": 100 / 120, "fill": 0.7}]
     assert "mirror" not in requests(document(False), CUTOUTS)[0][0]["request"]["concepts"][0]
 
 
@@ -56,8 +60,9 @@ def test_compose_flips_the_cut_out_of_a_mirrored_object(tmp_path):
     layout = {"background": {"id": "plain", "photo": None},
               "objects": [{"concept": "cat", "cutout": "cat_1", "box": [0, 0, 4, 2]},
                           {"concept": "cat", "cutout": "cat_1", "mirrored": True, "box": [0, 0, 4, 2]}]}
+    digest = hashlib.blake2b((tmp_path / "cat_1.png").read_bytes(), digest_size=20).hexdigest()
     context = {"canvas": [8, 8], "root": str(tmp_path), "cutouts_dir": str(tmp_path),
-               "backgrounds": {"plain": {"phrase": "plain", "photos": []}}}
+               "cutout_digests": {"cat_1": digest}, "backgrounds": {"plain": {"phrase": "plain", "photos": []}}}
     plain, flipped = compose_stage.job_for({"layout": layout, "seed": 1}, context)["cutouts"]
     assert np.asarray(plain)[0, 0, 0] == 255 and np.asarray(flipped)[0, 3, 0] == 255 and np.asarray(flipped)[0, 0, 0] == 0
 

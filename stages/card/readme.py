@@ -45,10 +45,18 @@ def dataset_license(recipe: dict[str, Any]) -> dict[str, Any]:
     builder's own decision), else the licence its photos share (each concept's and background's
     `license`): a Hugging Face id as is; a licence the Hub has no id for (`unsplash`) as
     `other` with `license_name` and `license_link`; sources under different licences as `other`
-    naming them all. `unknown` when a source declares none. `sources` lists (what, licence)."""
-    sources = [(f"{kind} `{name}`", entry.get("license", "")) for kind, section in
-               (("concept", "concepts"), ("background", "backgrounds")) for name, entry in sorted(recipe[section].items())]
-    chosen = recipe["output"]["license"]
+    naming them all. `unknown` when a source declares none. `sources` lists (what, licence).
+    A recipe read from someone else's dataset may lack any of these: what is missing counts as
+    undeclared."""
+    def entries(section: str) -> list[tuple[str, Any]]:
+        found = recipe.get(section)
+        return sorted(found.items()) if isinstance(found, dict) else []
+
+    sources = [(f"{kind} `{name}`", str(entry.get("license") or "") if isinstance(entry, dict) else "")
+               for kind, section in (("concept", "concepts"), ("background", "backgrounds"))
+               for name, entry in entries(section)]
+    output = recipe.get("output")
+    chosen = str(output.get("license") or "unknown") if isinstance(output, dict) else "unknown"
     if chosen != "unknown":
         return {"license": chosen, "sources": sources}
     named = sorted({licence for _, licence in sources})
