@@ -16,6 +16,10 @@ class ItemError(Exception):
     """One work item cannot be built; the stage reports it with this reason and goes on."""
 
 
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start (weights or a service missing); the message says how to fix it."""
+
+
 class ChangedDuringBuild(ItemError):
     """A file's bytes are no longer those whose digest is in the item's key: it was edited
     after `compile` hashed it. Nothing is built from it under the old key; a rerun picks the

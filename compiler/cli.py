@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from base.errors import ItemError, RecipeError
+from base.errors import BackendUnavailable, ItemError, RecipeError
 from compiler import cache_commands, diff, run_logs, scene_preview
 from compiler.arguments import bounded, existing_file
 
@@ -287,7 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from base.untrusted import escape_controls
-    from stages.backends import BackendUnavailable
 
     args = build_parser().parse_args(argv)
     try:

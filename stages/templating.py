@@ -15,9 +15,9 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from base.errors import BackendUnavailable
 from base.files import read_keyed
 from base.sources import confined
-from stages.backends import BackendUnavailable
 
 
 class TemplateInvalid(BackendUnavailable):

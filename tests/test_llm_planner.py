@@ -10,7 +10,7 @@ import shutil
 import pytest
 import yaml
 
-from stages.backends import BackendUnavailable
+from base.errors import BackendUnavailable
 from stages.templating import TemplateInvalid
 from tests.conftest import TINY_RECIPE, build_in_process, dataset_bytes, run_tool, write_recipe
 from tests.llm_server import ChatServer, good_reply

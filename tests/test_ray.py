@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import BackendUnavailable
 from base.settings import Settings, SettingsError, for_stage, load_settings
 from stages import backends
 from stages.runtime import ray_executor
@@ -68,7 +69,7 @@ def die_once(items: list[dict], context: dict) -> list:
 
 
 def cannot_load(items: list[dict], context: dict) -> list:
-    raise backends.BackendUnavailable("weights /models/sdxl not found on this node")
+    raise BackendUnavailable("weights /models/sdxl not found on this node")
 
 
 def test_the_tiny_build_gives_the_same_bytes_on_ray_as_on_the_local_pool(project, ray_cluster, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from base.errors import ItemError, RecipeError
+from base.errors import BackendUnavailable, ItemError, RecipeError
 from base.keys import content_key
 from base.settings import SettingsError, load_settings
 from base.sources import expand
@@ -20,7 +20,6 @@ from compiler import cli
 from compiler import compile as compile_stage
 from compiler.compile import compile_recipe
 from stages import plan as plan_stage
-from stages.backends import BackendUnavailable
 from stages.backends.plan import openai as openai_planner
 from stages.backends.plan import replay as replay_planner
 from stages.backends.plan.reply import ReplyRejected, extract_json, parse_layout

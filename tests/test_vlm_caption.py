@@ -310,7 +310,7 @@ def test_local_vlm_builds_end_to_end_with_tokens_substituted(project, tmp_path):
 
 
 def test_a_missing_model_says_what_to_download(tmp_path):
-    from stages.backends import BackendUnavailable
+    from base.errors import BackendUnavailable
     from stages.backends.caption import vlm
 
     captioner = vlm.Backend(vlm.Params(), "templates", {"short": "captions/short.j2"}, cache_dir=str(tmp_path))

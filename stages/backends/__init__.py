@@ -70,10 +70,6 @@ def module(kind: str, name: str) -> ModuleType:
     return importlib.import_module(REGISTRY[kind][name])
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend cannot start (weights or a service missing); the message says how to fix it."""
-
-
 _LOADED: dict[str, Any] = {}
 
 

@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from stages.backends import BackendUnavailable
+from base.errors import BackendUnavailable
 
 ACTIVATIONS = ("auto", "quickgelu", "gelu")
 _HEX = re.compile(r"[0-9a-f]{8,64}")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from stages.backends import BackendUnavailable
+from base.errors import BackendUnavailable
 from stages.metrics import clip_weights
 from stages.metrics.formulas import Detection
 from stages.metrics.pixels import flatten_alpha

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
+from base.errors import BackendUnavailable
 from base.settings import load_settings, user_config
 from base.untrusted import endpoint_allowed, escape_controls, mask_secret, redact_url, url_problem
-from stages.backends import BackendUnavailable
 from stages.runtime.replies import MAX_REPLY_CHARS, ReplyRejected, RequestFailed
 
 MAX_RESPONSE_BYTES = 8 * MAX_REPLY_CHARS + 64 * 1024  # the reply JSON-escaped, plus the envelope

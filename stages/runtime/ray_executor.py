@@ -245,8 +245,8 @@ class RayExecutor:
 
     def _result(self, ray, done, task: Any) -> Any:
         """The batch's result, or an error naming its items, the node and why."""
+        from base.errors import BackendUnavailable
         from base.files import DiskFull
-        from stages.backends import BackendUnavailable
 
         items = ", ".join(str(item.get("id")) for item in task) if isinstance(task, list) else str(task)
         try:

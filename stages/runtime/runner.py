@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from base.errors import ChangedDuringBuild, ItemError
+from base.errors import BackendUnavailable, ChangedDuringBuild, ItemError
 from base.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json,
                         write_json_document)
 from base.keys import content_key
@@ -236,7 +236,6 @@ def run_cli(run_stage: Callable[[], None]) -> None:
     """Run a stage; a backend that cannot start or a bad runtime setting ends it with its own
     message, not a traceback."""
     from base.settings import SettingsError
-    from stages.backends import BackendUnavailable
 
     try:
         run_stage()

@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from base import input_record
-from base.errors import ItemError
-from stages.backends import BackendUnavailable
+from base.errors import BackendUnavailable, ItemError
 from stages.backends.extract import CutoutParams
 
 VERSION = "2"

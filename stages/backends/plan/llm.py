@@ -20,10 +20,9 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from base.errors import ItemError
+from base.errors import BackendUnavailable, ItemError
 from base.sources import confined
 from base.untrusted import escape_controls
-from stages.backends import BackendUnavailable
 from stages.backends.plan import choose_photo, choose_views, placed, scene_of
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess

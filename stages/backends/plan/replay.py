@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from base.errors import ItemError
+from base.errors import BackendUnavailable, ItemError
 from base.sources import confined
 from base.untrusted import escape_controls
-from stages.backends import BackendUnavailable
 
 VERSION = "1"
 IGNORES = ("filter", "fill")  # request fields it does not read
