@@ -56,15 +56,19 @@ THROUGHPUT_VARIABLES = ("G4G_WORKERS", "G4G_BATCH_SIZE", "G4G_CACHE_DIR", "G4G_D
                         "G4G_RAY_ADDRESS", "G4G_RAY_GPUS")
 
 
+def copy_files(source: Path, target: Path, names: tuple[str, ...]) -> None:
+    """The files and folders `names` of `source` copied into a new folder `target` (no bytecode)."""
+    target.mkdir()
+    for name in names:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source / name, target / name)
+
+
 def copy_project(root: Path, **params: object) -> Path:
     """A copy of the project at `root` selecting the tiny recipe (params.yaml updated with `params`)."""
-    root.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, root / name)
+    copy_files(REPO, root, PROJECT_FILES)
     write_recipe(root, TINY_RECIPE)
     settings = yaml.safe_load((root / "params.yaml").read_text())
     settings.update({"recipe": "tiny", "runtime": {"workers": 1, "batch_size": 4, "cache_dir": ".g4g/cache"},

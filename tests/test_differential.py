@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import REFERENCE_DATA, REPO, copy_project, dataset_bytes, run_tool
+from tests.conftest import REFERENCE_DATA, REPO, copy_files, copy_project, dataset_bytes, run_tool
 
 SEED = 31
 PROJECT_COPY = ("base", "compiler", "stages", "recipes", "templates", "photos", "dvc.yaml", "params.yaml",
@@ -106,13 +106,7 @@ EDITS = [recipe_count, recipe_option, template, template_wording, photo_bytes_sa
 
 def clean_build(root: Path, folder: Path) -> dict[str, bytes]:
     """`root`'s files (code, recipe, templates, photos) copied to `folder` and built from nothing."""
-    folder.mkdir()
-    for name in PROJECT_COPY:
-        source = root / name
-        if source.is_dir():
-            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, folder / name)
+    copy_files(root, folder, PROJECT_COPY)
     result = subprocess.run([sys.executable, "-c", DRIVER.format(repo=str(REPO))], cwd=folder,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
