@@ -397,6 +397,9 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
                  if occluder.polygon is not None]
     for index, occluder in enumerate(scene.occluders):
         yield from occluder_problems(f"occluders[{index}]", occluder)
+        if occluder.support and occluder.support not in scene.surfaces:
+            yield f"occluders[{index}].support", (f"'{occluder.support}'; valid: a surface of this template "
+                                                   f"({', '.join(sorted(scene.surfaces)) or 'none'}), or none")
     malformed = set()
     for key, polygon in polygons:
         if len(polygon) < 3 or not all(isinstance(point, list) and len(point) == 2 and all(

@@ -71,6 +71,7 @@ class Occluder:
     mask: Optional[str] = None  # a grey PNG painted over the photo (any size: scaled to the photo), 255 = occluder;
     #                             with a polygon, only the mask's part inside the polygon
     name: str = ""  # what it is (the preview labels it)
+    support: str = ""  # the surface it holds (a bench holds its seat): nothing standing on it is behind it
 
 
 @dataclass

@@ -82,7 +82,7 @@ def occlusion(entry: dict[str, Any], layout: dict[str, Any], context: dict[str, 
                            Path(context["root"]))
     depths = [scene.ground_row(o["box"][1] + o["box"][3], scene.height_of(o.get("support") or "free"))
               for o in layout["objects"]]
-    return {"occluders": [(o.front, o.matte) for o in scene.occluders], "depths": depths}
+    return {"occluders": [(o.front, o.matte, o.support) for o in scene.occluders], "depths": depths}
 
 
 def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]) -> ItemOutput:

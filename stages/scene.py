@@ -87,10 +87,12 @@ class Occluder:
     polygon: np.ndarray | None
     mask: str | None  # the mask PNG's source reference
     matte: np.ndarray | None = None
+    support: str | None = None  # the surface it holds (a bench's seat): what stands on it is never behind it
 
-    def hides(self, depth: float) -> bool:
-        """Whether it stands in front of an object whose foot's ground row is `depth`."""
-        return depth < self.front
+    def hides(self, depth: float, support: str | None = None) -> bool:
+        """Whether it stands in front of an object whose foot's ground row is `depth`, standing
+        on `support`."""
+        return depth < self.front and not (self.support and support == self.support)
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,16 @@ class CanvasScene:
     size_tolerance: float
     occluders: tuple[Occluder, ...] = ()
 
-    def hidden(self, box: Sequence[float], depth: float) -> float:
+    def hidden(self, box: Sequence[float], depth: float, support: str | None = None) -> float:
         """Share of the box (in the canvas) that the occluders in front of a foot at ground row
-        `depth` cover, their soft mattes counted by opacity."""
+        `depth` on `support` cover, their soft mattes counted by opacity."""
         left, top = max(0, int(box[0])), max(0, int(box[1]))
         right, bottom = min(self.width, int(box[0] + box[2])), min(self.height, int(box[1] + box[3]))
         if right <= left or bottom <= top:
             return 0.0
         cover = np.zeros((bottom - top, right - left), np.float32)
         for occluder in self.occluders:
-            if occluder.matte is not None and occluder.hides(depth):
+            if occluder.matte is not None and occluder.hides(depth, support):
                 cover = np.maximum(cover, occluder.matte[top:bottom, left:right] / 255.0)
         return float(cover.mean())
 
@@ -214,7 +216,7 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
         if masks is not None and (source is None or source in masks):
             matte = occluder_matte(polygon, masks.get(source) if source else None, photo_size,
                                    (left, top, crop_w, crop_h), canvas)
-        occluders.append(Occluder(row(entry["front"]), polygon, source, matte))
+        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None))
     return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),
                        tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)),
                        tuple(occluders))

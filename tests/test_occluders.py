@@ -48,7 +48,7 @@ def test_the_post_hides_the_object_behind_it_and_not_the_one_in_front():
     composer = Backend(Params(feather=1, harmonize=0, decontaminate=False, shadow=0, cast_shadow=0))
     a, b = [2, 1, 5, 3], [3, 6, 4, 3]  # columns 2-6 rows 1-3; columns 3-6 rows 6-8
     result = composer.compose([a, b], [opaque(WHITE, 5, 3), opaque(GREEN, 4, 3)], post_photo(),
-                              occlusion=Occlusion([(7.0, post_matte())], [4.0, 9.0]))
+                              occlusion=Occlusion([(7.0, post_matte(), None)], [4.0, 9.0]))
     image = np.asarray(result["image"]).astype(int)
     assert (image[1:4, 2:4] == WHITE).all() and (image[1:4, 4:6] == POST).all()
     # column 6, the matte's soft edge: 128/255 of the photo's grey there over the white:
@@ -64,6 +64,25 @@ def test_the_post_hides_the_object_behind_it_and_not_the_one_in_front():
     assert result["stats"][1] == {"full": 12.0, "inside": 12.0, "visible": 12.0, "behind_occluders": 0.0}
     union = np.asarray(result["mask"]).astype(int)
     assert (union[1:4, 4:6] == 0).all() and (union[6:9, 3:7] == 255).all()
+
+
+def test_a_bench_never_hides_what_stands_on_its_seat_but_hides_what_is_under_it():
+    """A seat (rows 5-6, the post's colour) meeting the ground at row 8, holding `seat`: a
+    plant standing on it (foot at row 5, ground row 7) keeps every pixel, a cat on the ground
+    behind its front edge (ground row 7.5) loses rows 5-6 to it."""
+    pixels = np.full((10, 10, 3), GREY, np.uint8)
+    pixels[5:7] = POST
+    matte = np.zeros((10, 10), np.uint8)
+    matte[5:7] = 255
+    composer = Backend(Params(feather=1, harmonize=0, decontaminate=False, shadow=0, cast_shadow=0))
+    result = composer.compose([[1, 2, 3, 4], [5, 3, 3, 4]], [opaque(WHITE, 3, 4), opaque(GREEN, 3, 4)],
+                              Image.fromarray(pixels), ["seat", "ground"],
+                              occlusion=Occlusion([(8.0, matte, "seat")], [7.0, 7.5], ["seat", "ground"]))
+    image = np.asarray(result["image"]).astype(int)
+    assert (image[2:6, 1:4] == WHITE).all()  # on the seat: row 5 is the plant, not the seat
+    assert (image[3:5, 5:8] == GREEN).all() and (image[5:7, 5:8] == POST).all()
+    assert [s["visible"] for s in result["stats"]] == [12.0, 6.0]
+    assert [s["behind_occluders"] for s in result["stats"]] == [0.0, 6.0]
 
 
 def test_without_occluders_nothing_changes():
@@ -159,6 +178,8 @@ def test_the_mask_png_is_keyed_and_changing_it_replans_and_recomposes_its_backgr
     ({"front": 0.8, "mask": "missing.png"}, r"backgrounds\.bench\.scene\.occluders\[0\]\.mask: 'missing\.png' "
                                             r"matches no image file"),
     ({"front": 0.8, "polygon": [[0, 0], [1, 0], [1, 1]], "depth": 3}, r"depth: Key 'depth' not in 'Occluder'"),
+    ({"front": 0.8, "polygon": [[0, 0], [1, 0], [1, 1]], "support": "table"},
+     r"scene\.occluders\[0\]\.support: 'table'; valid: a surface of this template \(seat\), or none"),
 ])
 def test_bad_occluders_name_the_key(project, occluder, message):
     recipe = scene_recipe()

@@ -1,11 +1,12 @@
 """Occluders: what stands in the scene in front of the ground behind it (a post, a rope, a
 trunk, a bench, a flower bed) hides the objects standing behind it.
 
-Layered compositing, far to near: before an object is pasted, every occluder it stands in
-front of (its foot's ground row at or below the occluder's `front`) that hides an object
-already pasted is drawn back from the photo's own pixels, through its soft matte, so the
-object behind is partly hidden as in a photo; what is left is drawn after the last object.
-The visible masks of the objects behind lose what the occluder covers.
+Layered compositing, far to near: before an object is pasted, the occluders it stands in front
+of (its foot's ground row at or below the occluder's `front`) are drawn back from the photo's
+own pixels, through their soft mattes, over the objects already pasted behind them, so these
+are partly hidden as in a photo; what is left is drawn after the last object. An occluder that
+holds things (a bench's seat, `support`) never hides what stands on it. The visible masks of
+the objects behind lose what the occluder covers.
 """
 
 from __future__ import annotations
@@ -17,32 +18,45 @@ from PIL import Image, ImageChops, ImageOps
 
 
 class Occlusion:
-    """The occluders of one image (canvas row of their front, canvas-sized uint8 matte) and the
-    depth (ground row of the foot) of each object, in paste order."""
+    """The occluders of one image (canvas row of their front, canvas-sized uint8 matte, the
+    support they hold or None) and the depth (ground row of the foot) and support of each
+    object, in paste order."""
 
-    def __init__(self, occluders: Sequence[tuple[float, np.ndarray | None]], depths: Sequence[float]):
-        self.pending = sorted((front, index, Image.fromarray(matte, "L"))
-                              for index, (front, matte) in enumerate(occluders) if matte is not None)
+    def __init__(self, occluders: Sequence[tuple[float, np.ndarray | None, str | None]], depths: Sequence[float],
+                 supports: Sequence[str | None] | None = None):
+        self.pending = [(front, index, Image.fromarray(matte, "L"), holds)
+                        for index, (front, matte, holds) in enumerate(occluders) if matte is not None]
         self.depths = list(depths)
+        self.supports = list(supports or [None] * len(self.depths))
         self.occluded = [0.0] * len(self.depths)
 
+    def hides(self, occluder: tuple, index: int) -> bool:
+        """Whether the occluder stands in front of object `index` (and does not hold it)."""
+        front, _, _, holds = occluder
+        return self.depths[index] < front and not (holds and self.supports[index] == holds)
+
     def before(self, index: int, canvas: Image.Image, photo: Image.Image, masks: list[Image.Image]) -> Image.Image:
-        """Draw the occluders that object `index` (about to be pasted) stands in front of."""
+        """Draw the occluders that object `index` (about to be pasted) and all nearer ones stand
+        in front of (paste order is far to near)."""
         depth = self.depths[index]
         due = [entry for entry in self.pending if entry[0] <= depth]
         self.pending = [entry for entry in self.pending if entry[0] > depth]
         return self._draw(due, canvas, photo, masks)
 
     def after(self, canvas: Image.Image, photo: Image.Image, masks: list[Image.Image]) -> Image.Image:
-        """Draw the occluders no object stands in front of."""
+        """Draw the occluders left."""
         due, self.pending = self.pending, []
         return self._draw(due, canvas, photo, masks)
 
     def _draw(self, due: list, canvas: Image.Image, photo: Image.Image, masks: list[Image.Image]) -> Image.Image:
-        for front, _, matte in due:
-            behind = [i for i in range(len(masks)) if self.depths[i] < front]
+        for occluder in sorted(due, key=lambda entry: entry[:2]):
+            behind = [i for i in range(len(masks)) if self.hides(occluder, i)]
             if not behind:
                 continue  # nothing pasted yet stands behind it: the canvas shows the photo there already
+            matte = occluder[2]
+            for i in range(len(masks)):  # objects pasted in front of it (or on it) keep their pixels
+                if i not in behind:
+                    matte = ImageChops.multiply(matte, ImageOps.invert(masks[i]))
             canvas = Image.composite(photo, canvas, matte)
             shown = ImageOps.invert(matte)
             for i in behind:

@@ -172,7 +172,7 @@ def light_of(job: dict[str, Any]) -> Light | None:
 
 def occlusion_of(job: dict[str, Any]) -> Occlusion | None:
     """The job's occluders and object depths (a scene template's `occluders`), or None."""
-    return Occlusion(job["occluders"], job["depths"]) if job.get("occluders") else None
+    return Occlusion(job["occluders"], job["depths"], job.get("supports")) if job.get("occluders") else None
 
 
 def decontaminate(cutout: Image.Image) -> Image.Image:

@@ -210,7 +210,7 @@ class Backend:
             return "over a forbidden region"
         depth = scene.ground_row(box[1] + box[3], support.height_cm)
         if scene.occluders:  # behind a post or a fence is fine, as long as the filter keeps what shows
-            hidden = scene.hidden(box, depth)
+            hidden = scene.hidden(box, depth, support.name if supports else None)
             if hidden > HIDDEN_MARGIN * (1 - passes.get("min_visible", 0.0)):
                 return f"hidden behind occluders ({hidden:.0%} of its box)"
             if box[2] * box[3] * view["fill"] * (1 - hidden) < area * AREA_MARGIN * scene.width * scene.height:
