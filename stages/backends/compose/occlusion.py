@@ -22,9 +22,9 @@ class Occlusion:
     support they hold or None) and the depth (ground row of the foot) and support of each
     object, in paste order."""
 
-    def __init__(self, occluders: Sequence[tuple[float, np.ndarray | None, str | None]], depths: Sequence[float],
-                 supports: Sequence[str | None] | None = None):
-        self.pending = [(front, index, Image.fromarray(matte, "L"), holds)
+    def __init__(self, occluders: Sequence[tuple[float, Image.Image | np.ndarray | None, str | None]],
+                 depths: Sequence[float], supports: Sequence[str | None] | None = None):
+        self.pending = [(front, index, matte if isinstance(matte, Image.Image) else Image.fromarray(matte, "L"), holds)
                         for index, (front, matte, holds) in enumerate(occluders) if matte is not None]
         self.depths = list(depths)
         self.supports = list(supports or [None] * len(self.depths))
@@ -53,16 +53,20 @@ class Occlusion:
             behind = [i for i in range(len(masks)) if self.hides(occluder, i)]
             if not behind:
                 continue  # nothing pasted yet stands behind it: the canvas shows the photo there already
-            matte = occluder[2]
+            box = occluder[2].getbbox()  # all the work happens within the occluder's extent
+            if box is None:
+                continue
+            matte = occluder[2].crop(box)
             for i in range(len(masks)):  # objects pasted in front of it (or on it) keep their pixels
                 if i not in behind:
-                    matte = ImageChops.multiply(matte, ImageOps.invert(masks[i]))
-            canvas = Image.composite(photo, canvas, matte)
+                    matte = ImageChops.multiply(matte, ImageOps.invert(masks[i].crop(box)))
+            canvas.paste(Image.composite(photo.crop(box), canvas.crop(box), matte), box[:2])
             shown = ImageOps.invert(matte)
             for i in behind:
-                before = _mass(masks[i])
-                masks[i] = ImageChops.multiply(masks[i], shown)
-                self.occluded[i] += before - _mass(masks[i])
+                region = masks[i].crop(box)
+                kept = ImageChops.multiply(region, shown)
+                masks[i].paste(kept, box[:2])
+                self.occluded[i] += _mass(region) - _mass(kept)
         return canvas
 
 
