@@ -88,6 +88,7 @@ class Occluder:
     mask: str | None  # the mask PNG's source reference
     matte: np.ndarray | None = None
     support: str | None = None  # the surface it holds (a bench's seat): what stands on it is never behind it
+    extent: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) of the matte's nonzero pixels
 
     def hides(self, depth: float, support: str | None = None) -> bool:
         """Whether it stands in front of an object whose foot's ground row is `depth`, standing
@@ -117,8 +118,11 @@ class CanvasScene:
             return 0.0
         cover = np.zeros((bottom - top, right - left), np.float32)
         for occluder in self.occluders:
-            if occluder.matte is not None and occluder.hides(depth, support):
-                cover = np.maximum(cover, occluder.matte[top:bottom, left:right] / 255.0)
+            extent = occluder.extent
+            if (extent is None or extent[0] >= right or extent[2] <= left or extent[1] >= bottom
+                    or extent[3] <= top or not occluder.hides(depth, support)):
+                continue  # no matte, elsewhere, or not in front
+            cover = np.maximum(cover, occluder.matte[top:bottom, left:right] / np.float32(255))
         return float(cover.mean())
 
     def supports_for(self, placement: str, size_cm: float) -> list[Support]:
@@ -216,7 +220,8 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
         if masks is not None and (source is None or source in masks):
             matte = occluder_matte(polygon, masks.get(source) if source else None, photo_size,
                                    (left, top, crop_w, crop_h), canvas)
-        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None))
+        extent = Image.fromarray(matte).getbbox() if matte is not None else None
+        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent))
     return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),
                        tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)),
                        tuple(occluders))
