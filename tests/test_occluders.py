@@ -187,3 +187,27 @@ def test_bad_occluders_name_the_key(project, occluder, message):
     write_recipe(project, recipe)
     with pytest.raises(RecipeError, match=message):
         compile_recipe(project, "tiny", [])
+
+
+def test_the_preview_tints_occluders_blue_over_their_mask_and_forbidden_regions_red():
+    from compiler.scene_preview import render
+
+    photo = Image.new("RGB", (200, 100), (128, 128, 128))
+    mask = np.zeros((100, 200), np.uint8)
+    mask[20:50, 120:140] = 255  # photo columns 120-139, rows 20-49
+    template = {**TEMPLATE, "forbidden": [{"polygon": [[0.05, 0.42], [0.2, 0.42], [0.2, 0.58], [0.05, 0.58]], "front": 0.6}],
+                "occluders": [{"front": 0.5, "mask": "post.png", "name": "post"}]}
+    drawn = np.asarray(render(photo, template, masks={"post.png": Image.fromarray(mask)})).astype(int)
+    occluder, forbidden, elsewhere = drawn[35, 125], drawn[50, 25], drawn[50, 170]
+    assert occluder[2] > occluder[0] + 40 and forbidden[0] > forbidden[2] + 40  # blue, red
+    assert abs(elsewhere[0] - elsewhere[2]) < 10  # the photo's grey
+
+
+def test_g4g_scene_writes_its_preview_to_an_ignored_folder_and_says_where(tmp_path, monkeypatch, capsys):
+    from compiler import cli
+
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(tmp_path / "photo.jpg")
+    assert cli.main(["scene", "photo.jpg"]) == 0
+    assert (tmp_path / ".g4g/previews/photo.scene.png").is_file() and not (tmp_path / "photo.scene.png").exists()
+    assert "wrote .g4g/previews/photo.scene.png" in capsys.readouterr().out
