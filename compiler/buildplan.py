@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from base import sources
+from base.errors import RecipeError
 from base.keys import canonical_json, content_key, item_seed, without
 from base.untrusted import escape_controls
 from compiler import __version__
@@ -77,7 +78,25 @@ def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> di
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown rotated by 90 degrees
             sizes.append(list(reversed(image.size)) if turned else list(image.size))
     template = {key: value for key, value in dataclasses.asdict(background.scene).items() if key != "light"}
+    if not template["occluders"]:
+        del template["occluders"]  # a template without occluders is keyed as before they existed
     return {"template": template, "sizes": sizes}  # the light is compose's alone (`scene_light`)
+
+
+def hash_masks(template: dict[str, Any], bid: str, root: Path, hashes: dict[str, str],
+               memo: FileMemo) -> dict[str, Any]:
+    """The template with each occluder's mask PNG named by its source and content digest, so
+    that the items on its background (plan, compose) are keyed by the mask's bytes."""
+    occluders = []
+    for index, occluder in enumerate(template.get("occluders", [])):
+        if occluder.get("mask"):
+            where = f"backgrounds.{bid}.scene.occluders[{index}].mask"
+            refs = sources.expand(occluder["mask"], root, where)
+            if len(refs) != 1:
+                raise RecipeError(f"{where}: '{occluder['mask']}' matches {len(refs)} files; valid: one PNG", key=where)
+            occluder = {**occluder, "mask": _hash_files(refs, root, hashes, memo)[0]}
+        occluders.append(occluder)
+    return {**template, "occluders": occluders} if occluders else template
 
 
 def scene_light(background: Any) -> dict[str, Any]:
@@ -189,6 +208,8 @@ def build(
     }
     scenes = {bid: scene_entry(bg, background_photos[bid], root)
               for bid, bg in sorted(recipe.backgrounds.items()) if bg.scene is not None}
+    for bid, entry in scenes.items():
+        entry["template"] = hash_masks(entry["template"], bid, root, hashes, memo)
     templates = {role: getattr(recipe.strategy, f"{role}_caption") for role in ("short", "detailed")}
     caption_parts = fingerprints.parts("caption", "caption", backends_config["caption"])
     stage_parts = {
@@ -257,7 +278,9 @@ def build(
             "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
             "jpeg_quality": recipe.output.jpeg_quality, "ignores": sorted(ignores["compose"]),
             "backgrounds": {bid: {"phrase": recipe.backgrounds[bid].phrase, "photos": photos,
-                                  **scene_light(recipe.backgrounds[bid])}
+                                  **scene_light(recipe.backgrounds[bid]),
+                                  **({"scene": scenes[bid]} if "occluders" in scenes.get(bid, {}).get("template", {})
+                                     else {})}
                             for bid, photos in background_photos.items()},
             "items": compose_items,
         },

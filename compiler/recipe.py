@@ -364,6 +364,17 @@ def pose_warnings(documents: dict[str, dict[str, Any]]) -> list[str]:
             for cid, concept in sorted(recipe["concepts"].items()) if views.get(cid, 0) <= 1 and not concept["mirror"]]
 
 
+def occluder_problems(key: str, occluder: schema.Occluder) -> Iterator[tuple[str, str]]:
+    """(key, problem) for an occluder without a region or with its ground row out of the photo."""
+    if occluder.polygon is None and not occluder.mask:
+        yield key, "neither polygon nor mask; an occluder is a polygon, a mask PNG painted over the photo, or both"
+    if occluder.mask is not None and not str(occluder.mask).lower().endswith(".png"):
+        yield f"{key}.mask", f"'{occluder.mask}'; valid: a grey PNG beside the photo (255 where the occluder is)"
+    if not 0 < occluder.front <= 1:
+        yield f"{key}.front", (f"{occluder.front}; valid: the row (0-1] where it meets the ground, as a fraction of "
+                               f"the photo height")
+
+
 def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
     """(key, problem) for every value of a scene template out of its valid range (NaN and
     infinities included: every comparison below fails for them)."""
@@ -382,6 +393,13 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
     polygons = [("ground", scene.ground)]
     polygons += [(f"surfaces.{name}.polygon", surface.polygon) for name, surface in scene.surfaces.items()]
     polygons += [(f"forbidden[{index}].polygon", region.polygon) for index, region in enumerate(scene.forbidden)]
+    polygons += [(f"occluders[{index}].polygon", occluder.polygon) for index, occluder in enumerate(scene.occluders)
+                 if occluder.polygon is not None]
+    for index, occluder in enumerate(scene.occluders):
+        yield from occluder_problems(f"occluders[{index}]", occluder)
+        if occluder.support and occluder.support not in scene.surfaces:
+            yield f"occluders[{index}].support", (f"'{occluder.support}'; valid: a surface of this template "
+                                                   f"({', '.join(sorted(scene.surfaces)) or 'none'}), or none")
     malformed = set()
     for key, polygon in polygons:
         if len(polygon) < 3 or not all(isinstance(point, list) and len(point) == 2 and all(

@@ -2,7 +2,8 @@
 
 Always a grid of photo fractions (the template's coordinates). With a template: the horizon,
 the ground (green), surfaces (yellow, with their height), forbidden regions (red, with the row
-in front of which objects may cover them), the canvas view (white) and reference poles of
+in front of which objects may cover them), occluders (blue, over their mask, with the dashed row
+where they meet the ground: what stands behind it is hidden by it), the canvas view (white) and reference poles of
 `pole_cm` standing on the ground and surfaces at the perspective's size: if a pole beside the
 bench looks as tall as a pole of that height would, the horizon and camera height are right.
 A template's `light` draws each pole's shadow (dark) where compose casts it: lay them beside the
@@ -27,10 +28,12 @@ GRID = (255, 255, 255, 90)
 GROUND = (40, 220, 80, 70)
 SURFACE = (255, 210, 40, 110)
 FORBIDDEN = (230, 40, 40, 100)
+OCCLUDER = (70, 120, 255, 120)
 HORIZON = (60, 220, 255, 255)
 POLE = (255, 255, 255, 255)
 SHADOW = (20, 20, 20, 210)
 CANVAS = (1024, 1024)
+PREVIEWS = Path(".g4g/previews")  # where previews go without -o: inside the project's git-ignored state
 MAX_TEMPLATE_BYTES = 1 << 20  # a scene template file: a few lines of YAML
 
 
@@ -92,8 +95,10 @@ def template_file(path: Path) -> dict[str, Any]:
     return dataclasses.asdict(scene)
 
 
-def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0) -> Image.Image:
-    """The photo with the grid and, given a template, everything it declares drawn over it."""
+def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0,
+           masks: dict[str, Image.Image] | None = None) -> Image.Image:
+    """The photo with the grid and, given a template, everything it declares drawn over it
+    (occluders painted as masks from `masks`, by the template's mask reference)."""
     base = photo.convert("RGBA")
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -107,7 +112,7 @@ def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float =
         draw.text((x + 3, 3), f"{step / 10:.1f}", fill=(255, 255, 255, 255))
         draw.text((3, y + 3), f"{step / 10:.1f}", fill=(255, 255, 255, 255))
     if template:
-        scene = on_canvas({**template, "view": None}, base.size, base.size)  # photo pixels
+        scene = on_canvas({**template, "view": None}, base.size, base.size, masks or {})  # photo pixels
         draw.polygon([tuple(p) for p in scene.supports[0].polygon], fill=GROUND)
         for surface in scene.supports[1:]:
             draw.polygon([tuple(p) for p in surface.polygon], fill=SURFACE)
@@ -118,6 +123,9 @@ def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float =
             left, right = blocker.polygon[:, 0].min(), blocker.polygon[:, 0].max()
             if blocker.front < height:
                 draw.line([(left, blocker.front), (right, blocker.front)], fill=FORBIDDEN[:3] + (255,), width=line)
+        layer = draw_occluders(layer, scene, template, line)
+        draw = ImageDraw.Draw(layer)
+        draw.font = ImageFont.load_default(size=max(10, round(max(base.size) / 60)))
         draw.line([(0, scene.horizon), (width, scene.horizon)], fill=HORIZON, width=2 * line)
         draw.text((6, scene.horizon - 16), f"horizon {template['horizon']:g}, camera {template['camera_height_cm']:g} cm"
                   + (f"; light: shadows fall at {light.direction_deg:g} deg, x{light.length:g} long, softness "
@@ -137,6 +145,44 @@ def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float =
     return Image.alpha_composite(base, layer).convert("RGB")
 
 
+def draw_occluders(layer: Image.Image, scene: Any, template: dict[str, Any], line: int) -> Image.Image:
+    """Each occluder tinted blue over its matte (an outline where a mask PNG was not given), with
+    a dashed line at the row where it meets the ground and its name."""
+    draw = ImageDraw.Draw(layer)
+    draw.font = ImageFont.load_default(size=max(10, round(max(layer.size) / 70)))
+    for occluder, entry in zip(scene.occluders, template.get("occluders", [])):
+        if occluder.matte is not None:
+            tint = Image.new("RGBA", layer.size, OCCLUDER[:3] + (0,))
+            tint.putalpha(Image.fromarray((occluder.matte.astype(np.uint16) * OCCLUDER[3] // 255).astype(np.uint8)))
+            layer = Image.alpha_composite(layer, tint)
+            draw = ImageDraw.Draw(layer)
+            draw.font = ImageFont.load_default(size=max(10, round(max(layer.size) / 70)))
+            columns = np.flatnonzero(occluder.matte.max(axis=0) > 127)
+        elif occluder.polygon is not None:
+            draw.polygon([tuple(p) for p in occluder.polygon], outline=OCCLUDER[:3] + (255,), width=line)
+            columns = occluder.polygon[:, 0]
+        else:
+            continue
+        if columns.size == 0:
+            continue
+        left, right = float(columns.min()), float(columns.max())
+        step = max(4, 6 * line)
+        for x in np.arange(left, right, 2 * step):
+            draw.line([(x, occluder.front), (min(x + step, right), occluder.front)], fill=OCCLUDER[:3] + (255,),
+                      width=line)
+        draw.text((left + 3, occluder.front + 2), entry.get("name") or "occluder", fill=OCCLUDER[:3] + (255,))
+    return layer
+
+
+def occluder_masks(template: dict[str, Any] | None, root: Path) -> dict[str, Image.Image]:
+    """The template's occluder mask PNGs, by their reference, read from the project `root`."""
+    from base import sources
+    from stages.runtime.images import load_image
+
+    references = {o["mask"] for o in (template or {}).get("occluders", []) if o.get("mask")}
+    return {ref: load_image(sources.resolve(ref, root), ref) for ref in sorted(references)}
+
+
 def lattice(polygon: np.ndarray, horizon: float, rows: int = 4, columns: int = 5) -> list[tuple[float, float]]:
     """Foot points spread over the polygon below the horizon, each row shifted by a fraction
     of a column so that no pole stands in front of another."""
@@ -153,12 +199,12 @@ def run(args: argparse.Namespace) -> int:
 
     from base.files import atomic_write_bytes, check_output
 
-    out = Path(args.output or f"{Path(args.photo).stem}.scene.png")
+    out = Path(args.output or PREVIEWS / f"{Path(args.photo).stem}.scene.png")
     check_output(out)  # before the work, not after
     photo = load_image(Path(args.photo), args.photo)
     template = load_template(args.template, Path.cwd(), args.recipe) if args.template else None
     png = io.BytesIO()
-    render(photo, template, args.pole_cm).save(png, format="PNG")
+    render(photo, template, args.pole_cm, occluder_masks(template, Path.cwd())).save(png, format="PNG")
     atomic_write_bytes(out, png.getvalue())  # a link at `out` is replaced, never written through
     print(f"wrote {out}" + ("" if template else " (grid only: give --template BACKGROUND or FILE.yaml)"))
     return 0
@@ -170,5 +216,5 @@ def add_parser(commands: Any) -> None:
     scene.add_argument("--template", help="a background id of the recipe, or a YAML file with a scene mapping")
     scene.add_argument("--recipe", help="the recipe to take --template from (default: params.yaml's)")
     scene.add_argument("--pole-cm", type=float, default=50.0, help="height of the reference poles (default 50)")
-    scene.add_argument("-o", "--output", help="the PNG to write (default: PHOTO.scene.png here)")
+    scene.add_argument("-o", "--output", help=f"the PNG to write (default: {PREVIEWS}/PHOTO.scene.png, git-ignored)")
     scene.set_defaults(run=run)

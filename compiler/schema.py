@@ -62,6 +62,19 @@ class Region:
 
 
 @dataclass
+class Occluder:
+    """Something standing in the scene that hides what is behind it (a post, a rope, a trunk, a
+    bench, a flower bed): its photo pixels are drawn back over objects whose foot is behind `front`."""
+
+    front: float = MISSING  # the row (0-1) where it meets the ground: objects whose foot is above it are behind it
+    polygon: Optional[List[Any]] = None  # [[x, y], ...] in the photo, 0-1
+    mask: Optional[str] = None  # a grey PNG painted over the photo (any size: scaled to the photo), 255 = occluder;
+    #                             with a polygon, only the mask's part inside the polygon
+    name: str = ""  # what it is (the preview labels it)
+    support: str = ""  # the surface it holds (a bench holds its seat): nothing standing on it is behind it
+
+
+@dataclass
 class Light:
     """The scene's light, as the shadows in its photo show it (a post's, a tree's, a person's)."""
 
@@ -85,6 +98,7 @@ class Scene:
     ground: List[Any] = MISSING  # polygon of the walkable ground: [[x, y], ...]
     surfaces: Dict[str, Surface] = field(default_factory=dict)
     forbidden: List[Region] = field(default_factory=list)
+    occluders: List[Occluder] = field(default_factory=list)  # what hides objects standing behind it
     size_tolerance: float = 0.25  # kept sizes lie within x(1 + t) or /(1 + t) of the expected size
     view: Optional[List[float]] = None  # [x, y, w, h]: the part of the photo the canvas shows (its centre
     #                                     crop to the canvas shape); none: the whole photo

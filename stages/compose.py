@@ -29,6 +29,7 @@ from base.settings import load_settings
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.images import encode_image, encode_mask, load_image
+from stages.scene import with_occluders
 from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
 from stages.templating import keyed_templates
 
@@ -66,9 +67,37 @@ def job_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     cutouts = [(_mirrored if o.get("mirrored") else _cutout)(str(Path(context["cutouts_dir"]) / f"{o['cutout']}.png"),
                                                              context["cutout_digests"][o["cutout"]])
                for o in layout["objects"]]
-    return {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"], "cutouts": cutouts,
-            "supports": [o.get("support") for o in layout["objects"]], "light": background.get("light"),
-            "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
+    job = {"boxes": [o["box"] for o in layout["objects"]], "phrase": background["phrase"], "cutouts": cutouts,
+           "supports": [o.get("support") for o in layout["objects"]], "light": background.get("light"),
+           "background": photo, "seed": item["seed"], "canvas": context["canvas"]}
+    if photo is not None and "scene" in background:
+        job.update(occlusion(background["scene"], layout, context))
+    return job
+
+
+def occlusion(entry: dict[str, Any], layout: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The scene's occluders on the canvas (front row, matte) and each object's depth (the
+    ground row of its foot), which decide what hides what."""
+    scene = with_occluders(entry["template"], entry["sizes"][layout["background"]["photo"]], context["canvas"],
+                           Path(context["root"]))
+    depths = [scene.ground_row(o["box"][1] + o["box"][3], scene.height_of(o.get("support") or "free"))
+              for o in layout["objects"]]
+    return {"occluders": [(o.front, matte, o.support) for o, matte in zip(scene.occluders, _mattes(scene))],
+            "depths": depths}
+
+
+_MATTES: dict[int, tuple[Any, list[Image.Image | None]]] = {}
+
+
+def _mattes(scene: Any) -> list[Image.Image | None]:
+    """The scene's occluder mattes as images, made once per scene and worker (holding the scene
+    keeps its id unique while cached)."""
+    if id(scene) not in _MATTES:
+        if len(_MATTES) >= 16:
+            _MATTES.clear()
+        _MATTES[id(scene)] = (scene, [None if o.matte is None else Image.fromarray(o.matte, "L")
+                                      for o in scene.occluders])
+    return _MATTES[id(scene)][1]
 
 
 def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
@@ -109,7 +138,8 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
         "cutouts": {o["cutout"]: cutout_digest(cutouts[o["cutout"]]) for o in layout["objects"]},
         "background": {"phrase": background["phrase"],
                        "photo": background["photos"][photo]["sha256"] if photo is not None else None,
-                       **({"light": background["light"]} if "light" in background else {})},
+                       **({"light": background["light"]} if "light" in background else {}),
+                       **({"scene": background["scene"]["template"]} if "scene" in background else {})},
     }
     return {**item["parts"], **without(made_of, document["ignores"])}
 

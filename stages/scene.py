@@ -11,11 +11,15 @@ on a support `height_cm` above the ground, shows that side `size_cm * (y - horiz
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 FOOTPRINT = (-0.3, 0.0, 0.3)  # where an object touches its support: offsets across its box bottom, x width
 BLOCK_GRID = 8  # a box is probed on an 8 x 8 grid for forbidden regions
@@ -74,6 +78,25 @@ class Blocker:
 
 
 @dataclass(frozen=True)
+class Occluder:
+    """Something standing in the scene (a post, a rope, a bench) whose photo pixels hide every
+    object whose foot's ground row is above `front`. `matte` (canvas-sized, 0-255) is where it
+    is, soft edges kept; None until its mask PNG is given to `on_canvas`."""
+
+    front: float  # canvas row where it meets the ground
+    polygon: np.ndarray | None
+    mask: str | None  # the mask PNG's source reference
+    matte: np.ndarray | None = None
+    support: str | None = None  # the surface it holds (a bench's seat): what stands on it is never behind it
+    extent: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) of the matte's nonzero pixels
+
+    def hides(self, depth: float, support: str | None = None) -> bool:
+        """Whether it stands in front of an object whose foot's ground row is `depth`, standing
+        on `support`."""
+        return depth < self.front and not (self.support and support == self.support)
+
+
+@dataclass(frozen=True)
 class CanvasScene:
     """A scene template in canvas pixels: what the planners place by and the score stage checks."""
 
@@ -84,6 +107,23 @@ class CanvasScene:
     supports: tuple[Support, ...]  # the ground first
     forbidden: tuple[Blocker, ...]
     size_tolerance: float
+    occluders: tuple[Occluder, ...] = ()
+
+    def hidden(self, box: Sequence[float], depth: float, support: str | None = None) -> float:
+        """Share of the box (in the canvas) that the occluders in front of a foot at ground row
+        `depth` on `support` cover, their soft mattes counted by opacity."""
+        left, top = max(0, int(box[0])), max(0, int(box[1]))
+        right, bottom = min(self.width, int(box[0] + box[2])), min(self.height, int(box[1] + box[3]))
+        if right <= left or bottom <= top:
+            return 0.0
+        cover = np.zeros((bottom - top, right - left), np.float32)
+        for occluder in self.occluders:
+            extent = occluder.extent
+            if (extent is None or extent[0] >= right or extent[2] <= left or extent[1] >= bottom
+                    or extent[3] <= top or not occluder.hides(depth, support)):
+                continue  # no matte, elsewhere, or not in front
+            cover = np.maximum(cover, occluder.matte[top:bottom, left:right] / np.float32(255))
+        return float(cover.mean())
 
     def supports_for(self, placement: str, size_cm: float) -> list[Support]:
         """Where a concept may stand: `ground` on the ground; `surface` on the surfaces that
@@ -153,8 +193,11 @@ class CanvasScene:
         return float(covered.mean())
 
 
-def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Sequence[int]) -> CanvasScene:
-    """The template of a photo of `photo_size` (w, h) mapped onto the canvas (w, h)."""
+def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Sequence[int],
+              masks: Mapping[str, Image.Image] | None = None) -> CanvasScene:
+    """The template of a photo of `photo_size` (w, h) mapped onto the canvas (w, h). Given
+    `masks` (each occluder mask PNG by its source reference, read and verified by the caller),
+    every occluder gets its canvas matte."""
     left, top, crop_w, crop_h = centre_crop(photo_size, canvas, template.get("view"))
     scale = canvas[1] / crop_h
 
@@ -169,8 +212,43 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
     supports += [Support(name, points(s["polygon"]), float(s["height_cm"]), float(s["max_size_cm"]))
                  for name, s in sorted(template.get("surfaces", {}).items())]
     blockers = [Blocker(points(r["polygon"]), row(r.get("front", 1.0))) for r in template.get("forbidden", [])]
+    occluders = []
+    for entry in template.get("occluders", []):
+        polygon = points(entry["polygon"]) if entry.get("polygon") else None
+        source = mask_source(entry)
+        matte = None
+        if masks is not None and (source is None or source in masks):
+            matte = occluder_matte(polygon, masks.get(source) if source else None, photo_size,
+                                   (left, top, crop_w, crop_h), canvas)
+        extent = Image.fromarray(matte).getbbox() if matte is not None else None
+        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent))
     return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),
-                       tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)))
+                       tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)),
+                       tuple(occluders))
+
+
+def mask_source(occluder: dict[str, Any]) -> str | None:
+    """An occluder's mask PNG reference (the recipe's string, or the build plan's `{source, sha256}`)."""
+    mask = occluder.get("mask")
+    return mask["source"] if isinstance(mask, dict) else mask
+
+
+def occluder_matte(polygon: np.ndarray | None, mask: Image.Image | None, photo_size: Sequence[int],
+                   crop: Sequence[int], canvas: Sequence[int]) -> np.ndarray:
+    """An occluder on the canvas (uint8, 255 = occluder): its mask PNG (scaled to the photo)
+    through the canvas's crop of the photo, inside its polygon when it has one."""
+    width, height = int(canvas[0]), int(canvas[1])
+    if mask is None:
+        matte = np.full((height, width), 255, np.uint8)
+    else:
+        sx, sy = mask.width / photo_size[0], mask.height / photo_size[1]
+        box = (crop[0] * sx, crop[1] * sy, (crop[0] + crop[2]) * sx, (crop[1] + crop[3]) * sy)
+        matte = np.asarray(mask.convert("L").resize((width, height), Image.Resampling.BILINEAR, box=box))
+    if polygon is not None:
+        inside = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(inside).polygon([tuple(p) for p in polygon.tolist()], fill=255)
+        matte = np.minimum(matte, np.asarray(inside))
+    return matte
 
 
 def footprint(box: Sequence[float]) -> list[tuple[float, float]]:
@@ -257,3 +335,29 @@ def judge(scene: CanvasScene, box: Sequence[float], placement: str, size_cm: flo
     if covered > BLOCK_LIMIT:
         problems.append(("blocked", f"covers a forbidden region for {covered:.0%} of its box"))
     return problems
+
+
+MATTE_CACHE = 16  # canvas scenes with occluder mattes a worker keeps (one per photo and canvas)
+
+
+def with_occluders(template: dict[str, Any], photo_size: Sequence[int], canvas: Sequence[int],
+                   root: Path) -> CanvasScene:
+    """`on_canvas` with every occluder's matte, its mask PNG read from `root` and verified
+    against the digest the build plan keyed (`{source, sha256}`); kept per template, photo size
+    and canvas, as every image on a photo shares them."""
+    return _with_occluders(json.dumps([template, list(photo_size), list(canvas), str(root)], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=MATTE_CACHE)
+def _with_occluders(key: str) -> CanvasScene:
+    from base import sources
+    from stages.runtime.images import load_image
+
+    template, photo_size, canvas, root = json.loads(key)
+    masks = {}
+    for entry in template.get("occluders", []):
+        mask = entry.get("mask")
+        if isinstance(mask, dict):
+            path = sources.resolve(mask["source"], Path(root))
+            masks[mask["source"]] = load_image(path, mask["source"], ("sha256", mask["sha256"]))
+    return on_canvas(template, photo_size, canvas, masks)

@@ -554,11 +554,12 @@ def test_35_2_g4g_scene_replaces_a_link_at_its_output_never_writes_through_it(tm
     (tmp_path / "photos").mkdir()
     scene_photo(tmp_path / "photos/garden2.jpg")
     (tmp_path / "victim.txt").write_text("the user's file")
-    (tmp_path / "garden2.scene.png").symlink_to(tmp_path / "victim.txt")  # committed by a repository
+    (tmp_path / ".g4g/previews").mkdir(parents=True)
+    (tmp_path / ".g4g/previews/garden2.scene.png").symlink_to(tmp_path / "victim.txt")  # left by someone
     assert cli.main(["scene", "photos/garden2.jpg"]) == 0
     assert (tmp_path / "victim.txt").read_text() == "the user's file"
-    assert not (tmp_path / "garden2.scene.png").is_symlink()
-    assert (tmp_path / "garden2.scene.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / ".g4g/previews/garden2.scene.png").is_symlink()
+    assert (tmp_path / ".g4g/previews/garden2.scene.png").read_bytes().startswith(b"\x89PNG")
 
 
 KEY = "builder-key-9876543210"  # the `secrets` fixture's key for the loopback endpoint
@@ -814,7 +815,8 @@ def test_35_2_every_command_that_writes_replaces_a_link_at_its_output(project, m
     (project / "i.json").write_text(json.dumps(COCO_INSTANCES))
     (project / "c.json").write_text(json.dumps(COCO_CAPTIONS))
     monkeypatch.setattr(diff_command, "_side", lambda root, rev: workspace(root))  # no git history needed here
-    commands = {"photo.scene.png": ["scene", "photo.png"], "scene.png": ["scene", "photo.png", "-o", "scene.png"],
+    (project / ".g4g/previews").mkdir(parents=True, exist_ok=True)
+    commands = {".g4g/previews/photo.scene.png": ["scene", "photo.png"], "scene.png": ["scene", "photo.png", "-o", "scene.png"],
                 "cut.png": ["extract", "photo.png", "-o", "cut.png", "--backend", "alpha"],
                 "examples.jsonl": ["import-coco", "i.json", "c.json", "-o", "examples.jsonl"],
                 "card.html": ["card", "-o", "card.html"], "dataset/card.html": ["card"],

@@ -20,6 +20,7 @@ from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from base.errors import ItemError
 from stages.backends.compose.photometric import lightness_stats, match_lightness, surroundings
+from stages.backends.compose.occlusion import Occlusion
 from stages.backends.compose.shadow import cast_shadow, contact_shadow
 from stages.scene import Light, centre_crop
 
@@ -73,24 +74,29 @@ class Backend:
         return [ItemError(f"background '{job['phrase']}' has no photo; the paste composer needs one "
                           f"(or use compose: sdxl-inpaint, which generates it)") if job["background"] is None
                 else self.compose(job["boxes"], job["cutouts"], job["background"], job.get("supports"),
-                                  light_of(job))
+                                  light_of(job), occlusion_of(job))
                 for job in jobs]
 
     def compose(self, boxes: list[list[int]], cutouts: list[Image.Image], background: Image.Image,
-                supports: list[str | None] | None = None, light: Light | None = None) -> dict[str, Any]:
+                supports: list[str | None] | None = None, light: Light | None = None,
+                occlusion: Occlusion | None = None) -> dict[str, Any]:
         """Paste `cutouts` (RGBA, paste order) into `boxes` on `background` (canvas-sized RGB);
         objects whose `supports` entry names a support cast a contact shadow, and a shadow along
-        the scene's `light` when there is one.
+        the scene's `light` when there is one. `occlusion` draws the scene's occluders back
+        over the objects behind them (occlusion.py).
 
         Returns `image` (RGB), `mask` (L, union), `masks` (L per object: its alpha where no
         later paste covers it) and `stats` per object: `full`, `inside` and `visible` alpha
         area in pixels. Works in 8 bits with Pillow, on the boxes only.
         """
         canvas = background.convert("RGB")
+        photo = canvas.copy() if occlusion is not None else None  # the occluders' own pixels
         union = Image.new("L", canvas.size, 0)
         visible: list[Image.Image] = []
         stats, regions = [], []
-        for box, cutout, support in zip(boxes, cutouts, supports or [None] * len(boxes)):
+        for index, (box, cutout, support) in enumerate(zip(boxes, cutouts, supports or [None] * len(boxes))):
+            if occlusion is not None:
+                canvas = occlusion.before(index, canvas, photo, visible)
             levels, lightness = self._prepare(cutout)
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
@@ -115,8 +121,15 @@ class Backend:
             visible.append(mine)
             stats.append({"full": _alpha_area(alpha), "inside": _alpha_area(mine, region)})
             regions.append(region)
-        for stat, mask, region in zip(stats, visible, regions):
+        if occlusion is not None:
+            canvas = occlusion.after(canvas, photo, visible)
+            union = Image.new("L", canvas.size, 0)  # what shows of the objects, less what the occluders hide
+            for mask in visible:
+                union = ImageChops.screen(union, mask)
+        for index, (stat, mask, region) in enumerate(zip(stats, visible, regions)):
             stat["visible"] = _alpha_area(mask, region)
+            if occlusion is not None:
+                stat["behind_occluders"] = occlusion.occluded[index]
         return {"image": canvas, "mask": union, "masks": visible,
                 "stats": [{k: round(v, 1) for k, v in s.items()} for s in stats]}
 
@@ -155,6 +168,11 @@ def light_of(job: dict[str, Any]) -> Light | None:
     """The job's scene light (`light`: direction_deg, length, softness), or None."""
     light = job.get("light")
     return Light(**light) if light else None
+
+
+def occlusion_of(job: dict[str, Any]) -> Occlusion | None:
+    """The job's occluders and object depths (a scene template's `occluders`), or None."""
+    return Occlusion(job["occluders"], job["depths"], job.get("supports")) if job.get("occluders") else None
 
 
 def decontaminate(cutout: Image.Image) -> Image.Image:

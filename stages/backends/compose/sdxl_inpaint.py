@@ -143,7 +143,8 @@ class Backend:
         seeds = [job["seed"] for job in jobs]
         backgrounds = self._backgrounds(jobs, prompts, width, height)
         blur = ImageFilter.GaussianBlur(p.background_blur) if p.background_blur > 0 else None
-        pasted = [self.paste.compose(job["boxes"], job["cutouts"], background.filter(blur) if blur else background)
+        pasted = [self.paste.compose(job["boxes"], job["cutouts"], background.filter(blur) if blur else background,
+                                     occlusion=paste.occlusion_of(job))
                   for job, background in zip(jobs, backgrounds)]
         masks = [repaint_mask(result["mask"], p.mask_blur_radius) for result in pasted]
         common = {"prompt": prompts, "negative_prompt": [p.negative_prompt] * len(jobs), "mask_image": masks,
@@ -158,7 +159,7 @@ class Backend:
         for job, result, repainted in zip(jobs, pasted, images):
             repainted = repainted.convert("RGB")
             final = (self.paste.compose(job["boxes"], job["cutouts"], repainted, job.get("supports"),
-                                        paste.light_of(job))["image"]
+                                        paste.light_of(job), paste.occlusion_of(job))["image"]
                      if p.paste_back else repainted)
             outputs.append({**result, "image": final, **({"unpasted": repainted} if p.keep_unpasted else {})})
         return outputs

@@ -14,11 +14,12 @@ for a mirrored view (`placed` writes those two)}.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stages.scene import CanvasScene, centre_crop, on_canvas
+from stages.scene import CanvasScene, centre_crop, on_canvas, with_occluders
 
 
 def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -43,4 +44,6 @@ def scene_of(background: dict[str, Any], photo: int | None, canvas: list[int]) -
     if "scene" not in background or photo is None:
         return None
     template, size = background["scene"]["template"], background["scene"]["sizes"][photo]
-    return on_canvas(template, size, canvas), list(centre_crop(size, canvas, template.get("view")))
+    scene = (with_occluders(template, size, canvas, Path.cwd()) if template.get("occluders")
+             else on_canvas(template, size, canvas))
+    return scene, list(centre_crop(size, canvas, template.get("view")))

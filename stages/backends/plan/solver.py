@@ -27,6 +27,7 @@ from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
 VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
+HIDDEN_MARGIN = 0.6  # an object's box share hidden by occluders stays under this fraction of 1 - min_visible
 AREA_MARGIN = 1.1  # planned alpha area over the filter's min_area: room for a soft edge and small occlusions
 LAYOUT_TRIES = 4  # layouts tried in the drawn depth order (attempts / 4 per object each), then
 ANY_ORDER_TRIES = 2  # layouts in any order, largest first (attempts per object each)
@@ -207,7 +208,14 @@ class Backend:
             return "off its support"
         if scene.blocked(box, support.height_cm) > BLOCK_LIMIT / 2:
             return "over a forbidden region"
-        return box, support.name if supports else "free", scene.ground_row(box[1] + box[3], support.height_cm)
+        depth = scene.ground_row(box[1] + box[3], support.height_cm)
+        if scene.occluders:  # behind a post or a fence is fine, as long as the filter keeps what shows
+            hidden = scene.hidden(box, depth, support.name if supports else None)
+            if hidden > HIDDEN_MARGIN * (1 - passes.get("min_visible", 0.0)):
+                return f"hidden behind occluders ({hidden:.0%} of its box)"
+            if box[2] * box[3] * view["fill"] * (1 - hidden) < area * AREA_MARGIN * scene.width * scene.height:
+                return f"too small for the score stage's min_area {area:.2%} once occluded"
+        return box, support.name if supports else "free", depth
 
     def _place(self, dims: list[tuple[int, int]], width: int, height: int, rng: np.random.Generator):
         """Drop boxes largest first at random spots until each respects max_overlap; None if stuck."""
