@@ -7,7 +7,7 @@ its layouts name), so `gc` never removes an entry of the last build.
 
 The cache folder may be any folder the builder names, so maintenance acts only in a folder
 g4g created (its CACHEDIR.TAG) and only on entries of g4g's shape (a stage it knows, a key
-folder under its two-character prefix, a record.json that parses; a reply file that parses):
+folder under its two-character prefix, a record.json; a reply file that parses):
 anything else is left alone and listed in `unknown`.
 """
 
@@ -94,12 +94,13 @@ def survey(cache_root: Path) -> tuple[dict[str, list[str]], list[Path]]:
 
 
 def _record(folder: Path) -> bool:
-    """Whether `folder` holds a record.json that parses as an entry's record."""
+    """Whether `folder` holds a record.json (a regular file): in a folder g4g created, at a key's
+    place, that is an entry of g4g's, and whether the record parses and matches its files is
+    for `verify` to say (damaged, not someone else's)."""
     try:
-        stored = read_json(folder / RECORD)
-    except (OSError, ValueError, UnicodeDecodeError):
+        return stat.S_ISREG(os.lstat(folder / RECORD).st_mode)
+    except OSError:
         return False
-    return isinstance(stored, dict) and isinstance(stored.get("record"), dict) and "digest" in stored
 
 
 def replies_in(cache_root: Path) -> tuple[list[Path], list[Path]]:
