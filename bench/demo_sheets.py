@@ -1,11 +1,12 @@
-"""The demo's pictures in docs/: a contact sheet of 16 random kept images and 2x crops of the
-four objects compose changed most.
+"""The demo's pictures in docs/: a contact sheet of 16 random kept images, 2x crops of the
+four objects compose changed most, and the README's banner of 8 other random kept images.
 
   docs/contact-sheet.jpg  16 kept images drawn at random (seed 0), 4 x 4 at 384 pixels each
   docs/crops.jpg          the four objects of kept images whose mean CIELAB colour moved most
                           from their cut-out's (each concept's worst first) (lightness and chroma: bench/colour_fidelity.py),
                           320 x 320 pixels around each (where it meets the ground) at 2x,
                           captioned with its image, concept and shifts
+  docs/demo.jpg           8 kept images drawn at random (seed 1), 4 x 2 at 320 pixels each
 
 Run after `dvc repro` on the demo (reads build/ only):
 
@@ -29,15 +30,15 @@ SIDE = 384  # a contact-sheet tile
 CROP = 320  # a crop's side in image pixels, before the 2x zoom
 
 
-def contact_sheet(build: Path, kept: list[str], count: int = 16, seed: int = 0) -> Image.Image:
+def contact_sheet(build: Path, kept: list[str], count: int = 16, seed: int = 0, side: int = SIDE) -> Image.Image:
     chosen = sorted(random.Random(seed).sample(kept, min(count, len(kept))))
     columns = 4
     rows = -(-len(chosen) // columns)
-    sheet = Image.new("RGB", (columns * SIDE + (columns + 1) * 4, rows * SIDE + (rows + 1) * 4), "white")
+    sheet = Image.new("RGB", (columns * side + (columns + 1) * 4, rows * side + (rows + 1) * 4), "white")
     for index, key in enumerate(chosen):
-        image = Image.open(build / "images" / f"{key}.jpg").convert("RGB").resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+        image = Image.open(build / "images" / f"{key}.jpg").convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
         row, column = divmod(index, columns)
-        sheet.paste(image, (4 + column * (SIDE + 4), 4 + row * (SIDE + 4)))
+        sheet.paste(image, (4 + column * (side + 4), 4 + row * (side + 4)))
     return sheet
 
 
@@ -73,7 +74,8 @@ def main() -> int:
     kept = sorted(s["id"] for s in json.loads((args.build / "scores.json").read_text())["scores"] if s["keep"])
     contact_sheet(args.build, kept).save(args.out / "contact-sheet.jpg", quality=82, optimize=True)
     worst_crops(args.build, shifts(args.build)).save(args.out / "crops.jpg", quality=88, optimize=True)
-    for name in ("contact-sheet.jpg", "crops.jpg"):
+    contact_sheet(args.build, kept, count=8, seed=1, side=320).save(args.out / "demo.jpg", quality=85, optimize=True)
+    for name in ("contact-sheet.jpg", "crops.jpg", "demo.jpg"):
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -52,6 +52,23 @@ def test_feather_softens_the_alpha_edge_with_a_box_blur():
     assert mask[40, 40] == 255 and 0 < mask[40, 20] < 255
 
 
+def test_a_feathered_edge_mixes_the_objects_colour_with_the_background_only():
+    """A red disc (green under its transparent pixels, as a cut-out's old photo would be) on
+    white: every pixel of the soft edge lies between red and white, (255, v, v), never darker."""
+    disc = np.zeros((60, 60, 4), np.uint8)
+    disc[..., :3] = (0, 160, 0)
+    inside = np.hypot(*np.mgrid[-29.5:30.5, -29.5:30.5]) < 25
+    disc[inside] = (255, 0, 0, 255)
+    background = Image.new("RGB", (100, 100), (255, 255, 255))
+    for size in (60, 45, 90):  # as cut, reduced, enlarged
+        result = Backend(Params(feather=5, harmonize=0, decontaminate=False)).compose(
+            [[5, 5, size, size]], [Image.fromarray(disc, "RGBA")], background)
+        pixels = np.asarray(result["image"]).astype(int)
+        edge = (np.asarray(result["mask"]) > 0) & (np.asarray(result["mask"]) < 255)
+        assert edge.sum() > 100
+        assert (pixels[edge][:, 0] >= 254).all() and (np.abs(pixels[edge][:, 1] - pixels[edge][:, 2]) <= 1).all()
+
+
 def lab_mean(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(pixels.reshape(1, -1, 3).astype(np.float32) / 255, cv2.COLOR_RGB2Lab)[0].mean(axis=0)
 

@@ -100,6 +100,7 @@ class Backend:
             levels, lightness = self._prepare(cutout)
             piece = self._resize(levels, box[2], box[3])
             alpha = self._feather(piece.getchannel("A"))
+            piece = fringe_colours(piece, self.params.feather // 2)
             region = (box[0], box[1], box[0] + box[2], box[1] + box[3])
             if light is not None and self.params.cast_shadow and support not in UNSUPPORTED:
                 canvas = cast_shadow(canvas, box, piece.getchannel("A"), light, self.params.cast_shadow)
@@ -162,6 +163,26 @@ class Backend:
             return alpha
         padded = ImageOps.expand(alpha, border=radius, fill=0).filter(ImageFilter.BoxBlur(radius))
         return padded.crop((radius, radius, radius + alpha.width, radius + alpha.height))
+
+
+def fringe_colours(piece: Image.Image, radius: int) -> Image.Image:
+    """The piece with colours for the transparent pixels its feathered alpha reaches: the mean
+    colour of the object's own pixels within `radius` (alpha-weighted, as the box blur weighs
+    them). A resized RGBA piece has black under alpha 0 (Pillow resamples premultiplied), so a
+    feathered edge would otherwise draw a dark rim around every object."""
+    if radius == 0:
+        return piece
+    import cv2
+
+    pixels = np.asarray(piece, dtype=np.float32)
+    alpha = pixels[..., 3:] / 255
+    kernel, border = (2 * radius + 1, 2 * radius + 1), cv2.BORDER_CONSTANT
+    weight = cv2.blur(alpha, kernel, borderType=border)[..., None]
+    colour = cv2.blur(pixels[..., :3] * alpha, kernel, borderType=border)
+    reached = (alpha[..., 0] == 0) & (weight[..., 0] > 0)
+    out = np.asarray(piece).copy()
+    out[reached, :3] = np.clip(np.round(colour[reached] / weight[reached]), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
 
 
 def light_of(job: dict[str, Any]) -> Light | None:
