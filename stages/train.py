@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
 import shutil
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from stages.backends.train import common
 from stages.backends.train.text import TOKEN_FILE
 from stages.backends.train.trained import base_pipeline, load_base
 from stages.caption import concept_name
+from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetReader, folder_opener
 from stages.metrics.pixels import flatten_alpha
 from stages.runtime.cache import blake2b_file
 from stages.runtime.images import load_image
@@ -48,13 +47,22 @@ PRIOR_PROMPT = "a photo of a {noun}"
 OFF = "Training is off (backends.train.name: none): the build ends with the dataset.\n"
 
 
-def read_samples(shard: Path) -> list[dict[str, bytes]]:
-    """A WebDataset shard's samples as {field: bytes}, in order."""
-    samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard) as tar:
-        for member in tar:
-            key, field = member.name.split(".", 1)
-            samples.setdefault(key, {})[field] = tar.extractfile(member).read()
+def read_samples(shard: Path, compositions: set[str]) -> list[dict[str, Any]]:
+    """A WebDataset shard's samples, in order, as {field: bytes} plus `meta` (the parsed JSON),
+    read as a dataset from someone else (`g4g export` reads any revision's): only members named
+    as pack names them, each bounded in size, JSON depth and pixels (stages/card/dataset_reader.py);
+    anything else is an error naming the member."""
+    reader = DatasetReader(shard.parent.name, folder_opener(shard.parent))
+    samples: dict[str, dict[str, Any]] = {}
+    for member in reader.members(shard.name, compositions, lambda key, extension: True):
+        fields = samples.setdefault(member.key, {})
+        if member.extension == "json":
+            fields["meta"] = reader.provenance(shard.name, member)
+        elif member.extension in IMAGE_EXTENSIONS + ("mask.png",) and reader.image(shard.name, member) is None:
+            continue
+        fields[member.extension] = member.data
+    if reader.problems:
+        raise ItemError(f"{len(reader.problems)} damaged or unexpected members: " + "; ".join(reader.problems[:3]))
     return list(samples.values())
 
 
@@ -83,8 +91,8 @@ def instances(item: dict[str, Any], document: dict[str, Any], context: dict[str,
                     origin=photo["source"]))
         return examples
     for shard in item["shards"]:
-        for sample in read_samples(Path(context["dataset_dir"]) / shard):
-            meta = json.loads(sample["json"])
+        for sample in read_samples(Path(context["dataset_dir"]) / shard, {item["id"]}):
+            meta = sample["meta"]
             image_field = next(f for f in ("jpg", "png", "webp") if f in sample)
             image = Image.open(io.BytesIO(sample[image_field])).convert("RGB")
             mask = Image.open(io.BytesIO(sample["mask.png"])).convert("L")

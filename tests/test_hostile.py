@@ -8,6 +8,7 @@ import functools
 import gzip
 import json
 import os
+import re
 import sys
 import time
 import zlib
@@ -967,3 +968,29 @@ def test_a_failed_export_leaves_the_last_one_and_nothing_partial(project, monkey
     export.write_export(out, {"cat_mug": {"a.png": b"1"}, "cat_mug_plant": {"b.png": b"2"}}, "diffusers")
     assert not (out / "cat_mug_plant").is_symlink() and (out / "cat_mug_plant" / "b.png").read_bytes() == b"2"
     assert list(victim.iterdir()) == [] and sorted(p.name for p in out.parent.iterdir()) == ["diffusers"]
+
+
+def test_35_6_training_and_export_read_shards_through_the_bounded_reader(project, tmp_path):
+    """`train` and `g4g export` read a shard as card and diff do: a good shard gives its samples
+    with their provenance; members that are not samples, bombs and deep JSON are one error
+    naming them, never read whole, never a traceback."""
+    import tarfile
+
+    from stages.train import read_samples
+
+    good = hostile_dataset(tmp_path / "good")
+    (sample,) = read_samples(good / "cat_mug-000000.tar", {"cat_mug"})
+    assert sample["meta"]["key"] == "cat_mug-00000" and sample["txt"] == b"a cat" and sample["jpg"][:2] == b"\xff\xd8"
+
+    bad = hostile_dataset(tmp_path / "bad", hostile_members)
+    with pytest.raises(ItemError) as raised:
+        read_samples(bad / "cat_mug-000000.tar", {"cat_mug"})
+    message = str(raised.value)
+    assert re.match(r"\d+ damaged or unexpected members: dataset: cat_mug-000000.tar: '\.\./\.\./x\.json'", message)
+    assert "\x1b" not in message and "\n" not in message
+    with tarfile.open(good / "cat_mug-000000.tar", "a") as tar:
+        info = tarfile.TarInfo("cat_mug-00008.jpg")
+        info.size = 6 * 2**30  # declared, never read: refused by its size before any byte is read
+        tar.addfile(info)
+    with pytest.raises(ItemError, match="cat_mug-00008.jpg': declares 6,442,450,944 bytes"):
+        read_samples(good / "cat_mug-000000.tar", {"cat_mug"})
