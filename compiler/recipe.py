@@ -460,8 +460,13 @@ def _validate_backend(kind: str, config: dict[str, Any], fail, root: Path) -> di
         params_class(**params)  # runs the backend's own range checks, if it has any
     except (OmegaConfBaseException, ValueError) as error:
         key = getattr(error, "full_key", "") or ""
-        valid = ", ".join(backends.option_names(kind, name))
-        fail(f"backends.{kind}.{key}".rstrip("."), f"{str(error).splitlines()[0]} (options of {kind} backend '{name}': {valid})")
+        options = backends.option_names(kind, name)
+        foreign = [option for option in config if option not in options]
+        hint = (f"; if a backends group set {', '.join(foreign)} for another {kind} backend (they stay when only "
+                f"`name` changes), drop them with the overrides "
+                f"{' '.join(f'~backends.{kind}.{o}' for o in foreign)} (params.yaml `overrides`)" if foreign else "")
+        fail(f"backends.{kind}.{key}".rstrip("."),
+             f"{str(error).splitlines()[0]} (options of {kind} backend '{name}': {', '.join(options)}){hint}")
     for option in getattr(params_class, "URLS", ()):
         _check_endpoint(f"backends.{kind}.{option}", params[option], fail, root)
     files = {}

@@ -29,6 +29,20 @@ def test_demo_recipe_composes_from_config_groups():
     assert all(2 <= len(c["concepts"]) <= 5 for c in recipe["compositions"].values())
 
 
+def test_switching_a_backend_by_name_says_how_to_drop_the_groups_other_options(project):
+    """`backends: embedded` sets the solver's options; naming another planner keeps them, and the
+    error names each and the overrides that drop them (which then work)."""
+    with pytest.raises(RecipeError) as error:
+        compile_recipe(project, "demo", ["backends.plan.name=replay"])
+    message = str(error.value)
+    assert "backends.plan.coverage: Key 'coverage' not in 'Params' (options of plan backend 'replay': file)" in message
+    drops = ["~backends.plan.coverage", "~backends.plan.max_overlap", "~backends.plan.ground",
+             "~backends.plan.paste_order", "~backends.plan.min_size"]
+    assert f"drop them with the overrides {' '.join(drops)}" in message
+    with pytest.raises(RecipeError, match=r"backends\.plan\.file: file .*plans/layouts\.json not found"):
+        compile_recipe(project, "demo", ["backends.plan.name=replay", *drops])
+
+
 def test_typo_in_a_group_file_names_that_file_and_key(project):
     group = project / "recipes" / "concepts" / "gen4gen.yaml"
     group.write_text(group.read_text().replace("class_noun: cat", "class_nuon: cat"))
