@@ -29,8 +29,8 @@ from base.settings import load_settings
 from stages import backends
 from stages.backends.compose.paste import fit_background
 from stages.runtime.images import encode_image, encode_mask, load_image
-from stages.scene import with_occluders
 from stages.runtime.runner import ItemOutput, attach, finish, materialize, run_cli, run_items
+from stages.scene import with_occluders
 from stages.templating import keyed_templates
 
 
@@ -82,22 +82,7 @@ def occlusion(entry: dict[str, Any], layout: dict[str, Any], context: dict[str, 
                            Path(context["root"]))
     depths = [scene.ground_row(o["box"][1] + o["box"][3], scene.height_of(o.get("support") or "free"))
               for o in layout["objects"]]
-    return {"occluders": [(o.front, matte, o.support) for o, matte in zip(scene.occluders, _mattes(scene))],
-            "depths": depths}
-
-
-_MATTES: dict[int, tuple[Any, list[Image.Image | None]]] = {}
-
-
-def _mattes(scene: Any) -> list[Image.Image | None]:
-    """The scene's occluder mattes as images, made once per scene and worker (holding the scene
-    keeps its id unique while cached)."""
-    if id(scene) not in _MATTES:
-        if len(_MATTES) >= 16:
-            _MATTES.clear()
-        _MATTES[id(scene)] = (scene, [None if o.matte is None else Image.fromarray(o.matte, "L")
-                                      for o in scene.occluders])
-    return _MATTES[id(scene)][1]
+    return {"occluders": [(o.front, o.matte, o.support) for o in scene.occluders], "depths": depths}
 
 
 def encode(item: dict[str, Any], result: dict[str, Any], context: dict[str, Any]) -> ItemOutput:

@@ -80,7 +80,8 @@ def matted_cut_out(image: Image.Image, soft: np.ndarray, params: CutoutParams) -
     if params.decontaminate and params.matting != "none":
         pixels = matte.decontaminate(pixels, alpha)
     alpha8 = np.rint(alpha * 255).astype(np.uint8)
-    kept_rows, kept_cols = np.flatnonzero((alpha8 > params.threshold).any(axis=1)), np.flatnonzero((alpha8 > params.threshold).any(axis=0))
+    kept = alpha8 > params.threshold
+    kept_rows, kept_cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
     inner = (int(kept_cols[0]), int(kept_rows[0]), int(kept_cols[-1]) + 1, int(kept_rows[-1]) + 1)
     cutout = Image.fromarray(np.dstack([pixels, alpha8]), "RGBA").crop(inner)
     box = [left + int(inner[0] / scale), top + int(inner[1] / scale),
@@ -116,7 +117,8 @@ def bad_view(figures: dict, params: CutoutParams) -> str | None:
 def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     description = alpha_description(context["backend"]) if item["cutout"] else context["backend"]
     extractor = backends.create("extract", description, threads=context["threads"])
-    image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"], ("sha256", item["sha256"]))
+    image = load_image(sources.resolve(item["source"], Path(context["root"])), item["source"],
+                       ("sha256", item["sha256"]))
     params = extractor.params
     try:
         mask = extractor.soft_mask(image)

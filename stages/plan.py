@@ -21,8 +21,8 @@ from base.files import read_json
 from base.keys import without
 from base.settings import load_settings
 from stages import backends
-from stages.templating import keyed_templates
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
+from stages.templating import keyed_templates
 
 
 def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:

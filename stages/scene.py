@@ -54,7 +54,8 @@ class Light:
 
 
 def light_of(template: dict[str, Any]) -> Light | None:
-    """The template's `light`, or None when it declares none."""
+    """The `light` of a template (or of a compose job, which carries its template's), or None
+    when it declares none."""
     light = template.get("light")
     return Light(float(light["direction_deg"]), float(light["length"]), float(light["softness"])) if light else None
 

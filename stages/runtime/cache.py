@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from base.errors import ItemError
-from base.files import DiskFull, atomic_write_bytes, dumps_json, loads_json, stat_stamp
+from base.files import DIGESTS, DiskFull, atomic_write_bytes, dumps_json, loads_json, stat_stamp
 from base.keys import canonical_json
 
 RECORD = "record.json"
@@ -70,7 +70,7 @@ def verified_bytes(folder: Path, name: str, files: dict[str, dict[str, Any]]) ->
     an output edited after it was written is an error, never packed."""
     data = (folder / name).read_bytes()
     meta = files[name]
-    if len(data) != meta["size"] or hashlib.blake2b(data, digest_size=20).hexdigest() != meta["blake2b"]:
+    if len(data) != meta["size"] or DIGESTS["blake2b"](data) != meta["blake2b"]:
         raise ItemError(f"{folder / name} changed after it was built (its digest no longer matches); run "
                         f"`dvc repro -f` to restore it from the item cache")
     return data
@@ -189,7 +189,7 @@ class ItemCache:
         as `key` with one rename. Returns the record with its file digests. A concurrent
         commit of the same key wins harmlessly; a full disk leaves nothing behind."""
         record = {**record, "key": key, "files": {
-            name: {"size": len(data), "blake2b": hashlib.blake2b(data, digest_size=20).hexdigest()}
+            name: {"size": len(data), "blake2b": DIGESTS["blake2b"](data)}
             for name, data in sorted(files.items())}}
         self.staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.staging_root))

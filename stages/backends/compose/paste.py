@@ -22,7 +22,7 @@ from base.errors import ItemError
 from stages.backends.compose.photometric import lightness_stats, match_lightness, surroundings
 from stages.backends.compose.occlusion import Occlusion
 from stages.backends.compose.shadow import cast_shadow, contact_shadow
-from stages.scene import Light, centre_crop
+from stages.scene import Light, centre_crop, light_of
 
 VERSION = "3"
 IGNORES = ("phrase",)  # key parts it does not read: it pastes onto the photo
@@ -183,12 +183,6 @@ def fringe_colours(piece: Image.Image, radius: int) -> Image.Image:
     out = np.asarray(piece).copy()
     out[reached, :3] = np.clip(np.round(colour[reached] / weight[reached]), 0, 255).astype(np.uint8)
     return Image.fromarray(out, "RGBA")
-
-
-def light_of(job: dict[str, Any]) -> Light | None:
-    """The job's scene light (`light`: direction_deg, length, softness), or None."""
-    light = job.get("light")
-    return Light(**light) if light else None
 
 
 def occlusion_of(job: dict[str, Any]) -> Occlusion | None:

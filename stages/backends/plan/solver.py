@@ -5,7 +5,8 @@ the ground or on a surface that holds it, its size the perspective's for its rea
 (within half the template's tolerance), clear of forbidden regions, pasted far to near. It
 plans what the score stage keeps: each box is large enough, given its cut-out's fill, for the
 filter's `min_area`; and each image draws which concept stands in front, so that near/far
-order is not decided by which concept happens to be large enough. Without a template: one box per concept with the chosen cut-out's aspect ratio, sizes from
+order is not decided by which concept happens to be large enough. Without a template: one box
+per concept with the chosen cut-out's aspect ratio, sizes from
 the concepts' relative sizes, Gen4Gen's minimum-area rule, boxes resting in the lower part of
 the frame, pairwise overlap bounded, and Gen4Gen's paste order.
 """
@@ -109,11 +110,11 @@ class Backend:
             if background is not candidates[first]:
                 photo = choose_photo(background, rng)
             scene, crop = scene_of(background, photo, request["canvas"])
-            placed = self._scene_layout(scene, request["concepts"], views, request.get("filter", {}), rng)
-            if isinstance(placed, str):
-                problems.append(f"{background['id']}: {placed}")
+            standing = self._scene_layout(scene, request["concepts"], views, request.get("filter", {}), rng)
+            if isinstance(standing, str):
+                problems.append(f"{background['id']}: {standing}")
                 continue
-            boxes, supports = placed
+            boxes, supports = standing
             return layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports, crop)
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
                         f"{'; '.join(problems)}")
@@ -150,22 +151,22 @@ class Backend:
         for order, in_depth_order, layouts, attempts in ((drawn, True, LAYOUT_TRIES, max(1, tries)),
                                                          (largest_first, False, ANY_ORDER_TRIES, self.params.attempts)):
             for _ in range(layouts):
-                placed: dict[int, tuple[list[int], str, float]] = {}
+                spots: dict[int, tuple[list[int], str, float]] = {}
                 for index in order:
-                    spot = self._spot(scene, concepts[index], views[index], passes, placed, in_depth_order,
+                    spot = self._spot(scene, concepts[index], views[index], passes, spots, in_depth_order,
                                       attempts, failed[index], rng)
                     if spot is None:
                         stuck = index
                         break
-                    placed[index] = spot
+                    spots[index] = spot
                 else:
-                    return [placed[i][0] for i in range(len(concepts))], [placed[i][1] for i in range(len(concepts))]
+                    return [spots[i][0] for i in range(len(concepts))], [spots[i][1] for i in range(len(concepts))]
         concept = concepts[stuck]  # the object the last layout could not place, with every failure it met
         counts = ", ".join(f"{n} {why}" for why, n in failed[stuck].most_common())
         return f"no place for {concept['id']} ({concept['size_cm']:g} cm, {concept['placement']}): {counts}"
 
     def _spot(self, scene: CanvasScene, concept: dict[str, Any], view: dict[str, Any], passes: dict[str, float],
-              placed: dict[int, tuple[list[int], str, float]], in_depth_order: bool, attempts: int,
+              spots: dict[int, tuple[list[int], str, float]], in_depth_order: bool, attempts: int,
               failed: Counter[str], rng: np.random.Generator) -> tuple[list[int], str, float] | None:
         """A place for one concept overlapping no placed one too much (and, `in_depth_order`,
         nearer than all of them)."""
@@ -173,9 +174,9 @@ class Backend:
             spot = self._stand(scene, concept, view, passes, rng)
             if isinstance(spot, str):
                 failed[spot] += 1
-            elif any(overlap(spot[0], other) > self.params.max_overlap for other, _, _ in placed.values()):
+            elif any(overlap(spot[0], other) > self.params.max_overlap for other, _, _ in spots.values()):
                 failed["overlapping another object"] += 1
-            elif in_depth_order and placed and spot[2] <= max(depth for _, _, depth in placed.values()):
+            elif in_depth_order and spots and spot[2] <= max(depth for _, _, depth in spots.values()):
                 failed["not in front of the objects behind it"] += 1
             else:
                 return spot
@@ -200,7 +201,8 @@ class Backend:
             return f"shorter than backends.plan.min_size {self.params.min_size:g} of the canvas"
         box = scene.box_at(foot, support, concept["size_cm"], view["aspect"], factor)
         area = passes.get("min_area", 0.0)
-        if box[2] * box[3] * view["fill"] < area * AREA_MARGIN * scene.width * scene.height:
+        needed = area * AREA_MARGIN * scene.width * scene.height  # alpha pixels the filter's min_area asks for
+        if box[2] * box[3] * view["fill"] < needed:
             return f"too small for the score stage's min_area {area:.2%}"
         if not scene.holds(box):
             return "outside the canvas (taller or wider than the view there)"
@@ -213,13 +215,13 @@ class Backend:
             hidden = scene.hidden(box, depth, support.name if supports else None)
             if hidden > HIDDEN_MARGIN * (1 - passes.get("min_visible", 0.0)):
                 return f"hidden behind occluders ({hidden:.0%} of its box)"
-            if box[2] * box[3] * view["fill"] * (1 - hidden) < area * AREA_MARGIN * scene.width * scene.height:
+            if box[2] * box[3] * view["fill"] * (1 - hidden) < needed:
                 return f"too small for the score stage's min_area {area:.2%} once occluded"
         return box, support.name if supports else "free", depth
 
     def _place(self, dims: list[tuple[int, int]], width: int, height: int, rng: np.random.Generator):
         """Drop boxes largest first at random spots until each respects max_overlap; None if stuck."""
-        placed: dict[int, list[int]] = {}
+        spots: dict[int, list[int]] = {}
         for index in sorted(range(len(dims)), key=lambda i: -dims[i][0] * dims[i][1]):
             w, h = dims[index]
             lowest_bottom = max(h, math.ceil(self.params.ground * height))
@@ -227,12 +229,12 @@ class Backend:
                 x = int(rng.integers(0, width - w + 1))
                 bottom = int(rng.integers(lowest_bottom, height + 1))
                 box = [x, bottom - h, w, h]
-                if all(overlap(box, other) <= self.params.max_overlap for other in placed.values()):
-                    placed[index] = box
+                if all(overlap(box, other) <= self.params.max_overlap for other in spots.values()):
+                    spots[index] = box
                     break
             else:
                 return None
-        return [placed[i] for i in range(len(dims))]
+        return [spots[i] for i in range(len(dims))]
 
 
 def layout(background: dict[str, Any], photo: int | None, request: dict[str, Any], views: list[dict[str, Any]],
