@@ -43,6 +43,8 @@ def file_sha256(path: Path) -> str:
 def without(value: Any, names: frozenset[str] | set[str] | list[str]) -> Any:
     """`value` with every dict entry named in `names` removed, at any depth: key parts minus
     what a backend does not read (its `IGNORES`)."""
+    if not names:
+        return value
     if isinstance(value, dict):
         return {k: without(v, names) for k, v in value.items() if k not in names}
     if isinstance(value, list):

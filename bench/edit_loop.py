@@ -7,9 +7,12 @@ In one run, on a fresh copy of the project (its own git repository and item cach
   validate            `g4g validate` (compose, check and forecast the recipe)
   one-image edit      `dvc repro` after one composition gains one image
   one-composition     `dvc repro` after one composition is re-seeded (all its images change)
+  g4g diff            the last edit against the committed build before it
 and prints each as seconds and as ratios to `dvc status` and to the clean build. Every
 figure but the clean build and the edits is the median of `--repeats` runs; the load average
-is printed beside them (these machines are shared).
+is printed beside them (these machines are shared). For each edit, the seconds of each stage
+(DVC's own hashing and recording included) and the shards pack rewrote; then the disk each
+copy of the data takes (a hard-linked file counted once, where first seen).
 
     python bench/edit_loop.py [--repeats 3] [--keep DIR]
 """
@@ -28,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from project_copy import copy_project, edit_recipe, timed  # noqa: E402
+from project_copy import commit, copy_project, disk_use, edit_recipe, report_json, timed, timed_repro  # noqa: E402
 
 EDITED = "cat_houseplant"  # the demo's smallest composition
 
@@ -54,10 +57,17 @@ def main() -> None:
         figures["dvc status"] = median(root, ["dvc", "status"], args.repeats)
         figures["no-op repro"] = median(root, ["dvc", "repro"], args.repeats)
         figures["validate"] = median(root, ["g4g", "validate"], args.repeats)
+        commit(root, "built")
+        stages = {}
         edit_composition(root, lambda composition: composition.update(num_images=composition["num_images"] + 1))
-        figures["one-image edit"] = timed(root, ["dvc", "repro"])
+        stages["one-image edit"] = timed_repro(root)
+        shards = {"one-image edit": report_json(root, "pack").get("computed")}
         edit_composition(root, lambda composition: composition.update(seed=1))
-        figures["one-composition edit"] = timed(root, ["dvc", "repro"])
+        stages["one-composition edit"] = timed_repro(root)
+        shards["one-composition edit"] = report_json(root, "pack").get("computed")
+        figures.update((name, seconds["total"]) for name, seconds in stages.items())
+        figures["g4g diff"] = median(root, ["g4g", "diff"], args.repeats)
+        disk = disk_use(root)
         planned = {name: c["num_images"] for name, c in yaml.safe_load((root / "recipes/demo.yaml").read_text())[
             "compositions"].items()}
     finally:
@@ -71,6 +81,23 @@ def main() -> None:
     for name, seconds in figures.items():
         print(f"{name:22} {seconds:8.2f} {seconds / floor:13.2f} {seconds / clean:14.3f}")
     print(f"one-composition edit recomputes {EDITED}: {edited} of {total} images ({edited / total:.2f} of the items)")
+    print_edits(stages, shards)
+    print_disk(disk)
+
+
+def print_edits(stages: dict[str, dict[str, float]], shards: dict[str, int]) -> None:
+    """Per edit: seconds per stage (DVC's hashing and recording included) and shards rewritten."""
+    names = [stage for stage in next(iter(stages.values())) if stage != "total"]
+    print(f"{'seconds per stage':22} " + " ".join(f"{name[:8]:>8}" for name in names) + f" {'shards':>7}")
+    for edit, seconds in stages.items():
+        print(f"{edit:22} " + " ".join(f"{seconds.get(name, 0.0):8.2f}" for name in names) + f" {shards[edit]:7d}")
+
+
+def print_disk(disk: dict[str, int]) -> None:
+    own = disk.pop("dataset's own bytes")
+    print("disk (MB; a hard-linked file counted once): " + ", ".join(f"{name} {size / 1e6:.0f}"
+                                                                      for name, size in disk.items())
+          + f"; all {sum(disk.values()) / 1e6:.0f} = {sum(disk.values()) / own:.2f} x the dataset's {own / 1e6:.0f}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ Builds the demo twice in one run, each in a fresh copy of the project: as it is 
 and with every composition's `num_images` scaled to `--images` in all. Stage by stage
 (`dvc repro -s STAGE`), prints the seconds per image (the stage's own work from its run log,
 and the wall time with DVC's hashing of its outputs) and the peak resident memory of the
-stage's processes, with the large / small ratio. Then, on the large build: the size of the
-compiled plan, and the seconds of `compile`, `g4g validate`, `g4g card` and `g4g diff` (after
-a one-image edit, against the committed build).
+stage's processes, with the large / small ratio. Then, at both sizes, a one-image edit (one
+composition gains an image): the seconds of each stage in one `dvc repro` (DVC's hashing and
+recording included), the shards pack rewrote, `g4g diff` against the build before the edit,
+and the disk each copy of the data takes (a hard-linked file counted once). On the large build
+also: the size of the compiled plan, and the seconds of `compile`, `g4g validate`, `g4g card`.
 
     python bench/scale.py [--images 20000] [--keep DIR]
 """
@@ -17,14 +19,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from project_copy import commit, copy_project, edit_recipe, timed  # noqa: E402
+from project_copy import commit, copy_project, disk_use, edit_recipe, report_json, timed, timed_repro  # noqa: E402
 
 STAGES = ("compile", "extract", "plan", "compose", "caption", "score", "pack")
 DEMO_IMAGES = 400
@@ -56,6 +57,16 @@ def build(root: Path, images: int) -> dict[str, dict[str, float]]:
     return {stage: stage_figures(root, stage) for stage in STAGES}
 
 
+def one_image_edit(root: Path) -> dict[str, object]:
+    """The edit's seconds per stage, shards rewritten, `g4g diff` seconds and disk use."""
+    commit(root, "built")
+    edit_recipe(root, "demo", lambda r: r["compositions"]["cat_dog"].update(
+        num_images=r["compositions"]["cat_dog"]["num_images"] + 1))
+    seconds = timed_repro(root)
+    return {"seconds": seconds, "shards": report_json(root, "pack").get("computed"),
+            "diff": timed(root, ["g4g", "diff"]), "disk": disk_use(root)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20_000)
@@ -65,18 +76,14 @@ def main() -> None:
     small_root, large_root = parent / "small", parent / "large"
     try:
         small = build(small_root, DEMO_IMAGES)
+        edits = {DEMO_IMAGES: one_image_edit(small_root)}
         large = build(large_root, args.images)
         compiled = large_root / "build/compiled"
         sizes = {p.name: p.stat().st_size for p in compiled.glob("*.json")}
         commands = {"compile": timed(large_root, ["python", "-m", "compiler.compile"]),
                     "g4g validate": timed(large_root, ["g4g", "validate"]),
                     "g4g card": timed(large_root, ["g4g", "card"])}
-        subprocess.run(["git", "add", "-A"], cwd=large_root, check=True)
-        commit(large_root, "built")
-        edit_recipe(large_root, "demo", lambda r: r["compositions"]["cat_dog"].update(
-            num_images=r["compositions"]["cat_dog"]["num_images"] + 1))
-        commands["one-image edit (dvc repro)"] = timed(large_root, ["dvc", "repro"])
-        commands["g4g diff"] = timed(large_root, ["g4g", "diff"])
+        edits[args.images] = one_image_edit(large_root)
     finally:
         if args.keep is None:
             shutil.rmtree(parent, ignore_errors=True)
@@ -95,6 +102,19 @@ def main() -> None:
           f"(plan.json {sizes.get('plan.json', 0) / 2**20:.1f} MiB)")
     for name, seconds in commands.items():
         print(f"{name:28} {seconds:7.2f} s")
+    small_edit, large_edit = edits[DEMO_IMAGES], edits[args.images]
+    print("one-image edit (one dvc repro), seconds per stage with DVC's hashing and recording")
+    print(f"{'stage':10} {DEMO_IMAGES:>8} {args.images:>8} {'ratio':>6}")
+    for stage in ["total", *STAGES]:
+        a, b = (edit["seconds"].get(stage, 0.0) for edit in (small_edit, large_edit))
+        print(f"{stage:10} {a:8.2f} {b:8.2f} {b / a if a else float('nan'):6.2f}")
+    for name, field in (("shards rewritten", "shards"), ("g4g diff s", "diff")):
+        print(f"{name:18} {small_edit[field]:>8.2f} {large_edit[field]:>8.2f}")
+    for images, edit in edits.items():
+        disk = dict(edit["disk"])
+        own = disk.pop("dataset's own bytes")
+        print(f"disk at {images} images (MB): " + ", ".join(f"{name} {size / 1e6:.0f}" for name, size in disk.items())
+              + f"; all {sum(disk.values()) / 1e6:.0f} = {sum(disk.values()) / own:.2f} x the dataset's {own / 1e6:.0f}")
 
 
 if __name__ == "__main__":

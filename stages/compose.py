@@ -162,7 +162,7 @@ def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, 
                "cutout_digests": {cid: cutout_digest(c) for cid, c in cutouts.items()},
                "runtime": {"device": settings.device, "precision": settings.precision,
                            "torch_compile": settings.torch_compile, "cpu_offload": settings.cpu_offload}}
-    result, cache = run_items("compose", items, compose_batch, context, settings, skipped)
+    result, cache = run_items("compose", items, compose_batch, context, settings, skipped, outputs=out_dir)
     for record in result.records.values():  # the photo where it is now, not where it was when cached
         background = record["background"]
         if background.get("photo") is not None:

@@ -258,7 +258,7 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
     if why_not:
         print(f"evaluate: nothing to evaluate: {why_not}", file=sys.stderr)
         materialize(StageResult(), ItemCache(Path(settings.cache_dir), "evaluate-generate"), out_dir,
-                    {"rows.jsonl": b"", **{name: plot_rows({}, variant) for variant, name in PLOT_FILES.items()}})
+                    {"rows.jsonl": b"", **{name: plot_rows({}, variant) for variant, name in PLOT_FILES.items()}}, dvc_cached=True)
         write_folder(reports_dir / "evaluate_grids", {})  # the image plots DVC declares: none
         write_json(metrics_file, {"evaluated": False, "reason": why_not})
         write_json(reports_dir / "evaluate.json", {**StageResult().report("evaluate", backend), "note": why_not})
@@ -277,7 +277,7 @@ def run(items_file: Path, models_dir: Path, out_dir: Path, metrics_file: Path,
         metrics["models"] = next(iter(measured.records.values()))["models"]
     extra = {"rows.jsonl": _jsonl(rows), "summary.json": dumps_json(metrics).encode("utf-8"),
              **{name: plot_rows(metrics, variant) for variant, name in PLOT_FILES.items()}}
-    materialize(generated, cache, out_dir, extra)
+    materialize(generated, cache, out_dir, extra, dvc_cached=True)
     write_folder(reports_dir / "evaluate_grids", grids(generated, cache, document["sampler"]["resolution"]))
     write_json(metrics_file, headline(metrics))
     report = {**generated.report("evaluate", backend), "measure": measured.report("evaluate-measure", backend),

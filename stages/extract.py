@@ -144,7 +144,7 @@ def run(items_file: Path, out_dir: Path, index_file: Path) -> None:
     settings = load_settings()
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     context = {"backend": document["backend"], "root": str(Path.cwd()), "threads": threads}
-    result, cache = run_items("extract", document["items"], extract_item, context, settings)
+    result, cache = run_items("extract", document["items"], extract_item, context, settings, outputs=out_dir)
     materialize(result, cache, out_dir)
     source = {item["id"]: item["source"] for item in document["items"]}  # where it is now, not when cached
     records = [{**r, "source": source[r["id"]], "file": f"{r['id']}.png"} for r in result.records.values()]

@@ -43,7 +43,8 @@ from base.keys import canonical_json, content_key
 from base.settings import load_settings
 from stages.card import cutout_sheet
 from stages.card.figures import contact_sheet
-from stages.card.page import IMAGE_EXTENSIONS, page as card_page, summarize
+from stages.card.dataset_reader import DatasetReader
+from stages.card.page import IMAGE_EXTENSIONS, page as card_page, shard_contents, summarize
 from stages.card.sample import card_files, rejected_images
 from stages.card.readme import dataset_card, dataset_license
 from stages.dataset_metrics import dataset_metrics
@@ -139,7 +140,10 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
         for concept in image["concepts"]:
             files[f"mask.{concept['concept']}.png"] = verified_bytes(images_dir, concept["mask"], image["files"])
         samples.append((sample["id"], files))
-    return {"samples": len(samples)}, {shard["id"]: shard_bytes(samples)}
+    data = shard_bytes(samples)
+    reader = DatasetReader("pack", lambda name: io.BytesIO(data))  # the card's view of the bytes as written
+    contents = shard_contents(reader, shard["id"], {shard["samples"][0]["layout"]["composition"]})
+    return {"samples": len(samples), "contents": contents}, {shard["id"]: data}
 
 
 def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -217,7 +221,8 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     recipe = {"name": document["name"], "key": document["recipe_key"], "recipe": document["recipe"],
               "backends": document["backends"], "software": document["software"]}
     summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
-                        rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS))
+                        rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS),
+                        {s["id"]: result.records[s["id"]].get("contents") for s in planned})
     extra = {
         "README.md": card(document, summary).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
@@ -234,7 +239,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     example = example_sheet(summary)
     if example:
         extra["example.jpg"] = example
-    materialize(result, cache, out_dir, extra=extra)
+    materialize(result, cache, out_dir, extra=extra, dvc_cached=True)
     write_plots(summary, reports_dir / "pack_plots")
     write_json(metrics_file, dataset_metrics(summary, rejected, [s["layout"] for s in kept]))
     seconds = time.perf_counter() - start

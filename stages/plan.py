@@ -14,11 +14,11 @@ import argparse
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from base.errors import ItemError
 from base.files import read_json
-from base.keys import without
+from base.keys import canonical_json, without
 from base.settings import load_settings
 from stages import backends
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
@@ -43,13 +43,15 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
     """Attach each item's available views (each also mirrored, for a concept with `mirror`);
     items whose concept has no cut-out are skipped.
 
-    The request, less what the planner does not read, joins the item's key: a re-extracted
-    cut-out of the same shape plans nothing again."""
+    The request, less what the planner does not read and what the item's key already holds
+    (its id, seed and canvas), joins the item's key: a re-extracted cut-out of the same shape
+    plans nothing again, and the items of a composition share one request value in the key
+    record (`.g4g/keys/plan.json`)."""
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(
             {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"]})
-    items, skipped = [], {}
+    items, skipped, lean = [], {}, leaner(document["ignores"])
     for item in document["items"]:
         missing = [c["id"] for c in item["concepts"] if not views.get(c["id"])]
         if missing:
@@ -62,8 +64,24 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
                    "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
         items.append({"id": item["id"], "composition": item["composition"], "index": item["index"],
                       "seed": item["seed"], "request": request,
-                      "parts": {**item["parts"], "request": without(request, document["ignores"])}})
+                      "parts": {**item["parts"], "request": {  # id, seed and canvas are parts of their own
+                          name: lean(value) for name, value in request.items()
+                          if name not in document["ignores"] and name not in item["parts"]}}})
     return items, skipped
+
+
+def leaner(ignores: list[str]) -> Callable[[Any], Any]:
+    """`without(value, ignores)`, computed once per distinct value: the items of a composition
+    share their concepts and backgrounds, and at 20,000 items walking each copy costs seconds."""
+    done: dict[str, Any] = {}
+
+    def lean(value: Any) -> Any:
+        text = canonical_json(value)
+        if text not in done:
+            done[text] = without(value, ignores)
+        return done[text]
+
+    return lean
 
 
 def with_mirrored(views: list[dict[str, Any]], mirror: bool | None) -> list[dict[str, Any]]:

@@ -330,7 +330,7 @@ def run(items_file: Path, dataset_dir: Path, templates_dir: Path, out_dir: Path,
         raise StageFailed("train: " + "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())))
     models = "".join(f"- `{r['composition']}/`: {r['examples']} images, {r['steps']} steps, final loss "
                      f"{r['final_loss']:.4f}\n" for r in result.entries())
-    materialize(result, cache, out_dir, extra={
+    materialize(result, cache, out_dir, dvc_cached=True, extra={
         "README.md": f"# Trained models ({name})\n\nLoad one with `g4g sample {out_dir}/<composition> \"prompt\"`.\n\n"
                      f"{models}".encode()})
     write_folder(reports_dir / "train_loss", {
@@ -353,7 +353,7 @@ def materialize_off(out_dir: Path, reports_dir: Path) -> None:
     from stages.runtime.cache import ItemCache
 
     materialize(StageResult(), ItemCache(Path(load_settings().cache_dir), "train"), out_dir,
-                extra={"README.md": OFF.encode()})
+                extra={"README.md": OFF.encode()}, dvc_cached=True)
     write_folder(reports_dir / "train_loss", {})  # the plots DVC declares: no curves
     write_json(reports_dir / "train.json", {"stage": "train", "backend": "none", "items": 0, "computed": 0,
                                             "reused": 0, "failed": 0, "note": OFF.strip()})

@@ -56,8 +56,25 @@ def _composition(key: str) -> str:
     return key.rsplit("-", 1)[0]
 
 
+def shard_contents(reader: DatasetReader, name: str, compositions: set[str]) -> dict[str, Any]:
+    """What the card needs of one shard: its sample keys, the member extensions of each
+    composition, each sample's provenance, and the problems reading it found. Pack keeps it in
+    the shard's record, so a card after an edit reads only the shards that changed."""
+    keys, fields, provenance, before = set(), {}, {}, len(reader.problems)
+    for member in reader.members(name, compositions):
+        keys.add(member.key)
+        fields.setdefault(_composition(member.key), set()).add(member.extension)
+        if member.extension == "json":
+            found = reader.provenance(name, member)
+            if found is not None and found.get("composition") in compositions:
+                provenance[member.key] = found
+    return {"keys": sorted(keys), "fields": {cid: sorted(found) for cid, found in sorted(fields.items())},
+            "provenance": provenance, "problems": reader.problems[before:]}
+
+
 def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]],
-              rejected_images: dict[str, Path] | None = None) -> dict[str, Any]:
+              rejected_images: dict[str, Path] | None = None,
+              contents: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the card and the DVC plots show, read from the shards as written.
 
     Args:
@@ -66,33 +83,39 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         rejected: the rows of `dataset/rejected.jsonl` (key, stage, reasons, background).
         rejected_images: composed images of rejected keys (build/images, or the card's `card/`),
             for the strip of rejected images.
+        contents: shard file name -> its `shard_contents`, where known (pack's records); the
+            other shards are read. Either way, only the shards holding sampled images are read
+            for their images.
     """
     planned = recipe["recipe"]["compositions"]
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
                           "sheet": [], "rejected": [], "rejected_sheet": []} for cid in sorted(planned)}
-    opener = lambda name: open_regular(shards[name])  # noqa: E731
-    reader = DatasetReader("card", opener)
+    reader = DatasetReader("card", lambda name: open_regular(shards[name]))
     names = reader.shard_names(sorted(shards), "the shard list")
+    known = contents or {}
+    found = {name: known.get(name) or shard_contents(reader, name, set(compositions)) for name in names}
+    problems = [problem for name in names for problem in found[name]["problems"]]
     keys: dict[str, list[str]] = {}
-    for name in names:  # a first pass for the sample's keys (its problems are reported by the second)
-        for member in DatasetReader("card", opener).members(name, set(compositions)):
-            keys.setdefault(_composition(member.key), []).append(member.key)
-    picked = {cid: set(pick(found, f"{recipe['key']}:{cid}", SHEET)) for cid, found in keys.items()}
+    for name in names:
+        for key in found[name]["keys"]:
+            keys.setdefault(_composition(key), []).append(key)
+    picked = {cid: set(pick(listed, f"{recipe['key']}:{cid}", SHEET)) for cid, listed in keys.items()}
 
     def wanted(key: str, extension: str) -> bool:
         return extension in IMAGE_EXTENSIONS and key in picked.get(_composition(key), ())
 
+    images: dict[str, tuple[str, bytes]] = {}  # of picked samples only: a shard's images are never all held
+    image_reader = DatasetReader("card", reader.open_file)
     for name in names:
-        provenance: dict[str, dict[str, Any]] = {}
-        images: dict[str, tuple[str, bytes]] = {}  # of picked samples only: a shard's images are never all held
-        for member in reader.members(name, set(compositions), wanted):
-            compositions[_composition(member.key)]["fields"].add(member.extension)
-            if member.extension == "json":
-                found = reader.provenance(name, member)
-                if found is not None and found.get("composition") in compositions:
-                    provenance[member.key] = found
-            elif member.data is not None and reader.image(name, member) is not None:
-                images[member.key] = (member.extension, member.data)
+        if any(wanted(key, extension) for key in found[name]["keys"] for extension in IMAGE_EXTENSIONS):
+            for member in image_reader.members(name, set(compositions), wanted):
+                if member.data is not None and member.extension in IMAGE_EXTENSIONS \
+                        and image_reader.image(name, member) is not None:
+                    images[member.key] = (member.extension, member.data)
+    for name in names:
+        for cid, extensions in found[name]["fields"].items():
+            compositions[cid]["fields"].update(extensions)
+        provenance = found[name]["provenance"]
         for key in sorted(provenance):
             composition = compositions[provenance[key]["composition"]]
             if name not in composition["shards"]:
@@ -123,7 +146,7 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
                                  c["box"][2] / p["canvas"][0], c["box"][3] / p["canvas"][1]]
                                 for p in composition["samples"] for c in p["concepts"]]
     return {"recipe": recipe, "compositions": compositions, "backgrounds": background_counts(compositions),
-            "problems": reader.problems}
+            "problems": list(dict.fromkeys(problems + image_reader.problems))}  # a shard read twice: once
 
 
 def background_counts(compositions: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:

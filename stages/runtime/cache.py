@@ -6,8 +6,9 @@ is never handed back unchecked: its record carries the size and BLAKE2b digest o
 and a digest of itself, and `lookup` checks them all. As DVC's state database does, a file
 whose digest was checked is re-read only when its stat changes (`VerifiedFiles`, per stage),
 so an edit loop does not re-read the whole dataset; `g4g cache verify` re-reads everything. A
-damaged or incomplete entry is reported and recomputed, never reused. Stages copy cached files
-into their outputs, so editing an output never reaches the cache.
+damaged or incomplete entry is reported and recomputed, never reused. Its files are read-only:
+stage outputs are hard links to them (`stages.runtime.outputs`), and nothing writes into a file
+in place.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from base.files import DIGESTS, DiskFull, atomic_write_bytes, dumps_json, loads_
 from base.keys import canonical_json
 
 RECORD = "record.json"
+READ_ONLY = 0o444
 CHUNK = 1 << 20
 LOCK = ".lock"  # builds hold it shared, `g4g cache gc` and `verify --repair` exclusively
 VERIFIED = "verified.json"  # per stage: the stat of every file whose digest was checked
@@ -194,8 +196,8 @@ class ItemCache:
         self.staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.staging_root))
         try:
-            for name, data in files.items():
-                _write_synced(staging / name, data)
+            for name, data in files.items():  # read-only: outputs link to these bytes (runtime.outputs)
+                _write_synced(staging / name, data, READ_ONLY)
             _write_synced(staging / RECORD, dumps_json({"record": record, "digest": _record_digest(record)})
                           .encode("utf-8"))
             _fsync_dir(staging)
@@ -222,9 +224,11 @@ class ItemCache:
         return sum(p.stat().st_size for p in self.folder(key).rglob("*") if p.is_file())
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def _write_synced(path: Path, data: bytes, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
         os.fsync(handle.fileno())

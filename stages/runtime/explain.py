@@ -76,11 +76,15 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
     entries: dict[str, Any] = {}
     counts: Counter[str] = Counter()
     for item in items:
-        digests = {}
-        for name, value in item["parts"].items():
-            digests[name] = content_key(value)
-            values[digests[name]] = value
         old = previous["items"].get(item["id"])
+        if old is not None and old["key"] == item["key"]:  # the same key: the same parts, hashed last time
+            digests = old["parts"]
+            values.update((d, previous["values"][d]) for d in digests.values() if d in previous["values"])
+        else:
+            digests = {}
+            for name, value in item["parts"].items():
+                digests[name] = content_key(value)
+                values[digests[name]] = value
         why = changed_parts(old["parts"] if old else None, digests)
         if item["id"] in computed:
             counts.update(why or ["cache"])  # nothing changed: the entry was missing or damaged

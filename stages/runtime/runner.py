@@ -1,11 +1,9 @@
 """The item-level loop every stage shares: reuse cached items, compute the rest in batches on
-the executor, copy results into the stage's output folder, write the index and the report."""
+the executor, link results into the stage's output folder, write the index and the report."""
 
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,14 +13,14 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from base.errors import BackendUnavailable, ChangedDuringBuild, ItemError
-from base.files import (DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json,
-                        write_json_document)
+from base.files import DiskFull, write_json, write_json_document
 from base.keys import content_key
 from base.settings import Settings, for_stage
 from base.untrusted import escape_controls
-from stages.runtime import explain
+from stages.runtime import explain, last_run
 from stages.runtime.cache import ItemCache, VerifiedFiles
 from stages.runtime.executor import Executor, LocalExecutor, WorkerFailed, batched
+from stages.runtime.outputs import OutputFolder
 
 ItemOutput = tuple[dict[str, Any], dict[str, bytes]]
 """What computing one item gives: its record and its files (name -> bytes)."""
@@ -106,23 +104,36 @@ def run_items(
     context: dict[str, Any],
     settings: Settings,
     skipped: dict[str, str] | None = None,
+    outputs: Path | None = None,
 ) -> tuple[StageResult, ItemCache]:
     """Reuse or compute every item; `process` must be picklable.
 
     Each item has an `id` and `parts`: everything that determines its output, by name. Its
-    content key is the hash of the parts; a cached entry under that key is verified before
-    reuse (files re-read only when their stat changed), and a damaged one is discarded (with
-    a warning) and recomputed.
+    content key is the hash of the parts. An item the last run produced under the same key is
+    reused from that run's records when its files are still as placed in `outputs` (the
+    folder `materialize` fills; records without files need none); any other is looked up in
+    the item cache, whose entry is verified before reuse (files re-read only when their stat
+    changed), and a damaged one is discarded (with a warning) and recomputed. So an edit
+    checks the items it touched, not the whole dataset.
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
     cache.hold()
     verified = VerifiedFiles(cache.root)
     result = StageResult(skipped=dict(skipped or {}))
+    previous, placed = last_run.load(stage, cache.root), OutputFolder(outputs) if outputs is not None else None
     for item in items:
         item["key"] = content_key(stage, item["parts"])
-    todo = []
-    for item in tqdm(items, desc=f"{stage} (checking cache)", unit="item", disable=None, file=sys.stderr,
+    todo, unsure = [], []
+    for item in items:
+        record = previous.get(item["key"])
+        if record is not None and record.get("id") == item["id"] and (
+                not record["files"] or placed is not None and placed.holds(record["files"])):
+            result.records[item["id"]] = record
+            result.reused += 1
+        else:
+            unsure.append(item)
+    for item in tqdm(unsure, desc=f"{stage} (checking cache)", unit="item", disable=None, file=sys.stderr,
                      leave=False):
         record, damage = cache.lookup(item["key"], verified)
         if damage is not None:
@@ -150,61 +161,20 @@ def run_items(
                     result.computed += 1
             progress.update(len(outcomes))
     result.records = dict(sorted(result.records.items()))
+    last_run.save(stage, list(result.records.values()), cache.root)
     result.recomputed_because, result.keys_digest = explain.record(stage, items, {item["id"] for item in todo})
     result.seconds = time.perf_counter() - start
     return result, cache
 
 
-OUTPUT_STAMPS = Path(".g4g/outputs")
-
-
-def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dict[str, bytes] | None = None) -> None:
-    """Rebuild `out_dir` from cached files of the current items only (no stale leftovers),
-    plus `extra` files, and swap it in whole; a failure leaves the old `out_dir` as it was.
-
-    Files are copies, never links to the cache. A file of the previous `out_dir` that still
-    has the digest, size, mtime, ctime and inode recorded after it was written (git's index
-    trusts such stamps; ctime cannot be set back by hand) is carried over by a link to itself
-    instead of a new copy, so an incremental build copies only what changed.
-    """
-    stamps_file = OUTPUT_STAMPS / f"{out_dir.as_posix().strip('/').replace('/', '__')}.json"
-    try:
-        previous = read_json(stamps_file)
-    except (OSError, ValueError):
-        previous = {}
-    if not isinstance(previous, dict):  # damaged: nothing is carried over, every file is copied
-        previous = {}
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    digests = {}
-    try:
-        staging.mkdir(parents=True)
-        for record in result.records.values():
-            for name, meta in record["files"].items():
-                digests[name] = meta["blake2b"]
-                recorded = previous.get(name)
-                if not (isinstance(recorded, list) and len(recorded) == 5 and recorded[0] == meta["blake2b"]
-                        and _carry_over(out_dir / name, staging / name, recorded[1:])):
-                    copy_file(cache.file(record["key"], name), staging / name)
-        for name, data in (extra or {}).items():
-            atomic_write_bytes(staging / name, data)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, out_dir)
-    write_json_document(stamps_file, {name: [digest, *stat_stamp((out_dir / name).stat())] for name, digest in digests.items()})
-
-
-def _carry_over(old: Path, new: Path, stamp: list[int]) -> bool:
-    """Link `old` to `new` if it is still the file written last time."""
-    try:
-        if stat_stamp(old.stat()) != stamp:
-            return False
-    except FileNotFoundError:
-        return False
-    new.parent.mkdir(parents=True, exist_ok=True)
-    os.link(old, new)
-    return True
+def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dict[str, bytes] | None = None,
+                dvc_cached: bool = False) -> None:
+    """Make `out_dir` hold the current items' files plus `extra` files, touching only what
+    changed: hard links to the item cache updated in place, or, for a folder DVC caches,
+    copies swapped in whole (see `OutputFolder`)."""
+    files = [(name, meta["blake2b"], cache.file(record["key"], name))
+             for record in result.records.values() for name, meta in record["files"].items()]
+    OutputFolder(out_dir, dvc_cached).update(files, extra)
 
 
 def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],

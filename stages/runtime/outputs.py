@@ -1,0 +1,161 @@
+"""A stage's output folder, kept in step with the item cache.
+
+An intermediate folder (`build/cutouts`, `build/images`; DVC does not cache them) is a view
+of the item cache: each file is a hard link to the cached bytes, so an image is on disk once
+however many folders show it. Cached files are read-only and nothing of ours writes into a
+file: every output is written to a new file and renamed into place, so a link never lets a
+later write reach the cache. A hand edit that forces its way in (root ignores the mode)
+changes the file's ctime: the next build finds the cache entry damaged, recomputes it, and
+links the new bytes in.
+
+A folder DVC caches (`dataset`, `trained`, `evaluation`) holds copies: DVC would replace a
+hard-linked file by a copy of its own cache anyway (with `cache.type` copy), and a hand edit of
+a dataset file must reach neither cache. It is swapped in whole, so a reader (a training job)
+never sees a mix.
+
+An incremental build touches only what changed. A file still holding the digest, size,
+mtime, ctime and inode recorded when it was placed (git's index trusts such stamps; ctime
+cannot be set back by hand) stays as it is; a changed file is replaced atomically; files no
+current item names are removed. A killed update leaves every file either old or new and whole,
+and the next run converges to the same folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Iterable
+
+from base.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json_document
+from stages.runtime.cache import READ_ONLY
+
+STAMPS = Path(".g4g/outputs")
+
+
+class OutputFolder:
+    """`folder` and the stamps of the files placed in it by the last update."""
+
+    def __init__(self, folder: Path, dvc_cached: bool = False):
+        self.folder, self.dvc_cached = Path(folder), dvc_cached
+        self.stamps_file = STAMPS / f"{self.folder.as_posix().strip('/').replace('/', '__')}.json"
+        try:
+            stamps = read_json(self.stamps_file)
+        except (OSError, ValueError):
+            stamps = {}
+        # damaged: nothing is trusted, every file is placed again
+        self.stamps: dict[str, list[Any]] = stamps if isinstance(stamps, dict) else {}
+
+    def holds(self, files: dict[str, dict[str, Any]]) -> bool:
+        """Whether every file of a record (name -> size and digest) is in the folder as placed."""
+        return all(self._unchanged(name, meta["blake2b"]) for name, meta in files.items())
+
+    def _stamp(self, name: str) -> list[Any]:
+        """A file's stat stamp. DVC chmods every file of a persistent output it caches before its
+        stage runs, which changes the ctime; there, as in DVC's own state database, a copy is
+        trusted by size, mtime and inode (a copy reaches no cache)."""
+        stamp = stat_stamp(os.lstat(self.folder / name))
+        return stamp[:2] + stamp[3:] if self.dvc_cached else stamp
+
+    def _unchanged(self, name: str, digest: str) -> bool:
+        recorded = self.stamps.get(name)
+        if not (isinstance(recorded, list) and recorded[:1] == [digest]):
+            return False
+        try:
+            return self._stamp(name) == recorded[1:]
+        except OSError:
+            return False
+
+    def _current(self, name: str, digest: str, source: Path) -> bool:
+        """Unchanged, and (in a linked folder) the cached file itself where a link can be: a copy
+        made by an older build is replaced by a link, so the bytes are on disk once."""
+        if not self._unchanged(name, digest):
+            return False
+        if self.dvc_cached:
+            return True
+        try:
+            there = os.stat(source)
+        except FileNotFoundError:  # entry removed by `g4g cache gc`: the output still holds its bytes
+            return True
+        here = os.lstat(self.folder / name)
+        return here.st_dev != there.st_dev or here.st_ino == there.st_ino
+
+    def update(self, files: Iterable[tuple[str, str, Path]], extra: dict[str, bytes] | None = None) -> None:
+        """Make the folder hold exactly `files` ((name, digest, cached path)) and `extra` (name ->
+        bytes, written): linked in place, or copied and swapped in whole where DVC caches it."""
+        files = list(files)
+        if self.dvc_cached:
+            self._swap(files, extra or {})
+        else:
+            self._in_place(files, extra or {})
+        write_json_document(self.stamps_file, {
+            name: [digest, *self._stamp(name)] for name, digest, _ in files})
+
+    def _in_place(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, digest, source in files:
+            if not self._current(name, digest, source):
+                place(source, self.folder / name)
+        for name, data in extra.items():
+            atomic_write_bytes(self.folder / name, data)
+        remove_others(self.folder, {name for name, _, _ in files} | set(extra))
+
+    def _swap(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> None:
+        staging = self.folder.with_name(f".{self.folder.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir(parents=True)
+            for name, digest, source in files:
+                if self._current(name, digest, source):  # the same file, moved with the folder
+                    os.link(self.folder / name, staging / name)
+                else:
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    copy_file(source, staging / name)
+            for name, data in extra.items():
+                atomic_write_bytes(staging / name, data)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_dir(staging, self.folder)
+
+
+def place(source: Path, target: Path) -> None:
+    """Put `source` at `target` atomically: a hard link to the same read-only bytes, or a copy
+    where the two are on different file systems (an item cache elsewhere) or links are not
+    supported."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if stat.S_IMODE(os.stat(source).st_mode) & 0o222:  # an entry cached before outputs were links
+        os.chmod(source, READ_ONLY)
+    temporary = target.with_name(f".{target.name}.link")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise _disk_full(error, target)
+        copy_file(source, temporary)
+    try:
+        os.replace(temporary, target)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        raise _disk_full(error, target) if isinstance(error, OSError) else error
+
+
+def _disk_full(error: OSError, target: Path) -> OSError:
+    if error.errno == errno.ENOSPC:
+        return DiskFull(f"no space left on the device while writing {target}")
+    return error
+
+
+def remove_others(folder: Path, names: set[str]) -> None:
+    """Remove every file under `folder` that `names` (paths relative to it) does not list, and
+    the folders that leaves empty."""
+    for current, folders, files in os.walk(folder, topdown=False):
+        relative = Path(current).relative_to(folder)
+        for name in files + [f for f in folders if os.path.islink(os.path.join(current, f))]:
+            if (relative / name).as_posix() not in names:
+                os.unlink(os.path.join(current, name))
+        if current != str(folder) and not os.listdir(current):
+            os.rmdir(current)

@@ -1,0 +1,127 @@
+"""Stage outputs as views of the item cache: linked, read-only, updated in place, one copy on
+disk; an edit touches only the files of the items it changed (stages/runtime/outputs.py and the
+runner's last-run records)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from stages.runtime import last_run
+from stages.runtime.cache import ItemCache
+from stages.runtime.outputs import OutputFolder
+from tests.conftest import build_in_process, write_recipe, TINY_RECIPE
+
+CACHE = Path(".g4g/cache")
+
+
+def files_of(folder: Path) -> dict[str, os.stat_result]:
+    return {p.relative_to(folder).as_posix(): p.stat() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cached_path(stage: str, index: Path, records: str, item_id: str, name: str) -> Path:
+    record = next(r for r in json.loads(index.read_text())[records] if r["id"] == item_id)
+    return ItemCache(CACHE, stage).file(record["key"], name)
+
+
+def test_intermediate_outputs_are_read_only_links_to_the_cache_and_the_dataset_holds_copies(project):
+    build_in_process(project)
+
+    image = project / "build/images/cat_mug-00000.jpg"
+    cached = cached_path("compose", project / "build/images.json", "images", "cat_mug-00000", image.name)
+    assert os.path.samefile(image, cached) and stat.S_IMODE(image.stat().st_mode) == 0o444
+    cutout = next((project / "build/cutouts").rglob("*.png"))
+    assert cutout.stat().st_nlink == 2 and stat.S_IMODE(cutout.stat().st_mode) == 0o444
+    shards = sorted((project / "dataset").glob("*.tar"))
+    assert shards and all(shard.stat().st_nlink == 1 for shard in shards)  # DVC caches dataset/: copies
+
+
+def test_an_edit_replaces_only_the_files_of_the_items_it_changed(project):
+    build_in_process(project)
+    before = files_of(project / "build/images")
+    shards = files_of(project / "dataset")
+    recipe = {**TINY_RECIPE, "compositions": {**TINY_RECIPE["compositions"],
+                                              "cat_mug": {**TINY_RECIPE["compositions"]["cat_mug"], "num_images": 5}}}
+    write_recipe(project, recipe)
+
+    reports = build_in_process(project)
+
+    after = files_of(project / "build/images")
+    gone = sorted(set(before) - set(after))
+    assert gone == ["cat_mug-00005.jpg", "cat_mug-00005.mask.cat.png", "cat_mug-00005.mask.mug.png",
+                    "cat_mug-00005.mask.png"]
+    assert not set(after) - set(before)
+    assert all(after[name].st_ino == before[name].st_ino and after[name].st_ctime_ns == before[name].st_ctime_ns
+               for name in after)  # untouched: not even relinked
+    assert reports["compose"]["computed"] == 0
+    kept = files_of(project / "dataset")
+    assert kept["cat_mug_plant-000000.tar"].st_ino == shards["cat_mug_plant-000000.tar"].st_ino
+
+
+def test_unchanged_items_are_reused_from_the_last_run_without_opening_the_cache(project):
+    build_in_process(project)
+    for stage in ("plan", "compose", "caption", "score"):  # a cache cleaned by hand: every entry gone
+        ItemCache(CACHE, stage).root.rename(project / f"gone-{stage}")
+
+    reports = build_in_process(project)
+
+    assert [reports[stage]["computed"] for stage in ("plan", "compose", "caption", "score")] == [0, 0, 0, 0]
+
+
+def test_an_output_file_edited_or_removed_is_restored_from_the_cache(project):
+    build_in_process(project)
+    image = project / "build/images/cat_mug-00001.jpg"
+    clean = image.read_bytes()
+    image.unlink()
+    stray = project / "build/images/notes.txt"
+    stray.write_text("mine")
+
+    reports = build_in_process(project)
+
+    assert image.read_bytes() == clean and reports["compose"]["computed"] == 0
+    assert not stray.exists()  # the folder holds exactly the current items' files
+
+
+def test_a_damaged_last_run_record_reads_as_none(project):
+    build_in_process(project)
+    memo = last_run.FOLDER / "compose.json"
+    stored = json.loads(memo.read_text())
+    key = next(iter(stored["records"]))
+    stored["records"][key]["concepts"] = []  # a record changed by hand: its digest no longer matches
+    memo.write_text(json.dumps(stored))
+
+    assert last_run.load("compose", Path(stored["cache"])) == {}
+    assert build_in_process(project)["compose"]["computed"] == 0  # the cache answers instead
+
+
+def test_a_killed_update_leaves_whole_files_and_the_next_one_converges(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sources = {}
+    for name in ("a", "b", "c"):
+        sources[name] = tmp_path / "cache" / name
+        sources[name].parent.mkdir(exist_ok=True)
+        sources[name].write_bytes(name.encode() * 10)
+        sources[name].chmod(0o444)
+    folder = OutputFolder(tmp_path / "out")
+    folder.update([("a", "da", sources["a"]), ("b", "db", sources["b"])])
+    replaced = iter([None, KeyboardInterrupt()])
+    real = os.replace
+
+    def killed(source, target):
+        error = next(replaced)
+        if error is not None:
+            raise error
+        return real(source, target)
+
+    monkeypatch.setattr("stages.runtime.outputs.os.replace", killed)
+    try:
+        OutputFolder(tmp_path / "out").update([("a", "da2", sources["c"]), ("c", "dc", sources["c"])])
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"a", "b"}  # no temporary, nothing half written
+    OutputFolder(tmp_path / "out").update([("a", "da2", sources["c"]), ("c", "dc", sources["c"])])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {"a": b"c" * 10, "c": b"c" * 10}
