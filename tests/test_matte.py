@@ -92,22 +92,33 @@ def test_matting_follows_the_photos_edge_where_the_mask_leaks():
     assert figures["cf"]["ghost"] < 0.005 and figures["cf"]["see_through"] == 0 and figures["cf"]["iou"] > 0.97
 
 
-@pytest.mark.parametrize("concept, photo", [("cat", "cat_01"), ("dog", "dog_05"), ("dog", "dog_06")])
-def test_demo_photos_meet_the_targets_against_isnet(reference_data, concept, photo):
-    """Issue 32's targets: see-through <= 1%, ghost <= 0.5%, IoU not lower than the soft mask's
-    (measured: 0.00 / 0.31 / 0.23% see-through, 0.22 / 0.16 / 0.41% ghost; bench/cutout_quality.py)."""
-    extractor = backends.create("extract", backends.describe("extract", "u2netp", {}))
+@pytest.mark.parametrize("concept, photo, aligned_ghost", [("cat", "cat_01", 0.005), ("dog", "dog_05", 0.005),
+                                                           ("dog", "dog_06", 0.009)])
+def test_demo_photos_meet_the_targets_against_isnet(reference_data, concept, photo, aligned_ghost):
+    """Issue 32's targets: see-through <= 1%, ghost <= 0.5%, IoU not lower than before issue 32
+    (one pass, the soft mask as alpha). Measured (bench/cutout_quality.py), by the box's longer
+    side: 0.00 / 0.26 / 0.00% see-through, 0.00 / 0.00 / 0.42% ghost, IoU +0.004 / +0.005 /
+    +0.003; by the square root of the area against the reference moved onto the photo's edges:
+    0.01 / 0.60 / 0.00% and 0.12 / 0.36 / 0.83% (dog_06: 0.61% is its paw, which IS-Net sees
+    as half transparent)."""
+    from bench.cutout_quality import edge_offset, shifted
+
     image = load_image(reference_data / "sources" / concept / f"{photo}.jpg", photo)
     reference = np.asarray(Image.open(reference_data / "isnet_masks" / concept / f"{photo}.png").convert("L")) > 127
-    soft = extractor.soft_mask(image)
-    figures = {}
-    for label, params in (("plain", dataclasses.replace(extractor.params, matte=False)), ("matte", extractor.params)):
-        cutout, box, _ = cut_out_view(image, soft, params)
-        figures[label] = against_reference(in_photo(np.asarray(cutout.getchannel("A")), box, reference.shape), reference)
+    before = backends.create("extract", backends.describe("extract", "u2netp", {"second_pass": 0}))
+    extractor = backends.create("extract", backends.describe("extract", "u2netp", {}))
+    alphas = {}
+    for label, backend, params in (("before", before, dataclasses.replace(before.params, matte=False)),
+                                   ("matte", extractor, extractor.params)):
+        cutout, box, _ = cut_out_view(image, backend.soft_mask(image), params)
+        alphas[label] = in_photo(np.asarray(cutout.getchannel("A")), box, reference.shape)
+    figures = {label: against_reference(alpha, reference) for label, alpha in alphas.items()}
     assert figures["matte"]["see_through"] <= 0.01 and figures["matte"]["ghost"] <= 0.005
-    assert figures["matte"]["iou"] >= figures["plain"]["iou"] - 0.001  # measured: +0.002 / +0.001 / +0.0000
-    assert figures["plain"]["see_through"] + figures["plain"]["ghost"] > 2 * (figures["matte"]["see_through"]
-                                                                              + figures["matte"]["ghost"])
+    assert figures["matte"]["iou"] >= figures["before"]["iou"]
+    assert figures["before"]["see_through"] + figures["before"]["ghost"] > 2 * (figures["matte"]["see_through"]
+                                                                                + figures["matte"]["ghost"])
+    aligned = against_reference(alphas["matte"], shifted(reference, *edge_offset(reference, image)), by="area")
+    assert aligned["see_through"] <= 0.01 and aligned["ghost"] <= aligned_ghost
 
 
 def leaky_view() -> tuple[Image.Image, np.ndarray]:
@@ -235,3 +246,64 @@ def test_the_build_writes_the_figures_and_the_sheet_into_the_card(project):
     assert sheet.height > cutout_sheet.TILE * (len(records) // cutout_sheet.COLUMNS)
     card = (project / "dataset/card.html").read_text()
     assert '<a href="cutouts.png">' in card and page(read_dataset(project / "dataset")) == card
+
+
+def block_mask(shape: tuple[int, int], rows: slice, cols: slice, level: int = 255) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[rows, cols] = level
+    return mask
+
+
+def test_second_pass_box_is_the_object_widened_by_a_share_of_its_size():
+    from stages.backends.extract.u2netp import second_pass_box
+
+    mask = block_mask((100, 200), slice(40, 60), slice(50, 90))  # 20 x 40: size 40, 10% = 4 px
+    mask[30, 10] = 70  # at the threshold, not above it: outside the object
+    assert second_pass_box(mask, 70, 0.1) == (46, 36, 94, 64)
+    assert second_pass_box(mask, 70, 0.0) is None  # one pass
+    assert second_pass_box(block_mask((20, 20), slice(0, 10), slice(0, 10)), 70, 0.5) == (0, 0, 15, 15)  # clipped
+    assert second_pass_box(block_mask((20, 30), slice(1, 19), slice(1, 29)), 70, 0.1) is None  # the whole photo
+    assert second_pass_box(np.full((20, 20), 70, np.uint8), 70, 0.1) is None  # nothing above threshold
+
+
+def test_the_second_pass_is_averaged_with_the_first_in_the_box():
+    from stages.backends.extract.u2netp import Backend, Params
+
+    backend = Backend.__new__(Backend)  # no weights: the model's two passes are stand-ins
+    backend.params = Params(second_pass=0.1)
+    seen = []
+
+    def saliency(rgb: Image.Image) -> np.ndarray:
+        seen.append(rgb.size)
+        if len(seen) == 1:  # the whole photo: the object, and a faint smear below the threshold
+            mask = block_mask((100, 200), slice(40, 60), slice(50, 90))
+            mask[0:10, :] = 60
+            return mask
+        return np.full((rgb.height, rgb.width), 200, np.uint8)  # the box: sure of the object everywhere
+
+    backend.saliency = saliency
+    soft = backend.soft_mask(Image.new("RGB", (200, 100)))
+    assert seen == [(200, 100), (48, 28)]  # the box (46, 36, 94, 64)
+    assert soft.shape == (100, 200) and soft.dtype == np.uint8
+    assert soft[50, 70] == 228 and soft[37, 47] == 100  # the mean of 255 and 200 (rounded up), of 0 and 200
+    assert soft.sum() == 800 * 228 + (48 * 28 - 800) * 100 + 10 * 200 * 60  # the first pass outside the box
+
+
+def test_second_pass_option_names_what_is_valid():
+    from stages.backends.extract.u2netp import Params
+
+    with pytest.raises(ValueError, match=r"second_pass 1.5: valid 0-1"):
+        Params(second_pass=1.5)
+
+
+def test_the_bench_moves_a_reference_onto_the_photos_edges():
+    from bench.cutout_quality import edge_offset, shifted
+
+    photo = np.full((60, 60, 3), 30, np.uint8)
+    photo[20:40, 15:45] = 220  # a bright box on a dark ground
+    truth = np.zeros((60, 60), bool)
+    truth[20:40, 15:45] = True
+    reference = shifted(truth, 1, 2)  # a reference drawn one pixel low, two right
+    assert reference[21:41, 17:47].all() and reference.sum() == truth.sum()
+    assert edge_offset(reference, Image.fromarray(photo)) == (-1, -2)
+    assert edge_offset(truth, Image.fromarray(photo)) == (0, 0)
