@@ -2,15 +2,18 @@
 
 Reads  build/compiled/pack.json and every upstream index (cut-outs, layouts, images, captions,
        scores) plus the files in build/images.
-Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order, spread
-                                         evenly over its shards (Gen4Gen trains one model per
-                                         composition); per sample: jpg (or png / webp), mask.png,
+Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key order, cut into
+                                         shards where the keys say (`stages.shard_layout`); NNNNNN the
+                                         index of the shard's first sample (Gen4Gen trains one
+                                         model per composition); per sample: jpg (or png / webp), mask.png,
                                          mask.<concept>.png, txt (short caption), detailed.txt,
                                          vlm.txt (with a VLM captioner),
                                          json (provenance)
        dataset/README.md                 the dataset card: Hugging Face loader configs, counts
        dataset/sizes.json                samples per shard (open_clip reads it)
-       dataset/manifest.jsonl            one row per packed sample
+       dataset/manifest.jsonl            one row per packed sample: its shard, the sha256 of each
+                                         member and its provenance (less what recipe.json holds), so
+                                         `g4g diff` reads no shard
        dataset/rejected.jsonl            one row per image not packed, with stage and reasons
        dataset/recipe.json               the resolved recipe, its key, backends, software
        dataset/card.html                 the card people look at (recipe option output.card_html)
@@ -20,6 +23,9 @@ Writes dataset/<composition>-NNNNNN.tar  each composition's kept samples in key 
 
 Shards are items too: a shard's key covers its samples' content keys, so editing one
 composition rewrites only that composition's shards; the others are reused byte for byte.
+Within a composition, shard boundaries follow the sample keys, not their count: one sample
+added, removed, changed or flipped between kept and rejected rewrites one or two shards, and
+the shards after it keep their names and bytes.
 The whole directory is built beside the old one and swapped in, so a reader never sees a mix.
 
 The provenance JSON has the same schema in every composition (per-concept fields are lists of
@@ -48,11 +54,13 @@ from stages.card.page import IMAGE_EXTENSIONS, page as card_page, shard_contents
 from stages.card.sample import card_files, rejected_images
 from stages.card.readme import dataset_card, dataset_license
 from stages.dataset_metrics import dataset_metrics
+from stages.manifest import dataset_wide, manifest_row, member_digests
 from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
+from stages.shard_layout import chunks, shard_name
 
-VERSION = "1"
+VERSION = "2"  # 2: shards cut where the keys say; records hold member digests
 TAR_MTIME = 946684800  # 2000-01-01: fixed, so the same samples give the same bytes
 CAPTION_ROLES = ("short", "detailed", "vlm")  # vlm: only with a captioner that looks at the images
 UPSTREAM = {"plan": "layouts", "compose": "images", "caption": "captions", "score": "scores"}
@@ -126,7 +134,7 @@ def provenance(sample: dict[str, Any], context: dict[str, Any]) -> dict[str, Any
 @each_item
 def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     images_dir = Path(context["images_dir"])
-    samples = []
+    samples, members = [], {}
     for sample in shard["samples"]:
         image = sample["image"]
         files = {
@@ -135,15 +143,16 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
             "txt": sample["captions"]["short"].encode("utf-8"),
             "detailed.txt": sample["captions"]["detailed"].encode("utf-8"),
             **({"vlm.txt": sample["captions"]["vlm"].encode("utf-8")} if "vlm" in sample["captions"] else {}),
-            "json": dumps_json(provenance(sample, context)).encode("utf-8"),
+            "json": dumps_json(sample["provenance"]).encode("utf-8"),
         }
         for concept in image["concepts"]:
             files[f"mask.{concept['concept']}.png"] = verified_bytes(images_dir, concept["mask"], image["files"])
         samples.append((sample["id"], files))
+        members[sample["id"]] = member_digests(files)
     data = shard_bytes(samples)
     reader = DatasetReader("pack", lambda name: io.BytesIO(data))  # the card's view of the bytes as written
     contents = shard_contents(reader, shard["id"], {shard["samples"][0]["layout"]["composition"]})
-    return {"samples": len(samples), "contents": contents}, {shard["id"]: data}
+    return {"samples": len(samples), "members": members, "contents": contents}, {shard["id"]: data}
 
 
 def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -172,30 +181,23 @@ def gather(document: dict[str, Any], build_dir: Path) -> tuple[list[dict[str, An
     return kept, rejected
 
 
-def even_chunks(samples: list[Any], most: int) -> list[list[Any]]:
-    """`samples` in order, cut into ceil(n / most) consecutive chunks whose sizes differ by at
-    most one (60 + 60, not 100 + 20): a loader's workers then get equal shares of a composition."""
-    count = -(-len(samples) // most)
-    size, larger = divmod(len(samples), count) if count else (0, 0)
-    bounds = [index * size + min(index, larger) for index in range(count + 1)]
-    return [samples[start:end] for start, end in zip(bounds, bounds[1:])]
-
-
 def shards(kept: list[dict[str, Any]], document: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each composition's samples spread evenly over shards of at most `shard_size`, keyed by
-    their content."""
+    """Each composition's samples in shards of at most `shard_size` cut where their keys say
+    (`shard_layout`), keyed by their content; each sample gets its provenance record."""
     out = []
     by_composition = groupby(sorted(kept, key=lambda s: (s["layout"]["composition"], s["id"])),
                              key=lambda s: s["layout"]["composition"])
     for composition, samples in by_composition:
-        for number, chunk in enumerate(even_chunks(list(samples), document["shard_size"])):
-            name = f"{composition}-{number:06d}.tar"
+        for chunk in chunks(list(samples), document["shard_size"], key=lambda s: s["id"]):
+            name = shard_name(composition, chunk[0]["layout"]["index"])
+            for sample in chunk:
+                sample["provenance"] = provenance(sample, context)
             # Sample keys cover each sample's tokens and class nouns (through its caption key),
             # so an edit to another concept leaves this shard alone; the digest of its provenance
             # covers what no item key holds (a photo's path, or its bytes where the pixels and so
             # the cut-out stayed the same), so a shard never keeps a stale record.
             parts = {**document["fingerprint"], "version": VERSION, "name": name,
-                     "samples": [(s["id"], s["keys"], content_key(provenance(s, context))) for s in chunk],
+                     "samples": [(s["id"], s["keys"], content_key(s["provenance"])) for s in chunk],
                      "context": {k: v for k, v in context.items() if k not in ("images_dir", "concepts")}}
             out.append({"id": name, "parts": parts, "samples": chunk})
     return out
@@ -205,21 +207,17 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
         metrics_file: Path = Path("metrics/dataset.json")) -> None:
     start = time.perf_counter()
     document = read_json(items_file)
-    context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"],
-               "recipe": {"name": document["name"]}, "software": document["software"],
-               "backends": {kind: {"name": b["name"], "version": b["version"], "params": canonical_json(b["params"])}
-                            for kind, b in document["backends"].items()}}  # params as JSON: never an empty struct
+    recipe = {"name": document["name"], "key": document["recipe_key"], "recipe": document["recipe"],
+              "backends": document["backends"], "software": document["software"]}
+    context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"], **dataset_wide(recipe)}
     kept, rejected = gather(document, build_dir)
     planned = shards(kept, document, context)
     result, cache = run_items("pack", planned, write_shard, context, load_settings())
     if result.failures:  # a shard missing from a dataset is never silent: dataset/ stays as it was
         raise StageFailed("pack: " + "; ".join(f"{shard}: {reason}" for shard, reason in sorted(result.failures.items())))
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}
-    manifest = [{"key": s["id"], "shard": shard["id"], "composition": s["layout"]["composition"],
-                 "concepts": [o["concept"] for o in s["layout"]["objects"]], "caption": s["captions"]["short"]}
+    manifest = [manifest_row(s["provenance"], shard["id"], result.records[shard["id"]]["members"][s["id"]])
                 for shard in planned for s in shard["samples"]]
-    recipe = {"name": document["name"], "key": document["recipe_key"], "recipe": document["recipe"],
-              "backends": document["backends"], "software": document["software"]}
     summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
                         rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS),
                         {s["id"]: result.records[s["id"]].get("contents") for s in planned})

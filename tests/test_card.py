@@ -342,7 +342,9 @@ def test_card_samples_open_their_full_images_and_rejected_ones_show_their_reason
     for name, composition in summary["compositions"].items():
         assert [s["key"] for s in composition["sheet"]] == pick(by_composition[name], f"{recipe['key']}:{name}", 2)
     sheet = summary["compositions"]["cat_mug"]["sheet"][0]
-    with tarfile.open(history / "dataset/cat_mug-000000.tar") as tar:
+    rows = [json.loads(line) for line in (history / "dataset/manifest.jsonl").read_text().splitlines()]
+    shard = next(row["shard"] for row in rows if row["key"] == sheet["key"])
+    with tarfile.open(history / "dataset" / shard) as tar:
         assert tar.extractfile(f"{sheet['key']}.jpg").read() == sheet["full"] and sheet["file"] == f"card/{sheet['key']}.jpg"
     shown = [s for c in summary["compositions"].values() for s in c["rejected_sheet"]]
     assert sorted(s["key"] for s in shown) == sorted(row["key"] for row in rejected(history))

@@ -20,7 +20,8 @@ import pytest
 
 from compiler.cli import main
 from compiler.diff.causes import Plans, sample_causes
-from compiler.diff.snapshot import Sample, Snapshot
+from compiler.diff.compare import compare
+from compiler.diff.snapshot import Sample, Snapshot, workspace
 from tests.conftest import TINY_RECIPE, copy_project, run_tool, write_recipe
 
 SKIMAGE_DATA = Path(str(importlib.resources.files("skimage") / "data"))
@@ -253,3 +254,57 @@ def test_html_page_renders_in_headless_chromium(history, monkeypatch, capsys, tm
                 page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)  # kept as a test artifact
         finally:
             browser.close()
+
+
+def dataset_copy(history, tmp_path: Path, keep_shards: bool = True) -> Path:
+    """The workspace's dataset/ copied into a folder of its own (with or without its shards)."""
+    shutil.copytree(history["root"] / "dataset", tmp_path / "copy/dataset",
+                    ignore=None if keep_shards else shutil.ignore_patterns("*.tar"))
+    return tmp_path / "copy"
+
+
+def test_a_diff_reads_manifests_not_shards(history, tmp_path):
+    """Without its shards, the dataset compares the same: the manifest holds each sample's
+    provenance and member digests, equal to the shards' (checked by --verify)."""
+    original = workspace(history["root"], verify=True)
+    assert original.mismatches == [] and original.problems == [] and original.notes == []
+    assert len(original.samples) == len(history["built"]["c"])
+    without_shards = workspace(dataset_copy(history, tmp_path, keep_shards=False))
+    assert {k: (s.shard, s.provenance, s.digests) for k, s in without_shards.samples.items()} == {
+        k: (s.shard, s.provenance, s.digests) for k, s in original.samples.items()}
+    assert without_shards.samples["cat_mug-00000"].provenance == history["built"]["c"]["cat_mug-00000"]
+    assert not compare(original, without_shards)["differs"]
+
+
+def test_verify_reports_a_shard_that_differs_from_its_manifest(history, monkeypatch, capsys, tmp_path):
+    copy = dataset_copy(history, tmp_path)
+    row = json.loads((copy / "dataset/manifest.jsonl").read_text().splitlines()[0])
+    shard = copy / "dataset" / row["shard"]
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    shard.unlink()
+    with tarfile.open(shard, "w") as tar:  # the first sample's short caption edited in the shard only
+        for info, data in members:
+            data = b"edited" if info.name == f"{row['key']}.txt" else data
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert workspace(copy).mismatches == []  # not read without --verify
+    assert workspace(copy, verify=True).mismatches == [
+        f"workspace: verify: {row['key']}: members differ from the manifest's sha256: txt"]
+    code, _, err = diff(monkeypatch, capsys, history["root"], "HEAD", "--verify")
+    assert code == 0 and "verify: every shard holds what its manifest says" in err
+
+
+def test_a_dataset_packed_before_manifest_digests_is_read_from_its_shards(history, tmp_path):
+    copy = dataset_copy(history, tmp_path)
+    manifest = copy / "dataset/manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({k: v for k, v in row.items() if k not in ("members", "provenance")}) + "\n"
+                                for row in rows))
+    old = workspace(copy)
+    assert old.notes == [f"workspace: its manifest.jsonl has no member digests (packed before they were "
+                         f"recorded); read its {len({row['shard'] for row in rows})} shards instead"]
+    new = workspace(history["root"])
+    assert {k: (s.provenance, s.digests) for k, s in old.samples.items()} == {
+        k: (s.provenance, s.digests) for k, s in new.samples.items()}
+    assert not compare(old, new)["differs"]

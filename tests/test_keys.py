@@ -52,7 +52,7 @@ NOTHING = dict.fromkeys(STAGES, 0)
 @pytest.fixture
 def built(project):
     """The tiny project, built once: 4 cut-outs, 10 images, 3 shards."""
-    assert build(project) == {"extract": 4, "plan": 10, "compose": 10, "caption": 10, "score": 10, "pack": 3}
+    assert build(project) == {"extract": 4, "plan": 10, "compose": 10, "caption": 10, "score": 10, "pack": 6}
     return project
 
 
@@ -70,7 +70,7 @@ def test_code_edits_recompute_what_they_run_and_stop_where_output_is_unchanged(b
     # A backend edit that changes nothing it outputs: compose reruns, and stops there (early
     # cutoff: the scores read the images' bytes, which are the same). Shards carry the new keys.
     paste.write_text(original + "\nEDITED = True\n")
-    assert build(root) == {**NOTHING, "compose": 10, "pack": 3}
+    assert build(root) == {**NOTHING, "compose": 10, "pack": 6}
     assert (root / "dataset/cat_mug-000000.tar").read_bytes() != before["cat_mug-000000.tar"]
     why = run_tool(root, "g4g", "explain", "cat_mug-00001").stdout
     assert "compose cat_mug-00001: recomputed" in why and "stages.backends.compose.paste" in why
@@ -91,14 +91,14 @@ def test_a_helper_module_edit_that_changes_bytes_reaches_the_dataset(built):
     # extract runs the module too (its cut-outs are PNGs: same bytes), and plan (it reads a scene's
     # occluder masks through it): the same layouts, so captioning stops there.
     assert computed["extract"] == 4 and computed["plan"] == 10 and computed["caption"] == 0
-    assert computed["compose"] == 10 and computed["score"] == 10 and computed["pack"] == 3
+    assert computed["compose"] == 10 and computed["score"] == 10 and computed["pack"] == 6
     assert dataset_bytes(root)["cat_mug-000000.tar"] != before["cat_mug-000000.tar"]
 
 
 def test_a_stage_module_edit_recomputes_that_stage(built):
     root = built
     edit(root / "stages/caption.py", "def concept_name(", "EDITED = True\n\n\ndef concept_name(")
-    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 6}
 
 
 def test_an_included_template_is_part_of_the_caption_key(built):
@@ -106,9 +106,9 @@ def test_an_included_template_is_part_of_the_caption_key(built):
     templates = root / "templates/captions"
     (templates / "where.j2").write_text("{{ background }}")
     edit(templates / "short.j2", "{{ background }}", '{% include "captions/where.j2" %}')
-    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 6}
     (templates / "where.j2").write_text("somewhere {{ background }}")
-    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 6}
     manifest = (root / "dataset/manifest.jsonl").read_text()
     assert "somewhere in the garden" in manifest
 
@@ -119,7 +119,7 @@ def test_what_a_backend_does_not_read_recomputes_nothing_of_it(built):
 
     # The solver and the paste composer read no class noun; the geometric scorer neither.
     edit_recipe(root, lambda r: r["concepts"]["mug"].update(class_noun="cup"))
-    assert build(root) == {**NOTHING, "caption": 10, "pack": 3}
+    assert build(root) == {**NOTHING, "caption": 10, "pack": 6}
 
     # The paste composer does not read the background phrase: only the captions that say it.
     edit_recipe(root, lambda r: r["backgrounds"]["grass"].update(phrase="on the lawn"))

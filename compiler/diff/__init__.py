@@ -8,6 +8,12 @@ flipped between kept and rejected with their reasons, and counts, keep rates and
 measurements with deltas. `--json` prints the same as stable JSON, `--html OUT.html` writes a
 self-contained page with before/after thumbnails, `--exit-code` exits 1 when anything differs.
 
+Each side is read from its `manifest.jsonl` (every sample's provenance and member digests,
+recorded by pack), `rejected.jsonl` and `recipe.json`: no shard is opened but those holding
+the page's thumbnails. `--verify` also streams every shard and checks it holds exactly what
+the manifest says (member sha256 and JSON), and exits 2 when it does not. A dataset packed
+before the manifest held digests is read from its shards.
+
   snapshot.py  read one side (a revision through DVC's API, or the workspace)
   compare.py   the comparison, as JSON-ready data
   render.py    rich tables for the terminal
@@ -25,12 +31,13 @@ from compiler.diff.snapshot import DiffError, Snapshot, revision, workspace
 __all__ = ["DiffError", "add_parser", "run"]
 
 
-def _side(root: Path, rev: str | None) -> Snapshot:
-    return workspace(root) if rev is None else revision(root, rev)
+def _side(root: Path, rev: str | None, verify: bool) -> Snapshot:
+    return workspace(root, verify) if rev is None else revision(root, rev, verify)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare, print (table or JSON), write the page; 1 with --exit-code when anything differs."""
+    """Compare, print (table or JSON), write the page; 1 with --exit-code when anything differs,
+    2 when --verify finds shards that differ from their manifest."""
     from rich.console import Console
 
     from base.files import atomic_write_bytes, check_output
@@ -41,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if args.html is not None:
         check_output(args.html)  # before the work, not after
     root = Path.cwd()
-    before = _side(root, args.rev_a or "HEAD")
-    after = _side(root, args.rev_b)
+    before = _side(root, args.rev_a or "HEAD", args.verify)
+    after = _side(root, args.rev_b, args.verify)
+    for note in before.notes + after.notes:
+        print(note, file=sys.stderr)
     report = compare(before, after)
     if args.json:
         sys.stdout.write(canonical_json(report) + "\n")
@@ -60,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.html}")
     for problem in before.problems + after.problems:  # members of a damaged or hostile dataset, left out
         print(f"skipped {problem}", file=sys.stderr)
+    mismatches = before.mismatches + after.mismatches
+    for mismatch in mismatches:
+        print(mismatch, file=sys.stderr)
+    if args.verify:
+        print(f"verify: {len(mismatches)} differences between the shards and their manifest" if mismatches else
+              "verify: every shard holds what its manifest says", file=sys.stderr)
+    if mismatches:
+        return 2
     return 1 if args.exit_code and report["differs"] else 0
 
 
@@ -73,5 +90,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
     diff.add_argument("--html", type=Path, metavar="OUT.html", help="write a page with before/after thumbnails")
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when anything differs, like git diff")
+    diff.add_argument("--verify", action="store_true",
+                      help="also read every shard and check it holds what the manifest says (exit 2 when not)")
     diff.set_defaults(run=run)
     return diff

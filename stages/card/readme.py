@@ -74,8 +74,9 @@ def size_category(samples: int) -> str:
 
 
 def shard_glob(composition: str) -> str:
-    """The composition's shards, named `<composition>-NNNNNN.tar` by pack: the six `?` match its
-    own numbers only, never the shards of a longer name (`cat-dog-000000.tar` for `cat`)."""
+    """The composition's shards, named `<composition>-NNNNNN.tar` by pack (NNNNNN: the index of
+    the shard's first sample): the six `?` match its own numbers only, never the shards of a
+    longer name (`cat-dog-000000.tar` for `cat`)."""
     return f"{composition}-{'?' * 6}.tar"
 
 
@@ -156,7 +157,8 @@ one = load_dataset("dataset", "{first}", split="train")   # one composition, all
 everything = load_dataset("dataset", split="train")  # config "{WHOLE}"
 ```
 
-`sizes.json` gives the samples per shard, `manifest.jsonl` one row per sample,
+`sizes.json` gives the samples per shard, `manifest.jsonl` one row per sample (its shard, the
+sha256 of each member, its provenance),
 `rejected.jsonl` why each image not packed was left out, `recipe.json` the resolved recipe.{card}
 
 ## Limitations
