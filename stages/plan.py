@@ -1,6 +1,7 @@
 """Stage `plan`: lay out every image (boxes, paste order, background) with the plan backend.
 
-Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape).
+Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape
+       and foot profile).
 Writes build/layouts.json: per image `background` {id, photo index} and `objects` in paste
        order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels, and
        `mirrored: true` when the view is drawn mirrored (concepts with `mirror`)};
@@ -40,23 +41,26 @@ def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[Ite
 
 
 def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[list[dict], dict[str, str]]:
-    """Attach each item's available views (each also mirrored, for a concept with `mirror`);
-    items whose concept has no cut-out are skipped.
+    """Attach each item's available views (each also mirrored, for a concept with `mirror`), with
+    their foot profile and the camera elevation the recipe gives them; items whose concept has
+    no cut-out are skipped.
 
     The request, less what the planner does not read, joins the item's key: a re-extracted
     cut-out of the same shape plans nothing again."""
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(
-            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"]})
+            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"],
+             **({"foot": cutout["foot"]} if cutout.get("foot") else {})})
     items, skipped = [], {}
     for item in document["items"]:
         missing = [c["id"] for c in item["concepts"] if not views.get(c["id"])]
         if missing:
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
-        concepts = [{**{k: v for k, v in c.items() if k != "cutouts"},
-                     "views": with_mirrored([v for v in views[c["id"]] if v["id"] in c["cutouts"]], c.get("mirror"))}
+        concepts = [{**{k: v for k, v in c.items() if k not in ("cutouts", "elevations")},
+                     "views": with_mirrored([with_camera(v, c.get("elevations", {})) for v in views[c["id"]]
+                                             if v["id"] in c["cutouts"]], c.get("mirror"))}
                     for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
@@ -64,6 +68,11 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
                       "seed": item["seed"], "request": request,
                       "parts": {**item["parts"], "request": without(request, document["ignores"])}})
     return items, skipped
+
+
+def with_camera(view: dict[str, Any], elevations: dict[str, float]) -> dict[str, Any]:
+    """The view with `elevation_deg` when the recipe says it was photographed from above."""
+    return {**view, "elevation_deg": elevations[view["id"]]} if elevations.get(view["id"]) else view
 
 
 def with_mirrored(views: list[dict[str, Any]], mirror: bool | None) -> list[dict[str, Any]]:

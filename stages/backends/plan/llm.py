@@ -23,7 +23,7 @@ import numpy as np
 from base.errors import BackendUnavailable, ItemError
 from base.sources import confined
 from base.untrusted import escape_controls
-from stages.backends.plan import choose_photo, choose_views, placed, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of, views_for_scene
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
@@ -186,13 +186,17 @@ class LlmPlanner:
             largest = max(c["size"] for c in request["concepts"])
             ratios = [c["size"] / largest for c in request["concepts"]]
         try:
+            scene = scene_of(background, photo, request["canvas"])
+            if scene:  # a view seen from above is drawn again where this scene's camera is low
+                views = views_for_scene(request["concepts"], views, scene[0], np.random.default_rng(request["seed"]))
+                if isinstance(views, str):
+                    raise ReplyRejected("camera", views)
             boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
                                        [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
-            scene = scene_of(background, photo, request["canvas"])
             supports, rules = [None] * len(boxes), [[]] * len(boxes)
             if scene:
-                boxes, supports, rules, order = fit_to_scene(scene[0], boxes, request["concepts"],
-                                                             [v["aspect"] for v in views], self.params.off_scene)
+                boxes, supports, rules, order = fit_to_scene(scene[0], boxes, request["concepts"], views,
+                                                             self.params.off_scene)
         except ReplyRejected as rejection:
             return ItemError(f"{rejection} (layout: {', '.join(job.names)})")
         objects = []

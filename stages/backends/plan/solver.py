@@ -1,7 +1,8 @@
 """A seeded layout solver: the embedded, LLM-free planner.
 
-On a background with a scene template, every object stands where it can stand: its foot on
-the ground or on a surface that holds it, its size the perspective's for its real size
+On a background with a scene template, every object stands where it can stand: its
+silhouette's feet on the ground or on a surface that holds it (outside its holes), a view seen
+from above only where the camera looks down enough (`stages.scene`), its size the perspective's for its real size
 (within half the template's tolerance), clear of forbidden regions, pasted far to near. It
 plans what the score stage keeps: each box is large enough, given its cut-out's fill, for the
 filter's `min_area`; and each image draws which concept stands in front, so that near/far
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from base.errors import ItemError
-from stages.backends.plan import choose_photo, choose_views, placed, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of, views_for_scene
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
 from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
 
@@ -110,12 +111,16 @@ class Backend:
             if background is not candidates[first]:
                 photo = choose_photo(background, rng)
             scene, crop = scene_of(background, photo, request["canvas"])
-            standing = self._scene_layout(scene, request["concepts"], views, request.get("filter", {}), rng)
+            shown = views_for_scene(request["concepts"], views, scene, rng)
+            if isinstance(shown, str):
+                problems.append(f"{background['id']}: {shown}")
+                continue
+            standing = self._scene_layout(scene, request["concepts"], shown, request.get("filter", {}), rng)
             if isinstance(standing, str):
                 problems.append(f"{background['id']}: {standing}")
                 continue
             boxes, supports = standing
-            return layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports, crop)
+            return layout(background, photo, request, shown, boxes, scene.far_to_near(boxes, supports), supports, crop)
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
                         f"{'; '.join(problems)}")
 
@@ -206,8 +211,10 @@ class Backend:
             return f"too small for the score stage's min_area {area:.2%}"
         if not scene.holds(box):
             return "outside the canvas (taller or wider than the view there)"
-        if supports and scene.support_under(box, concept["placement"], concept["size_cm"]) is not support:
-            return "off its support"
+        if not scene.camera_fits(view, box[1] + box[3]):
+            return "seen from above where the camera is low"
+        if supports and scene.support_under(box, concept["placement"], concept["size_cm"], view=view) is not support:
+            return "feet off its support (or in a hole)"
         if scene.blocked(box, support.height_cm) > BLOCK_LIMIT / 2:
             return "over a forbidden region"
         depth = scene.ground_row(box[1] + box[3], support.height_cm)
