@@ -7,12 +7,15 @@ Writes build/layouts.json: per image `background` {id, photo index} and `objects
        `mirrored: true` when the view is drawn mirrored (concepts with `mirror`)};
        LLM planners add `llm.attempts` (each request's key, raw reply and verdict).
        This file is also what the `replay` planner reads back.
+       reports/plan.json's `unused_backgrounds` (also printed): each background of a composition
+       that none of its layouts uses, and why (`stages.backends.plan.reach.cannot_hold`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,10 @@ from base.errors import ItemError
 from base.files import read_json
 from base.keys import without
 from base.settings import load_settings
+from base.untrusted import escape_controls
 from stages import backends
+from stages.backends.plan import scene_of
+from stages.backends.plan.reach import cannot_hold
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
 from stages.templating import keyed_templates
 
@@ -90,6 +96,32 @@ def rejections(layouts: list[dict[str, Any]], failures: dict[str, str]) -> dict[
     return dict(sorted(kinds.items()))
 
 
+def unused_backgrounds(items: list[dict[str, Any]], layouts: list[dict[str, Any]], min_size: float) -> list[str]:
+    """"cat_lion: bench: 0 of 80 images: lion is taller or wider than the view at 120 cm (...)"
+    for each background of a composition that none of its layouts uses: why its scene holds a
+    concept nowhere at its real size, or that no layout happened to be placed there."""
+    used = {(layout["composition"], layout["background"]["id"]) for layout in layouts}
+    first: dict[str, dict[str, Any]] = {}
+    totals: Counter[str] = Counter()
+    for item in items:
+        first.setdefault(item["composition"], item)
+        totals[item["composition"]] += 1
+    lines = []
+    for composition, item in sorted(first.items()):
+        request = item["request"]
+        for background in request["backgrounds"]:
+            if (composition, background["id"]) in used:
+                continue
+            why = None
+            if "scene" in background and background["photos"]:
+                scene, _ = scene_of(background, 0, request["canvas"])
+                why = next(filter(None, (cannot_hold(scene, concept, concept["views"], request["filter"], min_size)
+                                         for concept in request["concepts"])), None)
+            lines.append(f"{composition}: {background['id']}: 0 of {totals[composition]} images: "
+                         f"{why or 'no layout was placed there (see the failed items)'}")
+    return lines
+
+
 def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Path = Path("templates")) -> None:
     document = read_json(items_file)
     settings = load_settings()
@@ -99,8 +131,11 @@ def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Pa
                "root": str(Path.cwd()), "device": settings.device}
     result, _ = run_items("plan", items, plan_batch, context, settings, skipped)
     layouts = result.entries()
+    unused = unused_backgrounds(items, layouts, document["backend"].get("params", {}).get("min_size", 0.0))
     finish("plan", result, document["backend"]["name"], out_file, {"canvas": document["canvas"], "layouts": layouts},
-           rejections_by_reason=rejections(layouts, result.failures))
+           rejections_by_reason=rejections(layouts, result.failures), unused_backgrounds=unused)
+    for line in unused:
+        print(escape_controls(f"  warning: background unused: {line}"), file=sys.stderr)
 
 
 def main() -> None:

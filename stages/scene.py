@@ -112,6 +112,7 @@ class Occluder:
     matte: np.ndarray | None = None
     support: str | None = None  # the surface it holds (a bench's seat): what stands on it is never behind it
     extent: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) of the matte's nonzero pixels
+    name: str = ""  # what it is (a post, the bench): previews and LLM prompts name it
 
     def hides(self, depth: float, support: str | None = None) -> bool:
         """Whether it stands in front of an object whose foot's ground row is `depth`, standing
@@ -256,7 +257,8 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
             matte = occluder_matte(polygon, masks.get(source) if source else None, photo_size,
                                    (left, top, crop_w, crop_h), canvas)
         extent = Image.fromarray(matte).getbbox() if matte is not None else None
-        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent))
+        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent,
+                                  entry.get("name", "")))
     fov = math.radians(float(template.get("fov_deg") or DEFAULT_FOV_DEG))
     focal = photo_size[1] / 2 / math.tan(fov / 2) * scale  # the photo's full height spans the field of view
     return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),

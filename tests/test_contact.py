@@ -122,3 +122,62 @@ def test_the_llm_repair_moves_a_lying_body_off_the_hole():
     boxes, supports, rules, _ = fit_to_scene(s, [[35, 65, 30, 30]], [concept], [view], "repair")
     assert supports == ["ground"] and rules == [["snapped", "rescaled"]]
     assert judge(s, boxes[0], "ground", 50, view) == []
+
+
+def test_the_llm_prompt_names_the_holes_and_what_stands_in_front():
+    from types import SimpleNamespace
+
+    from stages.backends.plan.llm import describe
+
+    post = {"name": "post", "front": 0.9, "polygon": [[0.3, 0.5], [0.35, 0.5], [0.35, 0.9], [0.3, 0.9]]}
+    s = on_canvas({**HOLED, "occluders": [post]}, (200, 100), (100, 100), masks={})
+    job = SimpleNamespace(names=["dog"], request={"concepts": [{"size_cm": 50.0, "placement": "ground"}]})
+    told = describe(s, job)
+    assert told["holes"] == [[[40, 85], [60, 85], [60, 100], [40, 100]]]
+    assert told["occluders"] == [{"name": "post", "box": [10, 50, 11, 41], "front": 90}]  # its matte, edges included
+
+
+LION = {"id": "lion", "class_noun": "lion", "size": 1.0, "size_cm": 300.0, "placement": "ground"}
+
+
+def test_a_concept_taller_than_the_view_everywhere_is_named_with_counts():
+    from stages.backends.plan.reach import cannot_hold, feet_map
+
+    s = canvas_scene(TEMPLATE)  # 12 grid points on the ground (rows 72 and 88); 300 cm is 96+ px there
+    square = [{"aspect": 1.0, "fill": 1.0}]
+    assert cannot_hold(s, LION, square, {}, 0.0) == (
+        "lion is taller or wider than the view at 300 cm (12 outside the canvas (taller or wider than the view "
+        "there) of 12 places)")
+    assert cannot_hold(s, {**LION, "size_cm": 50.0}, square, {}, 0.0) is None
+    good, failed = feet_map(s, {**LION, "size_cm": 50.0}, square, {"min_area": 0.05}, 0.0)
+    assert len(good) + sum(failed.values()) == 12 and failed  # the far row is too small for 5% of the image
+
+
+def test_validate_warns_of_a_background_a_composition_cannot_use():
+    from compiler.scene_reach import scene_warnings
+
+    park = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    beach = {"id": "beach", "phrase": "on a beach", "photos": 1}
+    items = [{"composition": "lion_cat", "concepts": [LION], "backgrounds": [park, beach]}] * 80
+    documents = {"pack": {"recipe": {"name": "zoo"}},
+                 "plan": {"backend": {"params": {"min_size": 0.0}}, "canvas": [100, 100], "filter": {}, "items": items}}
+    assert scene_warnings(documents) == [
+        "warning: recipe 'zoo': compositions.lion_cat: background park cannot be used (0 of 80 images; they go to "
+        "beach): lion is taller or wider than the view at 300 cm (12 outside the canvas (taller or wider than the "
+        "view there) of 12 places)"]
+
+
+def test_the_plan_report_names_a_background_no_layout_used_and_why():
+    from stages.plan import unused_backgrounds
+
+    park = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
+    beach = {"id": "beach", "phrase": "on a beach", "photos": 1}
+    lion = {**LION, "views": [{"id": "lion/a", "aspect": 1.0, "fill": 1.0}]}
+    request = {"canvas": [100, 100], "filter": {}, "concepts": [lion], "backgrounds": [park, beach]}
+    items = [{"composition": "zoo", "request": request}] * 3
+    layouts = [{"composition": "zoo", "background": {"id": "beach"}}] * 3
+    assert unused_backgrounds(items, layouts, 0.0) == [
+        "zoo: park: 0 of 3 images: lion is taller or wider than the view at 300 cm (12 outside the canvas (taller "
+        "or wider than the view there) of 12 places)"]
+    assert unused_backgrounds(items, [{"composition": "zoo", "background": {"id": "park"}}], 0.0) == [
+        "zoo: beach: 0 of 3 images: no layout was placed there (see the failed items)"]

@@ -28,7 +28,7 @@ from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
 from stages.runtime.replies import MAX_ATTEMPTS, MAX_TOKENS, ReplyCache, RequestFailed
-from stages.scene import CanvasScene
+from stages.scene import CanvasScene, Occluder
 from stages.templating import Templates
 
 SIZE_SOURCES = ("none", "recipe", "llm")
@@ -211,8 +211,10 @@ class LlmPlanner:
 
 def describe(scene: CanvasScene, job: _Job) -> dict[str, Any]:
     """What the layout prompt tells the model of a scene template, on the prompt canvas: the
-    horizon, where things stand, what they may not cover, and each object's expected height
-    standing far (halfway between horizon and bottom) and near (at the bottom)."""
+    horizon, where things stand (and the holes in the ground), what they may not cover, what
+    stands in the scene and hides what is behind it (its box and the row where it meets the
+    ground), and each object's expected height standing far (halfway between horizon and
+    bottom) and near (at the bottom)."""
     ground = scene.supports[0]
     far, near = round((scene.horizon + scene.height) / 2), scene.height - 1
     objects = []
@@ -226,4 +228,21 @@ def describe(scene: CanvasScene, job: _Job) -> dict[str, Any]:
     return {"horizon": round(scene.horizon), "ground": shown(ground.polygon),
             "surfaces": [{"name": s.name, "polygon": shown(s.polygon), "holds_cm": s.max_size_cm}
                          for s in scene.supports[1:]],
-            "forbidden": [shown(b.polygon) for b in scene.forbidden], "objects": objects}
+            "holes": [shown(h) for h in ground.holes],
+            "forbidden": [shown(b.polygon) for b in scene.forbidden], "objects": objects,
+            "occluders": [{"name": o.name or "something", "box": occluder_box(o), "front": round(o.front)}
+                          for o in scene.occluders if occluder_box(o)]}
+
+
+def occluder_box(occluder: Occluder) -> list[int] | None:
+    """[x, y, width, height] of an occluder on the canvas: its matte's extent, else its polygon's;
+    None when it is not on the canvas."""
+    if occluder.matte is not None and occluder.extent is None:
+        return None
+    if occluder.extent is not None:
+        left, top, right, bottom = occluder.extent
+    elif occluder.polygon is not None:
+        (left, top), (right, bottom) = occluder.polygon.min(axis=0), occluder.polygon.max(axis=0)
+    else:
+        return None
+    return [round(left), round(top), round(right - left), round(bottom - top)]
