@@ -78,9 +78,19 @@ def scene_entry(background: Any, photos: list[dict[str, str]], root: Path) -> di
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown rotated by 90 degrees
             sizes.append(list(reversed(image.size)) if turned else list(image.size))
     template = {key: value for key, value in dataclasses.asdict(background.scene).items() if key != "light"}
-    if not template["occluders"]:
-        del template["occluders"]  # a template without occluders is keyed as before they existed
+    for key in ("occluders", "holes", "fov_deg"):
+        if template[key] in ([], None):
+            del template[key]  # a template without them is keyed as before they existed
     return {"template": template, "sizes": sizes}  # the light is compose's alone (`scene_light`)
+
+
+def view_geometry(cid: str, concept: Any) -> dict[str, Any]:
+    """What a scene template places a concept by: its real size, its placement and (when the
+    recipe gives any) the camera elevation of its views, by cut-out id."""
+    elevations = {f"{cid}/{stem}": view.elevation_deg for stem, view in sorted(concept.views.items())
+                  if view.elevation_deg}
+    return {"size_cm": concept.size_cm, "placement": concept.placement,
+            **({"elevations": elevations} if elevations else {})}
 
 
 def hash_masks(template: dict[str, Any], bid: str, root: Path, hashes: dict[str, str],
@@ -197,7 +207,14 @@ def build(
         description = alpha_description(backends_config["extract"]) if concept.cutout else backends_config["extract"]
         shared = fingerprints.parts("extract", "extract", description)
         cutouts_of[cid] = []
-        for item_id, file in zip(_unique_ids(cid, refs), files):
+        ids = _unique_ids(cid, refs)
+        unknown = sorted(set(concept.views) - {i.split("/", 1)[1] for i in ids})
+        if unknown:
+            where = f"concepts.{cid}.views.{unknown[0]}"
+            raise RecipeError(f"{where}: no photo of {cid} is named '{unknown[0]}'; valid: "
+                              f"{', '.join(i.split('/', 1)[1] for i in ids)} (a photo's file name without its "
+                              f"extension)", key=where)
+        for item_id, file in zip(ids, files):
             extract_items.append({"id": item_id, "concept": cid, "cutout": concept.cutout, **file,
                                   "parts": {**shared, "id": item_id, "photo": file["sha256"]}})
             cutouts_of[cid].append(item_id)
@@ -228,8 +245,7 @@ def build(
     for comp_id in sorted(recipe.compositions):
         comp = recipe.compositions[comp_id]
         comp_scenes = {bid: scenes[bid] for bid in comp.backgrounds if bid in scenes}
-        geometry = {cid: {"size_cm": recipe.concepts[cid].size_cm, "placement": recipe.concepts[cid].placement}
-                    for cid in comp.concepts} if comp_scenes else {}
+        geometry = {cid: view_geometry(cid, recipe.concepts[cid]) for cid in comp.concepts} if comp_scenes else {}
         concepts = [
             {"id": cid, "class_noun": recipe.concepts[cid].class_noun, "size": recipe.concepts[cid].size,
              **geometry.get(cid, {}), "cutouts": cutouts_of[cid],
@@ -299,7 +315,7 @@ def build(
                          for cid in sorted(recipe.concepts)},
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
             "scenes": scenes,
-            "geometry": {cid: {"size_cm": c.size_cm, "placement": c.placement} for cid, c in sorted(recipe.concepts.items())},
+            "geometry": {cid: view_geometry(cid, c) for cid, c in sorted(recipe.concepts.items())},
             "items": score_items,
         },
         "pack": {

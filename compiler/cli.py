@@ -46,6 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
     from compiler.compile import compile_recipe, current_documents, read_params
     from compiler.dryrun import describe, forecast
     from compiler.recipe import pose_warnings
+    from compiler.scene_reach import scene_warnings
     from compiler.schema import DATASET_KINDS
 
     _in_project("validate")
@@ -65,7 +66,7 @@ def _validate(args: argparse.Namespace) -> int:
     for comp_id, comp in sorted(pack["recipe"]["compositions"].items()):
         print(f"  {comp_id:32s} {comp['num_images']:5d} images  {' + '.join(comp['concepts'])}  "
               f"on {' | '.join(comp['backgrounds'])}")
-    for warning in pose_warnings(documents):
+    for warning in pose_warnings(documents) + scene_warnings(documents):
         print(warning, file=sys.stderr)
     print("\n".join(describe(forecast(documents, Path(load_settings().cache_dir)))))
     return 0

@@ -292,6 +292,10 @@ def validate(recipe: Recipe, recipe_file: Path, templates_dir: Path) -> dict[str
             fail(f"concepts.{cid}.size_cm", f"{concept.size_cm}; valid: 0 (not given) to {MAX_SIZE_CM:g} cm")
         if concept.placement not in PLACEMENTS:
             fail(f"concepts.{cid}.placement", f"'{concept.placement}'; valid: {', '.join(PLACEMENTS)}")
+        for stem, view in concept.views.items():
+            if not 0 <= view.elevation_deg <= 90:
+                fail(f"concepts.{cid}.views.{stem}.elevation_deg", f"{view.elevation_deg}; valid: 0 (level) to 90 "
+                     f"(straight above)")
         if concept.token in tokens:
             fail(f"concepts.{cid}.token", f"'{concept.token}' is also the token of '{tokens[concept.token]}'")
         tokens[concept.token] = cid
@@ -385,6 +389,8 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
                                    f"(a photo taken standing: about 150)")
     if not 0 < scene.size_tolerance <= 1:
         yield "size_tolerance", f"{scene.size_tolerance}; valid: a fraction in (0, 1]"
+    if scene.fov_deg is not None and not 1 <= scene.fov_deg <= 170:
+        yield "fov_deg", f"{scene.fov_deg}; valid: 1-170, the photo's vertical field of view in degrees (a phone: about 50)"
     if scene.view is not None and (len(scene.view) != 4 or not all(0 <= v <= 1 for v in scene.view)
                                    or not (scene.view[2] >= MIN_VIEW_SIDE and scene.view[3] >= MIN_VIEW_SIDE)
                                    or scene.view[0] + scene.view[2] > 1 or scene.view[1] + scene.view[3] > 1):
@@ -392,6 +398,7 @@ def scene_problems(scene: schema.Scene) -> Iterator[tuple[str, str]]:
                        f"least {MIN_VIEW_SIDE:g}")
     polygons = [("ground", scene.ground)]
     polygons += [(f"surfaces.{name}.polygon", surface.polygon) for name, surface in scene.surfaces.items()]
+    polygons += [(f"holes[{index}]", hole) for index, hole in enumerate(scene.holes)]
     polygons += [(f"forbidden[{index}].polygon", region.polygon) for index, region in enumerate(scene.forbidden)]
     polygons += [(f"occluders[{index}].polygon", occluder.polygon) for index, occluder in enumerate(scene.occluders)
                  if occluder.polygon is not None]

@@ -8,6 +8,11 @@ where they meet the ground: what stands behind it is hidden by it), the canvas v
 bench looks as tall as a pole of that height would, the horizon and camera height are right.
 A template's `light` draws each pole's shadow (dark) where compose casts it: lay them beside the
 shadows of real posts and trunks in the photo to check the direction and length.
+With a recipe (the project's, or `--recipe`), each of its concepts gets a coloured dot wherever
+its feet may go at its real size on the canvas (`stages.backends.plan.reach.feet_map`: the
+solver's `min_size`, the filter's `min_area` and `min_visible`, the view, holes, occluders), with
+a legend line naming what failed elsewhere, with counts; its views are the built cut-outs
+(build/cutouts.json) when there are any, else a square of its real size.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from base.errors import RecipeError
 from stages.scene import centre_crop, contains, light_of, on_canvas
+
+FEET = [(255, 80, 200), (80, 200, 255), (255, 160, 40), (160, 255, 80), (200, 120, 255)]  # per concept, cycled
+SQUARE_VIEW = {"id": "square", "aspect": 1.0, "fill": 1.0}
 
 GRID = (255, 255, 255, 90)
 GROUND = (40, 220, 80, 70)
@@ -96,9 +104,10 @@ def template_file(path: Path) -> dict[str, Any]:
 
 
 def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float = 50.0,
-           masks: dict[str, Image.Image] | None = None) -> Image.Image:
+           masks: dict[str, Image.Image] | None = None, feet: list[tuple[str, list, float]] | None = None) -> Image.Image:
     """The photo with the grid and, given a template, everything it declares drawn over it
-    (occluders painted as masks from `masks`, by the template's mask reference)."""
+    (occluders painted as masks from `masks`, by the template's mask reference), and `feet`:
+    (legend, foot points in photo pixels, their spacing) per concept, side by side."""
     base = photo.convert("RGBA")
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -142,7 +151,49 @@ def render(photo: Image.Image, template: dict[str, Any] | None, pole_cm: float =
         left, top, crop_w, crop_h = centre_crop(base.size, CANVAS, template.get("view"))
         draw.rectangle([left, top, left + crop_w - 1, top + crop_h - 1], outline=(255, 255, 255, 255), width=2 * line)
         draw.text((left + 6, top + 6), f"canvas view ({pole_cm:g} cm poles)", fill=(255, 255, 255, 255))
+        for index, (legend, points, spacing) in enumerate(feet or []):
+            colour = FEET[index % len(FEET)] + (255,)
+            shift = (index - (len(feet) - 1) / 2) * spacing / (len(feet) + 1)  # side by side, not over each other
+            radius = max(1.0, spacing / (2 * len(feet) + 2))
+            for x, y in points:
+                draw.ellipse([x + shift - radius, y - radius, x + shift + radius, y + radius], fill=colour)
+            row = height - (len(feet) - index) * 2.2 * draw.font.size - 6
+            draw.rectangle(draw.textbbox((6, row), legend), fill=(0, 0, 0, 160))
+            draw.text((6, row), legend, fill=colour)
     return Image.alpha_composite(base, layer).convert("RGB")
+
+
+def feet_of_concepts(template: dict[str, Any], photo_size: tuple[int, int], masks: dict[str, Image.Image],
+                     recipe: Any, cutouts: list[dict[str, Any]]) -> list[tuple[str, list, float]]:
+    """(legend, foot points in photo pixels, their spacing) per concept of the recipe with a
+    real size: where its feet may go on the canvas, and what failed elsewhere, with counts."""
+    from stages import backends
+    from stages.backends.plan.reach import MAP_STEP, feet_map
+
+    scene = on_canvas(template, photo_size, CANVAS, masks)
+    left, top, _, crop_h = centre_crop(photo_size, CANVAS, template.get("view"))
+    scale = CANVAS[1] / crop_h
+    score = dict(recipe.backends.score)
+    passes = vars(backends.module("score", score.pop("name")).Params(**score))
+    plan = dict(recipe.backends.plan)
+    min_size = plan.get("min_size", 0.12) if plan.get("name") == "solver" else 0.0
+    out = []
+    for cid, concept in sorted(recipe.concepts.items()):
+        if not concept.size_cm:
+            continue
+        views = [{"id": c["id"], "aspect": c["size"][0] / c["size"][1], "fill": c["fill"],
+                  **({"foot": c["foot"]} if c.get("foot") else {})} for c in cutouts if c["concept"] == cid]
+        elevations = {f"{cid}/{stem}": view.elevation_deg for stem, view in concept.views.items()}
+        views = [{**v, "elevation_deg": elevations.get(v["id"], 0.0)} for v in views] or [SQUARE_VIEW]
+        if concept.mirror:
+            views += [{**v, "mirrored": True} for v in views]
+        good, failed = feet_map(scene, {"id": cid, "size_cm": concept.size_cm, "placement": concept.placement},
+                                views, {k: passes.get(k, 0.0) for k in ("min_area", "min_visible")}, min_size)
+        total = len(good) + sum(failed.values())
+        legend = (f"{cid} ({concept.size_cm:g} cm, {concept.placement}): feet may go on {len(good)} of {total} places"
+                  + (f"; elsewhere {', '.join(f'{n} {why}' for why, n in failed.most_common(3))}" if failed else ""))
+        out.append((legend, [(left + x / scale, top + y / scale) for x, y in good], MAP_STEP / scale))
+    return out
 
 
 def draw_occluders(layer: Image.Image, scene: Any, template: dict[str, Any], line: int) -> Image.Image:
@@ -203,11 +254,34 @@ def run(args: argparse.Namespace) -> int:
     check_output(out)  # before the work, not after
     photo = load_image(Path(args.photo), args.photo)
     template = load_template(args.template, Path.cwd(), args.recipe) if args.template else None
+    masks = occluder_masks(template, Path.cwd())
+    recipe = preview_recipe(args.recipe) if template else None
+    feet = feet_of_concepts(template, photo.size, masks, recipe, built_cutouts()) if recipe else None
     png = io.BytesIO()
-    render(photo, template, args.pole_cm, occluder_masks(template, Path.cwd())).save(png, format="PNG")
+    render(photo, template, args.pole_cm, masks, feet).save(png, format="PNG")
     atomic_write_bytes(out, png.getvalue())  # a link at `out` is replaced, never written through
     print(f"wrote {out}" + ("" if template else " (grid only: give --template BACKGROUND or FILE.yaml)"))
     return 0
+
+
+def preview_recipe(name: str | None) -> Any:
+    """The recipe whose concepts the preview stands in the scene: `--recipe`, else the
+    project's (params.yaml); None outside a project."""
+    from compiler.compile import read_params
+    from compiler.recipe import compose_recipe
+
+    root = Path.cwd()
+    if name is None and not (root / "params.yaml").is_file():
+        return None
+    name, overrides = (name, []) if name else read_params(root / "params.yaml")
+    return compose_recipe(root / "recipes", name, overrides)
+
+
+def built_cutouts(index: Path = Path("build/cutouts.json")) -> list[dict[str, Any]]:
+    """The cut-out records of the last build (their shape and foot profile), or none."""
+    from base.files import read_json
+
+    return read_json(index)["cutouts"] if index.is_file() else []
 
 
 def add_parser(commands: Any) -> None:

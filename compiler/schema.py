@@ -27,6 +27,15 @@ IMAGE_FORMATS = ("jpg", "png", "webp")
 
 
 @dataclass
+class ConceptView:
+    """What the recipe says of one photo of a concept (a view), by the photo's file stem."""
+
+    elevation_deg: float = 0.0  # how far above the object the camera was: 0 at its level, 90 straight
+    #                             above; a view seen from above goes only where the scene's camera looks
+    #                             down nearly as much (stages/scene.py, CAMERA_SLACK_DEG)
+
+
+@dataclass
 class Concept:
     """A personal concept: a few photos of one object and the token that names it."""
 
@@ -42,6 +51,7 @@ class Concept:
     license: str = ""  # its photos' licence (a Hugging Face id, or unsplash, pexels, ...): the card's licence
     mirror: bool = False  # each image may show a view mirrored left-right (an animal: yes; a mug's logo: no)
     credit: str = ""  # who took the photos and under which licence: the dataset card credits it
+    views: Dict[str, ConceptView] = field(default_factory=dict)  # by photo file stem ("dog_06"): its camera
 
 
 @dataclass
@@ -96,6 +106,9 @@ class Scene:
     horizon: float = MISSING  # the row of the horizon (eye level), 0-1
     camera_height_cm: float = MISSING  # the camera's height above the ground
     ground: List[Any] = MISSING  # polygon of the walkable ground: [[x, y], ...]
+    holes: List[Any] = field(default_factory=list)  # polygons inside the ground that hold nothing (a flower bed)
+    fov_deg: Optional[float] = None  # the photo's vertical field of view (none: 50, a phone held level):
+    #                                  how far the camera looks down at each row (views seen from above)
     surfaces: Dict[str, Surface] = field(default_factory=dict)
     forbidden: List[Region] = field(default_factory=list)
     occluders: List[Occluder] = field(default_factory=list)  # what hides objects standing behind it

@@ -4,8 +4,9 @@ Reads  build/compiled/extract.json (photos + keys).
 Writes build/cutouts/<concept>/<photo>.png  RGBA (the soft mask's matte), cropped to the tight box,
                                             at most max_side
        build/cutouts.json                   one record per cut-out (size, box in the photo,
-                                            foreground fraction, the matte's figures, a bad
-                                            view's reason) plus failures with reasons
+                                            foreground fraction, the matte's figures, its
+                                            `foot` profile, a bad view's reason) plus
+                                            failures with reasons
 """
 
 from __future__ import annotations
@@ -104,6 +105,24 @@ def cut_out_view(image: Image.Image, soft: np.ndarray, params: CutoutParams) -> 
     return cutout, box, {"see_through": round(matte.see_through(soft, body.mask), 4)}
 
 
+FOOT_COLUMNS = 16  # a cut-out's foot profile: its width in this many columns
+OPAQUE_FOOT = 128  # alpha (0-255) from which a pixel is part of what rests on the ground
+
+
+def foot_profile(alpha: np.ndarray, columns: int = FOOT_COLUMNS) -> list[float | None]:
+    """Per column of `columns` across the cut-out's width, its lowest opaque row (the bottom
+    edge of the lowest pixel with alpha >= OPAQUE_FOOT) as a fraction of its height; None where
+    the column is clear. What touches the ground is read from it without decoding the PNG
+    (stages.scene.contact)."""
+    opaque = alpha >= OPAQUE_FOOT
+    edges = np.linspace(0, alpha.shape[1], columns + 1).round().astype(int)
+    profile: list[float | None] = []
+    for start, stop in zip(edges[:-1], edges[1:]):
+        rows = np.flatnonzero(opaque[:, start:max(stop, start + 1)].any(axis=1))
+        profile.append(round((int(rows[-1]) + 1) / alpha.shape[0], 4) if rows.size else None)
+    return profile
+
+
 def bad_view(figures: dict, params: CutoutParams) -> str | None:
     """Why the view is bad (its interior more see-through than `max_see_through`), or None."""
     if figures["see_through"] <= params.max_see_through:
@@ -133,6 +152,7 @@ def extract_item(item: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
         "backend": description["name"], "size": list(cutout.size), "box": box,
         "foreground": round(float((mask > params.threshold).mean()), 4), **figures,
         "fill": round(float(np.asarray(cutout.getchannel("A"), np.float32).mean() / 255), 4),  # alpha / box area
+        "foot": foot_profile(np.asarray(cutout.getchannel("A"))),
     }
     if reason:
         record["bad_view"] = reason

@@ -1,17 +1,21 @@
 """Stage `plan`: lay out every image (boxes, paste order, background) with the plan backend.
 
-Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape).
+Reads  build/compiled/plan.json (items + keys), build/cutouts.json (which views exist, their shape
+       and foot profile).
 Writes build/layouts.json: per image `background` {id, photo index} and `objects` in paste
        order (first = bottom), each {concept, cutout, box: [x, y, w, h] in canvas pixels, and
        `mirrored: true` when the view is drawn mirrored (concepts with `mirror`)};
        LLM planners add `llm.attempts` (each request's key, raw reply and verdict).
        This file is also what the `replay` planner reads back.
+       reports/plan.json's `unused_backgrounds` (also printed): each background of a composition
+       that none of its layouts uses, and why (`stages.backends.plan.reach.cannot_hold`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +24,10 @@ from base.errors import ItemError
 from base.files import read_json
 from base.keys import canonical_json, without
 from base.settings import load_settings
+from base.untrusted import escape_controls
 from stages import backends
+from stages.backends.plan import scene_of
+from stages.backends.plan.reach import cannot_hold
 from stages.runtime.runner import ItemOutput, finish, run_cli, run_items
 from stages.templating import keyed_templates
 
@@ -40,8 +47,9 @@ def plan_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[Ite
 
 
 def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[list[dict], dict[str, str]]:
-    """Attach each item's available views (each also mirrored, for a concept with `mirror`);
-    items whose concept has no cut-out are skipped.
+    """Attach each item's available views (each also mirrored, for a concept with `mirror`), with
+    their foot profile and the camera elevation the recipe gives them; items whose concept has
+    no cut-out are skipped.
 
     The request, less what the planner does not read and what the item's key already holds
     (its id, seed and canvas), joins the item's key: a re-extracted cut-out of the same shape
@@ -50,15 +58,17 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(
-            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"]})
+            {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"],
+             **({"foot": cutout["foot"]} if cutout.get("foot") else {})})
     items, skipped, lean = [], {}, leaner(document["ignores"])
     for item in document["items"]:
         missing = [c["id"] for c in item["concepts"] if not views.get(c["id"])]
         if missing:
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
-        concepts = [{**{k: v for k, v in c.items() if k != "cutouts"},
-                     "views": with_mirrored([v for v in views[c["id"]] if v["id"] in c["cutouts"]], c.get("mirror"))}
+        concepts = [{**{k: v for k, v in c.items() if k not in ("cutouts", "elevations")},
+                     "views": with_mirrored([with_camera(v, c.get("elevations", {})) for v in views[c["id"]]
+                                             if v["id"] in c["cutouts"]], c.get("mirror"))}
                     for c in item["concepts"]]
         request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
                    "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
@@ -84,6 +94,11 @@ def leaner(ignores: list[str]) -> Callable[[Any], Any]:
     return lean
 
 
+def with_camera(view: dict[str, Any], elevations: dict[str, float]) -> dict[str, Any]:
+    """The view with `elevation_deg` when the recipe says it was photographed from above."""
+    return {**view, "elevation_deg": elevations[view["id"]]} if elevations.get(view["id"]) else view
+
+
 def with_mirrored(views: list[dict[str, Any]], mirror: bool | None) -> list[dict[str, Any]]:
     """The views, then (when the concept may be mirrored) each again with `mirrored: true`: a
     mirrored view is a pose of its own, drawn like any other."""
@@ -99,6 +114,32 @@ def rejections(layouts: list[dict[str, Any]], failures: dict[str, str]) -> dict[
     return dict(sorted(kinds.items()))
 
 
+def unused_backgrounds(items: list[dict[str, Any]], layouts: list[dict[str, Any]], min_size: float) -> list[str]:
+    """"cat_lion: bench: 0 of 80 images: lion is taller or wider than the view at 120 cm (...)"
+    for each background of a composition that none of its layouts uses: why its scene holds a
+    concept nowhere at its real size, or that no layout happened to be placed there."""
+    used = {(layout["composition"], layout["background"]["id"]) for layout in layouts}
+    first: dict[str, dict[str, Any]] = {}
+    totals: Counter[str] = Counter()
+    for item in items:
+        first.setdefault(item["composition"], item)
+        totals[item["composition"]] += 1
+    lines = []
+    for composition, item in sorted(first.items()):
+        request = item["request"]
+        for background in request["backgrounds"]:
+            if (composition, background["id"]) in used:
+                continue
+            why = None
+            if "scene" in background and background["photos"]:
+                scene, _ = scene_of(background, 0, request["canvas"])
+                why = next(filter(None, (cannot_hold(scene, concept, concept["views"], request["filter"], min_size)
+                                         for concept in request["concepts"])), None)
+            lines.append(f"{composition}: {background['id']}: 0 of {totals[composition]} images: "
+                         f"{why or 'no layout was placed there (see the failed items)'}")
+    return lines
+
+
 def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Path = Path("templates")) -> None:
     document = read_json(items_file)
     settings = load_settings()
@@ -108,8 +149,11 @@ def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Pa
                "root": str(Path.cwd()), "device": settings.device}
     result, _ = run_items("plan", items, plan_batch, context, settings, skipped)
     layouts = result.entries()
+    unused = unused_backgrounds(items, layouts, document["backend"].get("params", {}).get("min_size", 0.0))
     finish("plan", result, document["backend"]["name"], out_file, {"canvas": document["canvas"], "layouts": layouts},
-           rejections_by_reason=rejections(layouts, result.failures))
+           rejections_by_reason=rejections(layouts, result.failures), unused_backgrounds=unused)
+    for line in unused:
+        print(escape_controls(f"  warning: background unused: {line}"), file=sys.stderr)
 
 
 def main() -> None:

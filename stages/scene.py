@@ -7,6 +7,15 @@ pinhole camera: an object whose longer side is `size_cm` long, with its foot at 
 on a support `height_cm` above the ground, shows that side `size_cm * (y - horizon) /
 (camera_height_cm - height_cm)` pixels long. Shared by the planners (placing), the score stage (checking) and
 `g4g scene` (drawing). A template's `light` (`Light`) tells compose where shadows fall.
+
+Contact is judged on the silhouette (`CanvasScene.support_under`, the one check the solver, the
+LLM repair and the score stage share): the columns of the cut-out's foot profile (extract's
+`foot`, mirrored with the view) whose lowest opaque pixel lies in its bottom band must each
+rest on the support, outside its holes. The camera: a level pinhole with the template's
+vertical field of view (`fov_deg`) looks down at a foot at row y by atan((y - horizon) /
+focal); a view photographed from `elevation_deg` above is placed only where the camera looks
+down at least `elevation_deg - CAMERA_SLACK_DEG` (a lying dog seen from above, pasted where
+the camera is low, reads as leaping).
 """
 
 from __future__ import annotations
@@ -21,7 +30,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-FOOTPRINT = (-0.3, 0.0, 0.3)  # where an object touches its support: offsets across its box bottom, x width
+FOOTPRINT = (-0.3, 0.0, 0.3)  # a view without a foot profile touches its support here: offsets x box width
+FOOT_BAND = 0.06  # a foot profile's columns whose lowest opaque row is within this share of the box height
+#                   of its lowest touch the support (a lying dog: nearly all; a standing one: its paws)
+DEFAULT_FOV_DEG = 50.0  # a photo's vertical field of view when its template does not say (a phone, landscape)
+CAMERA_SLACK_DEG = 25.0  # a view seen from E degrees above stands where the camera looks down >= E - this
 BLOCK_GRID = 8  # a box is probed on an 8 x 8 grid for forbidden regions
 
 
@@ -68,6 +81,15 @@ class Support:
     polygon: np.ndarray  # (n, 2)
     height_cm: float = 0.0
     max_size_cm: float = math.inf
+    holes: tuple[np.ndarray, ...] = ()  # regions inside it that hold nothing (a flower bed, a shrub)
+
+    def holds_point(self, point: Sequence[float], tolerance: float = 0.0) -> bool:
+        """Whether a point rests on it: inside (or within `tolerance` pixels of) its polygon,
+        and not deeper than `tolerance` inside any hole."""
+        if not within(point, self.polygon, tolerance):
+            return False
+        return not any(_inside(point[0], point[1], hole.tolist()) and distance(point, hole) > tolerance
+                       for hole in self.holes)
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,7 @@ class Occluder:
     matte: np.ndarray | None = None
     support: str | None = None  # the surface it holds (a bench's seat): what stands on it is never behind it
     extent: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) of the matte's nonzero pixels
+    name: str = ""  # what it is (a post, the bench): previews and LLM prompts name it
 
     def hides(self, depth: float, support: str | None = None) -> bool:
         """Whether it stands in front of an object whose foot's ground row is `depth`, standing
@@ -109,6 +132,17 @@ class CanvasScene:
     forbidden: tuple[Blocker, ...]
     size_tolerance: float
     occluders: tuple[Occluder, ...] = ()
+    focal: float = 0.0  # the camera's focal length in canvas pixels (0: unknown, no camera check)
+
+    def looks_down(self, row: float) -> float:
+        """Degrees the camera looks down at a point at canvas row `row` (negative above the horizon)."""
+        return math.degrees(math.atan2(row - self.horizon, self.focal)) if self.focal > 0 else 90.0
+
+    def camera_fits(self, view: Mapping[str, Any] | None, row: float) -> bool:
+        """Whether a view (its `elevation_deg`, 0 when level or unsaid) reads right with its foot
+        at `row`: the camera there looks down at least its elevation less CAMERA_SLACK_DEG."""
+        elevation = float((view or {}).get("elevation_deg", 0.0))
+        return elevation <= 0 or self.looks_down(row) >= elevation - CAMERA_SLACK_DEG
 
     def hidden(self, box: Sequence[float], depth: float, support: str | None = None) -> float:
         """Share of the box (in the canvas) that the occluders in front of a foot at ground row
@@ -142,13 +176,14 @@ class CanvasScene:
         on `support`; 0 at or above the horizon."""
         return max(0.0, size_cm * (foot_y - self.horizon) / (self.camera_height_cm - support.height_cm))
 
-    def support_under(self, box: Sequence[float], placement: str, size_cm: float,
-                      tolerance: float = 0.0) -> Support | None:
-        """The first support the box's footprint rests on (every foot point within `tolerance`
-        pixels of it), among those the concept may use; None when it floats."""
-        feet = footprint(box)
+    def support_under(self, box: Sequence[float], placement: str, size_cm: float, tolerance: float = 0.0,
+                      view: Mapping[str, Any] | None = None) -> Support | None:
+        """The first support, among those the concept may use, that the pasted silhouette rests
+        on: every point where it touches (`feet`) within `tolerance` pixels of the support and
+        not in its holes; None when it floats or stands in a hole."""
+        points = feet(box, view)
         for support in self.supports_for(placement, size_cm):
-            if all(within(point, support.polygon, tolerance) for point in feet):
+            if all(support.holds_point(point, tolerance) for point in points):
                 return support
         return None
 
@@ -209,7 +244,7 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
     def row(y: float) -> float:
         return (y * photo_size[1] - top) * scale
 
-    supports = [Support("ground", points(template["ground"]))]
+    supports = [Support("ground", points(template["ground"]), holes=tuple(points(h) for h in template.get("holes", [])))]
     supports += [Support(name, points(s["polygon"]), float(s["height_cm"]), float(s["max_size_cm"]))
                  for name, s in sorted(template.get("surfaces", {}).items())]
     blockers = [Blocker(points(r["polygon"]), row(r.get("front", 1.0))) for r in template.get("forbidden", [])]
@@ -222,10 +257,13 @@ def on_canvas(template: dict[str, Any], photo_size: Sequence[int], canvas: Seque
             matte = occluder_matte(polygon, masks.get(source) if source else None, photo_size,
                                    (left, top, crop_w, crop_h), canvas)
         extent = Image.fromarray(matte).getbbox() if matte is not None else None
-        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent))
+        occluders.append(Occluder(row(entry["front"]), polygon, source, matte, entry.get("support") or None, extent,
+                                  entry.get("name", "")))
+    fov = math.radians(float(template.get("fov_deg") or DEFAULT_FOV_DEG))
+    focal = photo_size[1] / 2 / math.tan(fov / 2) * scale  # the photo's full height spans the field of view
     return CanvasScene(int(canvas[0]), int(canvas[1]), row(template["horizon"]), float(template["camera_height_cm"]),
                        tuple(supports), tuple(blockers), float(template.get("size_tolerance", 0.25)),
-                       tuple(occluders))
+                       tuple(occluders), focal)
 
 
 def mask_source(occluder: dict[str, Any]) -> str | None:
@@ -252,10 +290,19 @@ def occluder_matte(polygon: np.ndarray | None, mask: Image.Image | None, photo_s
     return matte
 
 
-def footprint(box: Sequence[float]) -> list[tuple[float, float]]:
-    """The points where a box's object touches its support: across the bottom edge."""
-    centre, bottom = box[0] + box[2] / 2, box[1] + box[3]
-    return [(centre + offset * box[2], bottom) for offset in FOOTPRINT]
+def feet(box: Sequence[float], view: Mapping[str, Any] | None = None) -> list[tuple[float, float]]:
+    """Where a cut-out pasted in `box` touches its support: the bottom of each column of its
+    view's foot profile (mirrored with the view) whose lowest opaque pixel lies in the bottom
+    FOOT_BAND of the box; FOOTPRINT's points on the box's bottom edge for a view without one."""
+    profile = (view or {}).get("foot")
+    if not profile or all(v is None for v in profile):
+        centre, bottom = box[0] + box[2] / 2, box[1] + box[3]
+        return [(centre + offset * box[2], bottom) for offset in FOOTPRINT]
+    if view.get("mirrored"):
+        profile = profile[::-1]
+    lowest = max(v for v in profile if v is not None)
+    return [(box[0] + (i + 0.5) / len(profile) * box[2], box[1] + v * box[3])
+            for i, v in enumerate(profile) if v is not None and v >= lowest - FOOT_BAND]
 
 
 def contains(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -315,16 +362,23 @@ FOOT_TOLERANCE = 0.015  # a foot may miss its support by this fraction of the ca
 BLOCK_LIMIT = 0.05  # share of a box that may lie over forbidden regions behind which it stands
 
 
-def judge(scene: CanvasScene, box: Sequence[float], placement: str, size_cm: float) -> list[tuple[str, str]]:
-    """(check, problem) for each way a placed object breaks the template: `floating` (its foot
-    is off every support it may use), `scale` (its size is off the perspective's by more than
-    the template's tolerance), `blocked` (it covers a forbidden region it stands behind)."""
+def judge(scene: CanvasScene, box: Sequence[float], placement: str, size_cm: float,
+          view: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(check, problem) for each way a placed object (its `view`: foot profile, mirrored,
+    elevation) breaks the template: `floating` (its silhouette's feet are off every support
+    it may use, or in a hole), `scale` (its size is off the perspective's by more than the
+    template's tolerance), `blocked` (it covers a forbidden region it stands behind), `camera`
+    (a view seen from above where the camera is low)."""
     problems = []
     tolerance = FOOT_TOLERANCE * scene.height
-    support = scene.support_under(box, placement, size_cm, tolerance)
+    support = scene.support_under(box, placement, size_cm, tolerance, view)
     if placement != "free" and support is None:
         allowed = " or ".join(s.name for s in scene.supports_for(placement, size_cm))
-        problems.append(("floating", f"foot at ({box[0] + box[2] / 2:.0f}, {box[1] + box[3]:.0f}) is off the {allowed}"))
+        points = feet(box, view)
+        off = [(x, y) for x, y in points
+               if not any(s.holds_point((x, y), tolerance) for s in scene.supports_for(placement, size_cm))]
+        where = f"first at ({off[0][0]:.0f}, {off[0][1]:.0f})" if off else "not all on one support"
+        problems.append(("floating", f"{len(off)} of {len(points)} feet off the {allowed} or in a hole ({where})"))
     if support is not None:
         expected = scene.size_at(box[1] + box[3], support, size_cm)
         ratio = max(box[2], box[3]) / expected if expected > 0 else math.inf
@@ -335,6 +389,10 @@ def judge(scene: CanvasScene, box: Sequence[float], placement: str, size_cm: flo
     covered = scene.blocked(box, support.height_cm if support else 0.0)
     if covered > BLOCK_LIMIT:
         problems.append(("blocked", f"covers a forbidden region for {covered:.0%} of its box"))
+    if not scene.camera_fits(view, box[1] + box[3]):
+        problems.append(("camera", f"a view seen from {float(view['elevation_deg']):g} degrees above, where the "
+                                   f"camera looks down at {scene.looks_down(box[1] + box[3]):.0f} (reads right from "
+                                   f"{float(view['elevation_deg']) - CAMERA_SLACK_DEG:g})"))
     return problems
 
 

@@ -5,7 +5,9 @@ Reads  build/compiled/score.json, build/layouts.json, build/images.json (+ build
 Writes build/scores.json: per image `keep`, `reasons` (each failed check: check, concept,
        message) and per-concept measurements (and image metrics for model-based scorers).
        On a background with a scene template every scorer also checks the geometry: `floating`
-       (a foot off its ground or surface), `scale` (size off the perspective's), `blocked`.
+       (the silhouette's feet off its ground or surface, or in a hole: the cut-out's foot
+       profile from build/cutouts.json), `scale` (size off the perspective's), `blocked`,
+       `camera` (a view seen from above where the camera is low).
        The report gives keep rates per number of concepts beside the paper's manual rates.
 """
 
@@ -65,7 +67,8 @@ def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignore
 
 
 def geometry_reasons(layout: dict[str, Any], context: dict[str, Any]) -> list[dict[str, str]]:
-    """Failed scene-template checks (floating, scale, blocked) of a layout on a templated background."""
+    """Failed scene-template checks (floating, scale, blocked, camera) of a layout on a templated
+    background, each object judged by its pasted view (foot profile, mirrored, elevation)."""
     background = layout["background"]
     entry = context["scenes"].get(background["id"])
     if entry is None or background["photo"] is None:
@@ -77,7 +80,10 @@ def geometry_reasons(layout: dict[str, Any], context: dict[str, Any]) -> list[di
     scene, reasons = memo[key], []
     for placed in layout["objects"]:
         concept = context["geometry"][placed["concept"]]
-        for check, problem in judge(scene, placed["box"], concept["placement"], concept["size_cm"]):
+        cutout = placed.get("cutout")
+        view = {**context.get("views", {}).get(cutout, {}), "mirrored": placed.get("mirrored", False),
+                **({"elevation_deg": concept["elevations"][cutout]} if cutout in concept.get("elevations", {}) else {})}
+        for check, problem in judge(scene, placed["box"], concept["placement"], concept["size_cm"], view):
             reasons.append({"check": check, "concept": placed["concept"], "message": f"{placed['concept']}: {problem}"})
     return reasons
 
@@ -122,6 +128,7 @@ def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
     context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": concepts,
                "backgrounds": document["backgrounds"], "device": settings.device,
                "scenes": document.get("scenes", {}), "geometry": document.get("geometry", {}),
+               "views": {cid: {"foot": c["foot"]} for cid, c in cutouts.items() if c.get("foot")},
                "images_dir": str(images_dir), "cutouts_dir": str(cutouts_dir)}
     result, _ = run_items("score", items, score_batch, context, settings, {**skipped, **skipped_images})
     scores = result.entries()

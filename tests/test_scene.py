@@ -163,7 +163,7 @@ def test_score_rejects_a_floating_object_on_a_templated_background():
     layout = {"background": {"id": "park", "photo": 0}, "objects": [{"concept": "dog", "box": [60, 20, 30, 30]}]}
     reasons = geometry_reasons(layout, context)
     assert [(r["check"], r["concept"]) for r in reasons] == [("floating", "dog")]
-    assert reasons[0]["message"] == "dog: foot at (75, 50) is off the ground"
+    assert reasons[0]["message"] == "dog: 3 of 3 feet off the ground or in a hole (first at (66, 50))"
     assert geometry_reasons({**layout, "background": {"id": "other", "photo": 0}}, context) == []
 
 
@@ -282,7 +282,7 @@ def test_llm_boxes_off_the_template_are_snapped_to_the_ground_and_rescaled_about
     boxes = [[60, 10, 20, 20],  # in the sky: foot row 30, above the horizon
              [42, 64, 16, 16],  # already right: on the seat, 16 px at row 80
              [20, 50, 50, 50]]  # on the ground at row 100, but 50 px where 30 are expected
-    fitted, supports, rules, order = fit_to_scene(s, boxes, concepts, [1.0, 1.0, 0.6], "repair")
+    fitted, supports, rules, order = fit_to_scene(s, boxes, concepts, [{"aspect": a} for a in (1.0, 1.0, 0.6)], "repair")
     assert fitted[0] == [65, 50, 10, 10] and rules[0] == ["snapped", "rescaled"]  # foot to row 60: 10 px there
     assert fitted[1] == [42, 64, 16, 16] and rules[1] == [] and supports[1] == "seat"
     assert fitted[2] == [36, 70, 18, 30] and rules[2] == ["rescaled"]  # about the foot (45, 100), 0.6 wide
@@ -295,8 +295,8 @@ def test_llm_boxes_off_the_template_are_rejected_when_asked():
     from stages.backends.plan.scene_fit import fit_to_scene
 
     concepts = [{"id": "dog", "size_cm": 50.0, "placement": "ground"}]
-    with pytest.raises(ReplyRejected, match=r"\[floating\] dog: foot at \(70, 30\) is off the ground \(off_scene: reject\)"):
-        fit_to_scene(scene(), [[60, 10, 20, 20]], concepts, [1.0], "reject")
+    with pytest.raises(ReplyRejected, match=r"\[floating\] dog: 3 of 3 feet off the ground or in a hole \(first at \(64, 30\)\) \(off_scene: reject\)"):
+        fit_to_scene(scene(), [[60, 10, 20, 20]], concepts, [{"aspect": 1.0}], "reject")
 
 
 def test_llm_planner_tells_the_model_the_scene_and_repairs_its_boxes(tmp_path):

@@ -135,7 +135,9 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
                 composition["rejected_sheet"].append({"key": row["key"], "reasons": row["reasons"], "full": data,
                                                       "file": full_image(row["key"], path.suffix[1:]),
                                                       "image": shrink(data, SHEET_SIDE)})
-    for composition in compositions.values():
+    for cid, composition in compositions.items():
+        used = {p["background"]["id"] for p in composition["samples"]} | {r.get("background") for r in composition["rejected"]}
+        composition["unused"] = [bid for bid in planned[cid]["backgrounds"] if bid not in used]  # its scene held none
         composition["samples"].sort(key=lambda p: p["key"])
         kept, images = len(composition["samples"]), len(composition["samples"]) + len(composition["rejected"])
         composition.update(kept=kept, images=images, keep_rate=kept / images if images else None,
@@ -244,6 +246,7 @@ The paper's humans kept 53% of images with up to three concepts, 32% with four, 
 <h2 id="{{ name }}">{{ name }}</h2>
 <p>{{ c.concepts | join(" + ") }} &middot; {{ c.kept }} of {{ c.images }} images kept ({{ percent(c.keep_rate) }};
 paper {{ percent(c.paper_keep_rate) }}) &middot; {{ c.shards | join(", ") or "no shard" }}</p>
+{% for bid in c.unused %}<p class="muted">{{ bid }}: 0 of {{ c.images }} images: the planner found no place there for its concepts (why: reports/plan.json, `g4g validate`)</p>{% endfor %}
 {% if c.sheet %}<div class="sheet" data-composition="{{ name }}">
 {% for s in c.sheet %}<figure class="sample"><a href="{{ s.file }}"><img src="{{ s.uri }}" alt="{{ s.key }}" width="{{ s.width }}" height="{{ s.height }}"></a>
 <figcaption><b>{{ s.key }}</b> {{ s.captions.short }}<div class="detailed">{{ s.captions.detailed }}</div></figcaption></figure>

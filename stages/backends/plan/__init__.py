@@ -3,7 +3,8 @@
 Interface: `Backend(params[, templates_dir, cache_dir, root, device])` with
 `plan_batch(requests) -> list[layout | ItemError]`. A request holds the item `id`, `seed`,
 `canvas`, `concepts` (id, class noun, size, views with id, aspect, fill (the cut-out's mean
-alpha) and `mirrored` when the view is drawn mirrored; on templated backgrounds also size_cm and
+alpha), `foot` (its foot profile, extract's), `elevation_deg` when photographed from above
+and `mirrored` when the view is drawn mirrored; on templated backgrounds also size_cm and
 placement), `backgrounds` (id, phrase, number of photos, and `scene`: template and photo sizes,
 when it has one) and `filter` (the score stage's min_area and min_visible, for planners that
 plan what it keeps); a layout holds `background` {id, photo, and the
@@ -25,6 +26,23 @@ from stages.scene import CanvasScene, centre_crop, on_canvas, with_occluders
 def choose_views(request: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     """One view (cut-out) per concept, drawn with the item's generator."""
     return [c["views"][int(rng.integers(len(c["views"])))] for c in request["concepts"]]
+
+
+def views_for_scene(concepts: list[dict[str, Any]], views: list[dict[str, Any]], scene: CanvasScene,
+                    rng: np.random.Generator) -> list[dict[str, Any]] | str:
+    """The drawn views, each one the scene's camera cannot show anywhere (seen from above where
+    the camera is low even at the canvas bottom) drawn again among the concept's views it can
+    show; why not, when a concept has none."""
+    shown = []
+    for concept, view in zip(concepts, views):
+        if not scene.camera_fits(view, scene.height):
+            fitting = [v for v in concept["views"] if scene.camera_fits(v, scene.height)]
+            if not fitting:
+                return (f"every view of {concept['id']} is seen from above and the camera looks down at "
+                        f"{scene.looks_down(scene.height):.0f} degrees at most")
+            view = fitting[int(rng.integers(len(fitting)))]
+        shown.append(view)
+    return shown
 
 
 def placed(concept: str, view: dict[str, Any], box: list[int]) -> dict[str, Any]:

@@ -23,12 +23,12 @@ import numpy as np
 from base.errors import BackendUnavailable, ItemError
 from base.sources import confined
 from base.untrusted import escape_controls
-from stages.backends.plan import choose_photo, choose_views, placed, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of, views_for_scene
 from stages.backends.plan.examples import load_examples, sample_examples
 from stages.backends.plan.reply import ReplyRejected, parse_background, parse_layout, parse_sizes, postprocess
 from stages.backends.plan.scene_fit import OFF_SCENE, fit_to_scene
 from stages.runtime.replies import MAX_ATTEMPTS, MAX_TOKENS, ReplyCache, RequestFailed
-from stages.scene import CanvasScene
+from stages.scene import CanvasScene, Occluder
 from stages.templating import Templates
 
 SIZE_SOURCES = ("none", "recipe", "llm")
@@ -186,13 +186,17 @@ class LlmPlanner:
             largest = max(c["size"] for c in request["concepts"])
             ratios = [c["size"] / largest for c in request["concepts"]]
         try:
+            scene = scene_of(background, photo, request["canvas"])
+            if scene:  # a view seen from above is drawn again where this scene's camera is low
+                views = views_for_scene(request["concepts"], views, scene[0], np.random.default_rng(request["seed"]))
+                if isinstance(views, str):
+                    raise ReplyRejected("camera", views)
             boxes, order = postprocess([job.outputs["layout"][name] for name in job.names],
                                        [v["aspect"] for v in views], self.params.prompt_canvas, request["canvas"], ratios)
-            scene = scene_of(background, photo, request["canvas"])
             supports, rules = [None] * len(boxes), [[]] * len(boxes)
             if scene:
-                boxes, supports, rules, order = fit_to_scene(scene[0], boxes, request["concepts"],
-                                                             [v["aspect"] for v in views], self.params.off_scene)
+                boxes, supports, rules, order = fit_to_scene(scene[0], boxes, request["concepts"], views,
+                                                             self.params.off_scene)
         except ReplyRejected as rejection:
             return ItemError(f"{rejection} (layout: {', '.join(job.names)})")
         objects = []
@@ -207,8 +211,10 @@ class LlmPlanner:
 
 def describe(scene: CanvasScene, job: _Job) -> dict[str, Any]:
     """What the layout prompt tells the model of a scene template, on the prompt canvas: the
-    horizon, where things stand, what they may not cover, and each object's expected height
-    standing far (halfway between horizon and bottom) and near (at the bottom)."""
+    horizon, where things stand (and the holes in the ground), what they may not cover, what
+    stands in the scene and hides what is behind it (its box and the row where it meets the
+    ground), and each object's expected height standing far (halfway between horizon and
+    bottom) and near (at the bottom)."""
     ground = scene.supports[0]
     far, near = round((scene.horizon + scene.height) / 2), scene.height - 1
     objects = []
@@ -222,4 +228,21 @@ def describe(scene: CanvasScene, job: _Job) -> dict[str, Any]:
     return {"horizon": round(scene.horizon), "ground": shown(ground.polygon),
             "surfaces": [{"name": s.name, "polygon": shown(s.polygon), "holds_cm": s.max_size_cm}
                          for s in scene.supports[1:]],
-            "forbidden": [shown(b.polygon) for b in scene.forbidden], "objects": objects}
+            "holes": [shown(h) for h in ground.holes],
+            "forbidden": [shown(b.polygon) for b in scene.forbidden], "objects": objects,
+            "occluders": [{"name": o.name or "something", "box": occluder_box(o), "front": round(o.front)}
+                          for o in scene.occluders if occluder_box(o)]}
+
+
+def occluder_box(occluder: Occluder) -> list[int] | None:
+    """[x, y, width, height] of an occluder on the canvas: its matte's extent, else its polygon's;
+    None when it is not on the canvas."""
+    if occluder.matte is not None and occluder.extent is None:
+        return None
+    if occluder.extent is not None:
+        left, top, right, bottom = occluder.extent
+    elif occluder.polygon is not None:
+        (left, top), (right, bottom) = occluder.polygon.min(axis=0), occluder.polygon.max(axis=0)
+    else:
+        return None
+    return [round(left), round(top), round(right - left), round(bottom - top)]

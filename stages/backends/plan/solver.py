@@ -1,7 +1,8 @@
 """A seeded layout solver: the embedded, LLM-free planner.
 
-On a background with a scene template, every object stands where it can stand: its foot on
-the ground or on a surface that holds it, its size the perspective's for its real size
+On a background with a scene template, every object stands where it can stand: its
+silhouette's feet on the ground or on a surface that holds it (outside its holes), a view seen
+from above only where the camera looks down enough (`stages.scene`), its size the perspective's for its real size
 (within half the template's tolerance), clear of forbidden regions, pasted far to near. It
 plans what the score stage keeps: each box is large enough, given its cut-out's fill, for the
 filter's `min_area`; and each image draws which concept stands in front, so that near/far
@@ -21,15 +22,14 @@ from typing import Any
 import numpy as np
 
 from base.errors import ItemError
-from stages.backends.plan import choose_photo, choose_views, placed, scene_of
+from stages.backends.plan import choose_photo, choose_views, placed, scene_of, views_for_scene
 from stages.layout import minimum_side, overlap, paste_order_by_depth, paste_order_by_overlap
-from stages.scene import BLOCK_LIMIT, CanvasScene, sample_point
+from stages.backends.plan.reach import stand_at
+from stages.scene import CanvasScene, sample_point
 
 VERSION = "1"
 IGNORES = ("class_noun", "phrase")  # request fields it does not read
 PASTE_ORDERS = {"overlap": paste_order_by_overlap, "depth": paste_order_by_depth}
-HIDDEN_MARGIN = 0.6  # an object's box share hidden by occluders stays under this fraction of 1 - min_visible
-AREA_MARGIN = 1.1  # planned alpha area over the filter's min_area: room for a soft edge and small occlusions
 LAYOUT_TRIES = 4  # layouts tried in the drawn depth order (attempts / 4 per object each), then
 ANY_ORDER_TRIES = 2  # layouts in any order, largest first (attempts per object each)
 
@@ -110,12 +110,16 @@ class Backend:
             if background is not candidates[first]:
                 photo = choose_photo(background, rng)
             scene, crop = scene_of(background, photo, request["canvas"])
-            standing = self._scene_layout(scene, request["concepts"], views, request.get("filter", {}), rng)
+            shown = views_for_scene(request["concepts"], views, scene, rng)
+            if isinstance(shown, str):
+                problems.append(f"{background['id']}: {shown}")
+                continue
+            standing = self._scene_layout(scene, request["concepts"], shown, request.get("filter", {}), rng)
             if isinstance(standing, str):
                 problems.append(f"{background['id']}: {standing}")
                 continue
             boxes, supports = standing
-            return layout(background, photo, request, views, boxes, scene.far_to_near(boxes, supports), supports, crop)
+            return layout(background, photo, request, shown, boxes, scene.far_to_near(boxes, supports), supports, crop)
         raise ItemError(f"cannot stand {', '.join(c['id'] for c in request['concepts'])} in any scene: "
                         f"{'; '.join(problems)}")
 
@@ -185,7 +189,7 @@ class Backend:
     def _stand(self, scene: CanvasScene, concept: dict[str, Any], view: dict[str, Any], passes: dict[str, float],
                rng: np.random.Generator) -> tuple[list[int], str, float] | str:
         """One try: a foot point on a support, the perspective's size there, and its depth (the
-        ground row of its foot); what failed otherwise."""
+        ground row of its foot); what failed otherwise (`stand_at`)."""
         supports = scene.supports_for(concept["placement"], concept["size_cm"])
         if supports:
             support = supports[int(rng.integers(len(supports)))]
@@ -197,27 +201,7 @@ class Backend:
             return "no point found on its support"
         spread = math.log1p(scene.size_tolerance / 2)
         factor = math.exp(rng.uniform(-spread, spread))
-        if scene.size_at(foot[1], support, concept["size_cm"]) * factor < self.params.min_size * scene.height:
-            return f"shorter than backends.plan.min_size {self.params.min_size:g} of the canvas"
-        box = scene.box_at(foot, support, concept["size_cm"], view["aspect"], factor)
-        area = passes.get("min_area", 0.0)
-        needed = area * AREA_MARGIN * scene.width * scene.height  # alpha pixels the filter's min_area asks for
-        if box[2] * box[3] * view["fill"] < needed:
-            return f"too small for the score stage's min_area {area:.2%}"
-        if not scene.holds(box):
-            return "outside the canvas (taller or wider than the view there)"
-        if supports and scene.support_under(box, concept["placement"], concept["size_cm"]) is not support:
-            return "off its support"
-        if scene.blocked(box, support.height_cm) > BLOCK_LIMIT / 2:
-            return "over a forbidden region"
-        depth = scene.ground_row(box[1] + box[3], support.height_cm)
-        if scene.occluders:  # behind a post or a fence is fine, as long as the filter keeps what shows
-            hidden = scene.hidden(box, depth, support.name if supports else None)
-            if hidden > HIDDEN_MARGIN * (1 - passes.get("min_visible", 0.0)):
-                return f"hidden behind occluders ({hidden:.0%} of its box)"
-            if box[2] * box[3] * view["fill"] * (1 - hidden) < needed:
-                return f"too small for the score stage's min_area {area:.2%} once occluded"
-        return box, support.name if supports else "free", depth
+        return stand_at(scene, concept, view, passes, self.params.min_size, support, foot, factor, bool(supports))
 
     def _place(self, dims: list[tuple[int, int]], width: int, height: int, rng: np.random.Generator):
         """Drop boxes largest first at random spots until each respects max_overlap; None if stuck."""
