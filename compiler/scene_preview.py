@@ -30,7 +30,6 @@ from base.errors import RecipeError
 from stages.scene import centre_crop, contains, light_of, on_canvas
 
 FEET = [(255, 80, 200), (80, 200, 255), (255, 160, 40), (160, 255, 80), (200, 120, 255)]  # per concept, cycled
-SQUARE_VIEW = {"id": "square", "aspect": 1.0, "fill": 1.0}
 
 GRID = (255, 255, 255, 90)
 GROUND = (40, 220, 80, 70)
@@ -168,6 +167,7 @@ def feet_of_concepts(template: dict[str, Any], photo_size: tuple[int, int], mask
     """(legend, foot points in photo pixels, their spacing) per concept of the recipe with a
     real size: where its feet may go on the canvas, and what failed elsewhere, with counts."""
     from stages import backends
+    from compiler.scene_reach import SQUARE
     from stages.backends.plan.reach import MAP_STEP, feet_map
 
     scene = on_canvas(template, photo_size, CANVAS, masks)
@@ -184,7 +184,7 @@ def feet_of_concepts(template: dict[str, Any], photo_size: tuple[int, int], mask
         views = [{"id": c["id"], "aspect": c["size"][0] / c["size"][1], "fill": c["fill"],
                   **({"foot": c["foot"]} if c.get("foot") else {})} for c in cutouts if c["concept"] == cid]
         elevations = {f"{cid}/{stem}": view.elevation_deg for stem, view in concept.views.items()}
-        views = [{**v, "elevation_deg": elevations.get(v["id"], 0.0)} for v in views] or [SQUARE_VIEW]
+        views = [{**v, "elevation_deg": elevations.get(v["id"], 0.0)} for v in views] or [SQUARE]
         if concept.mirror:
             views += [{**v, "mirrored": True} for v in views]
         good, failed = feet_map(scene, {"id": cid, "size_cm": concept.size_cm, "placement": concept.placement},

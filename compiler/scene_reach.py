@@ -6,7 +6,6 @@ concept is tried as a square of its real size, as opaque as a cut-out can be."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from stages.backends.plan import scene_of

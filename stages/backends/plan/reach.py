@@ -11,7 +11,6 @@ behind occluders (the filter's `min_visible`).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any, Sequence
 
