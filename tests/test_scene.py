@@ -13,7 +13,7 @@ from PIL import Image
 
 from base.errors import ItemError, RecipeError
 from compiler.compile import compile_recipe
-from compiler.scene_preview import render
+from compiler.scene_preview import feet_of_concepts, load_template, preview_recipe, render
 from stages import backends
 from stages.scene import Light, centre_crop, judge, light_of, on_canvas
 from stages.score import geometry_reasons
@@ -233,6 +233,23 @@ def test_preview_draws_each_pole_s_shadow_along_the_light():
     darker = (lit.sum(axis=2) < plain.sum(axis=2) - 60)
     rows, columns = np.nonzero(darker[62:])  # on the ground: shadows lie right of their poles, level with the feet
     assert rows.size > 0 and (rows <= 38).all()
+
+
+def test_preview_maps_where_each_concept_of_the_recipe_may_stand(project, monkeypatch):
+    recipe = scene_recipe()
+    recipe["concepts"]["plant"]["size_cm"] = 400  # taller than the path's view wherever it stands
+    write_recipe(project, recipe)
+    monkeypatch.chdir(project)
+    photo = Image.open(recipe["backgrounds"]["path"]["images"][0])
+    template = load_template("path", project, None)
+    maps = {legend.split(" ")[0]: (legend, points)
+            for legend, points, _ in feet_of_concepts(template, photo.size, {}, preview_recipe(None), [])}
+
+    legend, points = maps["cat"]
+    assert points and all(y >= 0.59 * photo.height for _, y in points)  # on the path's ground, below its far end
+    assert legend.startswith(f"cat (40 cm, ground): feet may go on {len(points)} of ")
+    legend, points = maps["plant"]
+    assert not points and "outside the canvas (taller or wider than the view there)" in legend
 
 
 @pytest.mark.parametrize(("edit", "message"), [
