@@ -108,10 +108,10 @@ class OutputFolder:
         try:
             staging.mkdir(parents=True)
             for name, digest, source in files:
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 if self._current(name, digest, source):  # the same file, moved with the folder
                     os.link(self.folder / name, staging / name)
                 else:
-                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
                     copy_file(source, staging / name)
             for name, data in extra.items():
                 atomic_write_bytes(staging / name, data)
