@@ -7,6 +7,9 @@ four objects compose changed most, and the README's banner of 8 other random kep
                           320 x 320 pixels around each (where it meets the ground) at 2x,
                           captioned with its image, concept and shifts
   docs/demo.jpg           8 kept images drawn at random (seed 1), 4 x 2 at 320 pixels each
+  docs/blossom.jpg        kept images on the blossom photo, 4 x 3 at 384 pixels each: the first
+                          two rows drawn at random (seed 2), the last row at random among those
+                          where an occluder (the fence's posts and rope) hides part of a pet
 
 Run after `dvc repro` on the demo (reads build/ only):
 
@@ -31,11 +34,15 @@ CROP = 320  # a crop's side in image pixels, before the 2x zoom
 
 
 def contact_sheet(build: Path, kept: list[str], count: int = 16, seed: int = 0, side: int = SIDE) -> Image.Image:
-    chosen = sorted(random.Random(seed).sample(kept, min(count, len(kept))))
+    return tiles(build, sorted(random.Random(seed).sample(kept, min(count, len(kept)))), side)
+
+
+def tiles(build: Path, keys: list[str], side: int = SIDE) -> Image.Image:
+    """The images of `keys`, in that order, four to a row."""
     columns = 4
-    rows = -(-len(chosen) // columns)
+    rows = -(-len(keys) // columns)
     sheet = Image.new("RGB", (columns * side + (columns + 1) * 4, rows * side + (rows + 1) * 4), "white")
-    for index, key in enumerate(chosen):
+    for index, key in enumerate(keys):
         image = Image.open(build / "images" / f"{key}.jpg").convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
         row, column = divmod(index, columns)
         sheet.paste(image, (4 + column * (side + 4), 4 + row * (side + 4)))
@@ -72,10 +79,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     kept = sorted(s["id"] for s in json.loads((args.build / "scores.json").read_text())["scores"] if s["keep"])
+    backgrounds = {layout["id"]: layout["background"]["id"]
+                   for layout in json.loads((args.build / "layouts.json").read_text())["layouts"]}
     contact_sheet(args.build, kept).save(args.out / "contact-sheet.jpg", quality=82, optimize=True)
     worst_crops(args.build, shifts(args.build)).save(args.out / "crops.jpg", quality=88, optimize=True)
     contact_sheet(args.build, kept, count=8, seed=1, side=320).save(args.out / "demo.jpg", quality=85, optimize=True)
-    for name in ("contact-sheet.jpg", "crops.jpg", "demo.jpg"):
+    scores = {s["id"]: s for s in json.loads((args.build / "scores.json").read_text())["scores"]}
+    blossom = [key for key in kept if backgrounds[key] == "blossom"]
+    hidden = [key for key in blossom if any(c["occluded"] > 0.02 for c in scores[key]["concepts"].values())]
+    some = sorted(random.Random(2).sample(blossom, 8))
+    some += sorted(random.Random(2).sample([key for key in hidden if key not in some], 4))
+    tiles(args.build, some).save(args.out / "blossom.jpg", quality=82, optimize=True)
+    for name in ("contact-sheet.jpg", "crops.jpg", "demo.jpg", "blossom.jpg"):
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size / 1e6:.2f} MB)")
     return 0
 
