@@ -17,8 +17,7 @@ from typing import Any, BinaryIO, Callable
 
 from base.untrusted import escape_controls
 from stages import manifest as manifest_rows
-from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener
-from stages.card.dataset_reader import _shape_problem  # the sample JSON check the shards get, for the manifest's
+from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener, shape_problem
 
 DATASET = "dataset"
 
@@ -115,7 +114,7 @@ def _listed(reader: DatasetReader, recipe: dict[str, Any], manifest: list[dict[s
     samples = {}
     for row in manifest:
         record = manifest_rows.provenance(row, shared)
-        wrong = _shape_problem(record, row["key"])
+        wrong = shape_problem(record, row["key"])
         if wrong is None and not all(isinstance(m, dict) and isinstance(m.get("name"), str)
                                      and isinstance(m.get("sha256"), str) for m in row["members"]):
             wrong = "members are not name and sha256 pairs"

@@ -205,7 +205,7 @@ class DatasetReader:
             value = loads_json(member.data)
         except (ValueError, UnicodeDecodeError) as error:
             return self.problem(shard, f"{member.key}.json", f"not valid JSON ({escape_controls(str(error), limit=80)})")
-        wrong = _shape_problem(value, member.key)
+        wrong = shape_problem(value, member.key)
         return value if wrong is None else self.problem(shard, f"{member.key}.json", wrong)
 
     def image(self, shard: str, member: Member) -> bytes | None:
@@ -243,7 +243,7 @@ def _numbers(value: Any, count: int) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 
 
-def _shape_problem(value: Any, key: str) -> str | None:
+def shape_problem(value: Any, key: str) -> str | None:
     """What is wrong with a sample's JSON for the readers (None: nothing)."""
     if not isinstance(value, dict):
         return "not a JSON object"
