@@ -57,6 +57,7 @@ from stages.dataset_metrics import dataset_metrics
 from stages.manifest import dataset_wide, manifest_row, member_digests
 from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
+from stages.runtime.outputs import OutputFolder
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
 from stages.shard_layout import chunks, shard_name
 
@@ -150,7 +151,7 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
         samples.append((sample["id"], files))
         members[sample["id"]] = member_digests(files)
     data = shard_bytes(samples)
-    reader = DatasetReader("pack", lambda name: io.BytesIO(data))  # the card's view of the bytes as written
+    reader = DatasetReader("pack", lambda name: io.BytesIO(data), digests=False)  # the card's view of the bytes
     contents = shard_contents(reader, shard["id"], {shard["samples"][0]["layout"]["composition"]})
     return {"samples": len(samples), "members": members, "contents": contents}, {shard["id"]: data}
 
@@ -212,14 +213,16 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"], **dataset_wide(recipe)}
     kept, rejected = gather(document, build_dir)
     planned = shards(kept, document, context)
-    result, cache = run_items("pack", planned, write_shard, context, load_settings())
+    result, cache = run_items("pack", planned, write_shard, context, load_settings(), outputs=out_dir, dvc_cached=True)
     if result.failures:  # a shard missing from a dataset is never silent: dataset/ stays as it was
         raise StageFailed("pack: " + "; ".join(f"{shard}: {reason}" for shard, reason in sorted(result.failures.items())))
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}
     manifest = [manifest_row(s["provenance"], shard["id"], result.records[shard["id"]]["members"][s["id"]])
                 for shard in planned for s in shard["samples"]]
-    summary = summarize(recipe, {s["id"]: cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned},
-                        rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS),
+    placed = OutputFolder(out_dir, dvc_cached=True)  # a shard still as placed is read there, else from the cache
+    shard_files = {s["id"]: out_dir / s["id"] if placed.holds(result.records[s["id"]]["files"])
+                   else cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned}
+    summary = summarize(recipe, shard_files, rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS),
                         {s["id"]: result.records[s["id"]].get("contents") for s in planned})
     extra = {
         "README.md": card(document, summary).encode("utf-8"),

@@ -100,14 +100,16 @@ def damage_cache(root: Path) -> dict[str, list[str]]:
             "score": [tampered["id"]], "pack": [shard]}
 
 
-UNREAD = ("caption", "score")  # records without files: reused from the last run's records, not the cache
+# Reused from the last run's records, not the cache: records without files (caption, score), and
+# shards still in dataset/ as pack placed them.
+UNREAD = ("caption", "pack", "score")
 
 
 def assert_repaired(built: dict, damaged: dict[str, list[str]], log: str) -> None:
     """Each stage recomputed exactly the damaged items it read (same bytes, so nothing
-    downstream). Caption and score entries hold a record only: an unchanged item is reused from
-    the last run's records without opening its entry, whose damage `g4g cache verify` reports
-    (or the next build that needs it repairs)."""
+    downstream). Caption and score entries hold a record only, and pack's shards are still in
+    dataset/ as placed: an unchanged item is reused from the last run's records without opening
+    its entry, whose damage `g4g cache verify` reports (or the next build that needs it repairs)."""
     for stage in STAGES:
         count = 0 if stage in UNREAD else len(damaged.get(stage, []))
         assert (built[stage]["repaired"], built[stage]["computed"]) == (count, count), (stage, built[stage])

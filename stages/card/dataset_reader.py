@@ -44,11 +44,12 @@ class DatasetError(ValueError):
 
 @dataclass
 class Member:
-    """One member of a shard that passed every check: its sha256, and its bytes when asked for."""
+    """One member of a shard that passed every check: its sha256 (when the reader hashes), and
+    its bytes when asked for."""
 
     key: str
     extension: str
-    sha256: str
+    sha256: str | None
     data: bytes | None
 
 
@@ -86,8 +87,10 @@ class DatasetReader:
     """The files of one packed dataset, through `open_file(name)` (a name inside the dataset
     folder); `problems` collects what was skipped, one escaped line each."""
 
-    def __init__(self, label: str, open_file: Callable[[str], BinaryIO]):
-        self.label, self.open_file = label, open_file
+    def __init__(self, label: str, open_file: Callable[[str], BinaryIO], digests: bool = True):
+        """`digests`: hash every member (`g4g diff`); the card reads keys, JSON and a few images,
+        and leaves the other members' bytes unread."""
+        self.label, self.open_file, self.digests = label, open_file, digests
         self.problems: list[str] = []
 
     def text(self, name: str) -> str:
@@ -185,6 +188,8 @@ class DatasetReader:
         limit = MAX_JSON_BYTES if extension == "json" else MAX_MEMBER_BYTES
         if info.size > limit:
             return self.problem(shard, info.name, f"declares {info.size:,} bytes; valid: at most {limit:,}")
+        if not (keep or self.digests):
+            return Member(key, extension, None, None)  # the stream skips its bytes
         digest, kept = hashlib.sha256(), []
         source = tar.extractfile(info)
         for chunk in iter(lambda: source.read(CHUNK), b""):

@@ -90,7 +90,7 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
     planned = recipe["recipe"]["compositions"]
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
                           "sheet": [], "rejected": [], "rejected_sheet": []} for cid in sorted(planned)}
-    reader = DatasetReader("card", lambda name: open_regular(shards[name]))
+    reader = DatasetReader("card", lambda name: open_regular(shards[name]), digests=False)
     names = reader.shard_names(sorted(shards), "the shard list")
     known = contents or {}
     found = {name: known.get(name) or shard_contents(reader, name, set(compositions)) for name in names}
@@ -105,7 +105,7 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         return extension in IMAGE_EXTENSIONS and key in picked.get(_composition(key), ())
 
     images: dict[str, tuple[str, bytes]] = {}  # of picked samples only: a shard's images are never all held
-    image_reader = DatasetReader("card", reader.open_file)
+    image_reader = DatasetReader("card", reader.open_file, digests=False)
     for name in names:
         if any(wanted(key, extension) for key in found[name]["keys"] for extension in IMAGE_EXTENSIONS):
             for member in image_reader.members(name, set(compositions), wanted):

@@ -50,28 +50,32 @@ class OutputFolder:
 
     def holds(self, files: dict[str, dict[str, Any]]) -> bool:
         """Whether every file of a record (name -> size and digest) is in the folder as placed."""
-        return all(self._unchanged(name, meta["blake2b"]) for name, meta in files.items())
+        return all(self._unchanged(name, meta["blake2b"]) is not None for name, meta in files.items())
 
-    def _stamp(self, name: str) -> list[Any]:
-        """A file's stat stamp. DVC chmods every file of a persistent output it caches before its
-        stage runs, which changes the ctime; there, as in DVC's own state database, a copy is
-        trusted by size, mtime and inode (a copy reaches no cache)."""
-        stamp = stat_stamp(os.lstat(self.folder / name))
+    def _stamp(self, name: str, info: os.stat_result | None = None) -> list[Any]:
+        """A file's stat stamp (of `info`, its lstat, when given). DVC chmods every file of a
+        persistent output it caches before its stage runs, which changes the ctime; there, as in
+        DVC's own state database, a copy is trusted by size, mtime and inode (a copy reaches no
+        cache)."""
+        stamp = stat_stamp(info or os.lstat(os.path.join(self.folder, name)))
         return stamp[:2] + stamp[3:] if self.dvc_cached else stamp
 
-    def _unchanged(self, name: str, digest: str) -> bool:
+    def _unchanged(self, name: str, digest: str) -> os.stat_result | None:
+        """The file's lstat when it still has the digest and stamp recorded when it was placed."""
         recorded = self.stamps.get(name)
         if not (isinstance(recorded, list) and recorded[:1] == [digest]):
-            return False
+            return None
         try:
-            return self._stamp(name) == recorded[1:]
+            info = os.lstat(os.path.join(self.folder, name))
         except OSError:
-            return False
+            return None
+        return info if self._stamp(name, info) == recorded[1:] else None
 
     def _current(self, name: str, digest: str, source: Path) -> bool:
         """Unchanged, and (in a linked folder) the cached file itself where a link can be: a copy
         made by an older build is replaced by a link, so the bytes are on disk once."""
-        if not self._unchanged(name, digest):
+        here = self._unchanged(name, digest)
+        if here is None:
             return False
         if self.dvc_cached:
             return True
@@ -79,46 +83,55 @@ class OutputFolder:
             there = os.stat(source)
         except FileNotFoundError:  # entry removed by `g4g cache gc`: the output still holds its bytes
             return True
-        here = os.lstat(self.folder / name)
         return here.st_dev != there.st_dev or here.st_ino == there.st_ino
 
     def update(self, files: Iterable[tuple[str, str, Path]], extra: dict[str, bytes] | None = None) -> None:
         """Make the folder hold exactly `files` ((name, digest, cached path)) and `extra` (name ->
-        bytes, written): linked in place, or copied and swapped in whole where DVC caches it."""
+        bytes, written): linked in place, or copied and swapped in whole where DVC caches it. A
+        file left as it was keeps its recorded stamp; only those placed anew are stat'ed."""
         files = list(files)
         if self.dvc_cached:
-            self._swap(files, extra or {})
+            placed = self._swap(files, extra or {})
         else:
-            self._in_place(files, extra or {})
+            placed = self._in_place(files, extra or {})
         write_json_document(self.stamps_file, {
-            name: [digest, *self._stamp(name)] for name, digest, _ in files})
+            name: [digest, *self._stamp(name)] if name in placed else self.stamps[name] for name, digest, _ in files})
 
-    def _in_place(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> None:
+    def _in_place(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> set[str]:
+        """Place what changed; the names placed."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        placed = set()
         for name, digest, source in files:
             if not self._current(name, digest, source):
                 place(source, self.folder / name)
+                placed.add(name)
         for name, data in extra.items():
             atomic_write_bytes(self.folder / name, data)
         remove_others(self.folder, {name for name, _, _ in files} | set(extra))
+        return placed
 
-    def _swap(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> None:
+    def _swap(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> set[str]:
+        """A staging copy of the folder (unchanged files moved as links), swapped in; the names
+        copied anew."""
         staging = self.folder.with_name(f".{self.folder.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
+        placed = set()
         try:
             staging.mkdir(parents=True)
             for name, digest, source in files:
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                if self._current(name, digest, source):  # the same file, moved with the folder
+                if self._current(name, digest, source):  # the same file (inode, size, mtime), moved with the folder
                     os.link(self.folder / name, staging / name)
                 else:
                     copy_file(source, staging / name)
+                    placed.add(name)
             for name, data in extra.items():
                 atomic_write_bytes(staging / name, data)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         replace_dir(staging, self.folder)
+        return placed
 
 
 def place(source: Path, target: Path) -> None:

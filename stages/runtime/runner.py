@@ -105,13 +105,15 @@ def run_items(
     settings: Settings,
     skipped: dict[str, str] | None = None,
     outputs: Path | None = None,
+    dvc_cached: bool = False,
 ) -> tuple[StageResult, ItemCache]:
     """Reuse or compute every item; `process` must be picklable.
 
     Each item has an `id` and `parts`: everything that determines its output, by name. Its
     content key is the hash of the parts. An item the last run produced under the same key is
     reused from that run's records when its files are still as placed in `outputs` (the
-    folder `materialize` fills; records without files need none); any other is looked up in
+    folder `materialize` fills, `dvc_cached` as there; records without files need none); any
+    other is looked up in
     the item cache, whose entry is verified before reuse (files re-read only when their stat
     changed), and a damaged one is discarded (with a warning) and recomputed. So an edit
     checks the items it touched, not the whole dataset.
@@ -121,7 +123,7 @@ def run_items(
     cache.hold()
     verified = VerifiedFiles(cache.root)
     result = StageResult(skipped=dict(skipped or {}))
-    previous, placed = last_run.load(stage, cache.root), OutputFolder(outputs) if outputs is not None else None
+    previous, placed = last_run.load(stage, cache.root), OutputFolder(outputs, dvc_cached) if outputs is not None else None
     for item in items:
         item["key"] = content_key(stage, item["parts"])
     todo, unsure = [], []
