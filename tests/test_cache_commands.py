@@ -43,7 +43,9 @@ def test_gc_keeps_what_the_last_build_used_and_drops_old_unused_entries(project)
     for folder in (project / CACHE).glob("*/*/*"):
         os.utime(folder, (long_ago, long_ago))
 
-    assert run_tool(project, "g4g", "cache", "gc", "--dry-run").stdout.startswith("would remove 13 entries")
+    # 3 images x (plan, compose, caption, score), and 2 shards: cat_mug-000004 is gone and
+    # cat_mug-000001 lost a sample (its new version is a new entry)
+    assert run_tool(project, "g4g", "cache", "gc", "--dry-run").stdout.startswith("would remove 14 entries")
     assert len(entries(project, "compose")) == 10
     assert run_tool(project, "g4g", "cache", "gc").stdout.startswith("removed ")
     assert len(entries(project, "compose")) == 7  # the images of this build
@@ -63,5 +65,6 @@ def test_gc_keeps_recent_unused_entries(project):
 def test_stats_counts_entries_and_bytes_per_stage(project):
     build_in_process(project)
     lines = {line.split()[0]: line.split() for line in run_tool(project, "g4g", "cache", "stats").stdout.splitlines()}
-    assert lines["compose"][1] == "10" and lines["extract"][1] == "4" and lines["pack"][1] == "3"
+    shards = len(list((project / "dataset").glob("*.tar")))
+    assert lines["compose"][1] == "10" and lines["extract"][1] == "4" and lines["pack"][1] == str(shards)
     assert float(lines["total"][3]) > float(lines["compose"][3]) > 0

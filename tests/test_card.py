@@ -1,7 +1,9 @@
 """The dataset card (dataset/README.md's header, dataset/card.html, `g4g card`) and pack's DVC
 plots, on real builds of the tiny recipe in a temporary git + DVC repository:
 
-  a  the tiny recipe as it is (every image kept)
+  a  the tiny recipe with a larger mug (every image kept; a mug of the tiny recipe's size is
+     held at the solver's smallest box in every three-concept image, so no threshold on its
+     area would reject some of them and keep the others)
   b  score's min_area raised, so that some images are rejected (the workspace is b too)
 
 dvc.yaml is the project's, with what PLOTS_YAML declares for pack's plots added where it is
@@ -94,6 +96,7 @@ def history(tmp_path_factory, reference_data) -> Path:
     """The repository after builds a (`dvc repro`) and b (the same stages in this process, which
     is faster); two of b's images are rejected for their size."""
     root = copy_project(tmp_path_factory.mktemp("card") / "project")
+    edit_recipe(root, lambda recipe: recipe["concepts"]["mug"].update(size=0.5))
     patch_dvc_yaml(root)
     (root / ".gitignore").write_text("/.g4g/\n/dvc_plots/\n")
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
