@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from base.errors import ChangedDuringBuild, ItemError
+from base.shared_json import SharedEncoder
 
 
 class DiskFull(OSError):
@@ -76,23 +77,28 @@ def dumps_json(value: Any) -> str:
     return NON_ASCII.sub(_json_escape, json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False)) + "\n"
 
 
-def dumps_json_document(value: dict[str, Any]) -> str:
+def dumps_json_document(value: dict[str, Any], shares_values: bool = False) -> str:
     """A large document (a stage's items, an index, a key record) as byte-stable JSON: sorted
     keys, every top-level entry on a line of its own, and every element of a top-level list
     or object on a line of its own. Written by json's C encoder, which indenting would turn
     off (its pure-Python fallback takes seconds on a 20,000-image build); a diff or a grep
-    shows one item per line. Escapes as `dumps_json` does."""
+    shows one item per line. Escapes as `dumps_json` does. A document whose items hold the
+    same objects (a compiled one) `shares_values`: each is encoded twice, not once per item
+    (`SharedEncoder`, which on items of their own only adds its joining)."""
+    # joined by hand when shared: an item, its values and theirs
+    compact = SharedEncoder((", ", ": "), depth=2).encode if shares_values else _compact
     lines = []
     for key in sorted(value):
         inner = value[key]
         if isinstance(inner, list) and inner:
-            lines.append(f"{_compact(key)}: [\n" + ",\n".join(map(_compact, inner)) + "\n]")
+            lines.append(f"{_compact(key)}: [\n" + ",\n".join(map(compact, inner)) + "\n]")
         elif isinstance(inner, dict) and inner:
-            entries = ",\n".join(f"{_compact(name)}: {_compact(inner[name])}" for name in sorted(inner))
+            entries = ",\n".join(f"{_compact(name)}: {compact(inner[name])}" for name in sorted(inner))
             lines.append(f"{_compact(key)}: {{\n{entries}\n}}")
         else:
             lines.append(f"{_compact(key)}: {_compact(inner)}")
-    return NON_ASCII.sub(_json_escape, "{\n" + ",\n".join(lines) + "\n}\n")
+    text = "{\n" + ",\n".join(lines) + "\n}\n"
+    return text if text.isascii() and "\x7f" not in text else NON_ASCII.sub(_json_escape, text)
 
 
 def _compact(value: Any) -> str:

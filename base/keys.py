@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from base.shared_json import SharedEncoder
+
 KEY_LENGTH = 20
 
 
@@ -23,6 +25,12 @@ def content_key(*parts: Any) -> str:
     """Hex key of the canonical JSON of `parts`."""
     digest = hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
     return digest[:KEY_LENGTH]
+
+
+def content_keys(stage: str, parts: list[dict[str, Any]]) -> list[str]:
+    """`content_key(stage, p)` for each of `parts`, the values they share encoded once."""
+    encoder = SharedEncoder((",", ":"), depth=2)  # [stage, parts] and the parts joined here
+    return [hashlib.sha256(encoder.encode([stage, p]).encode("utf-8")).hexdigest()[:KEY_LENGTH] for p in parts]
 
 
 def item_seed(*parts: Any) -> int:

@@ -242,6 +242,7 @@ def build(
         image_format["quality"] = recipe.output.jpeg_quality
 
     plan_items, compose_items, caption_items, score_items, pack_items = [], [], [], [], []
+    plan_compositions = {}  # what the plan items of a composition share, written once
     for comp_id in sorted(recipe.compositions):
         comp = recipe.compositions[comp_id]
         comp_scenes = {bid: scenes[bid] for bid in comp.backgrounds if bid in scenes}
@@ -255,6 +256,7 @@ def build(
         allowed = [{"id": bid, "phrase": recipe.backgrounds[bid].phrase, "photos": len(background_photos[bid]),
                     **({"scene": comp_scenes[bid]} if bid in comp_scenes else {})}
                    for bid in comp.backgrounds]
+        plan_compositions[comp_id] = {"concepts": concepts, "backgrounds": allowed}
         placed = {"geometry": geometry} if comp_scenes else {}  # the score stage adds its image's scene
         words = {cid: {"token": recipe.concepts[cid].token, "class_noun": recipe.concepts[cid].class_noun,
                        "aliases": list(recipe.concepts[cid].aliases)} for cid in comp.concepts}
@@ -262,23 +264,25 @@ def build(
                        "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
                  for cid in comp.concepts}
         phrases = {bid: recipe.backgrounds[bid].phrase for bid in comp.backgrounds}
+        # What every item of the composition shares, less what the backend ignores, made once:
+        # the items' own parts (below) come after it, as they would in one dict.
+        caption_shared = without({**stage_parts["caption"], "concepts": words, "phrases": phrases},
+                                 ignores["caption"])
+        score_shared = without({**stage_parts["score"], "references": looks, "phrases": phrases, **placed},
+                               ignores["score"])
         for index in range(comp.num_images):
             item_id = f"{comp_id}-{index:05d}"
             seed = item_seed(recipe.seed, comp_id, comp.seed, index)
             identity = {"id": item_id, "seed": seed, "canvas": canvas}
             plan_items.append({
                 "id": item_id, "composition": comp_id, "index": index, "seed": seed,
-                "concepts": concepts, "backgrounds": allowed,
                 "parts": {**stage_parts["plan"], **identity, "composition": comp_id, "index": index},
             })
             compose_items.append({"id": item_id, "seed": seed,
                                   "parts": {**stage_parts["compose"], **identity, "format": image_format}})
-            caption_items.append({"id": item_id, "seed": seed, "parts": without(
-                {**stage_parts["caption"], "id": item_id, "seed": seed, "concepts": words, "phrases": phrases},
-                ignores["caption"])})
-            score_items.append({"id": item_id, "parts": without(
-                {**stage_parts["score"], **identity, "references": looks, "phrases": phrases, **placed},
-                ignores["score"])})
+            caption_items.append({"id": item_id, "seed": seed, "parts": {
+                **caption_shared, **without({"id": item_id, "seed": seed}, ignores["caption"])}})
+            score_items.append({"id": item_id, "parts": {**score_shared, **without(identity, ignores["score"])}})
             pack_items.append({"id": item_id})
 
     recipe_dict = dataset_recipe(recipe, backends_config)
@@ -289,7 +293,7 @@ def build(
         "extract": {"backend": backends_config["extract"], "items": extract_items},
         "plan": {"backend": backends_config["plan"], "canvas": canvas, "ignores": sorted(ignores["plan"]),
                  "filter": {k: v for k, v in backends_config["score"]["params"].items() if k in FILTER_CHECKS},
-                 "items": plan_items},
+                 "compositions": plan_compositions, "items": plan_items},
         "compose": {
             "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
             "jpeg_quality": recipe.output.jpeg_quality, "ignores": sorted(ignores["compose"]),

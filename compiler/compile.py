@@ -61,13 +61,13 @@ def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[s
 
 def write_documents(documents: dict[str, dict[str, Any]], out_dir: Path) -> None:
     """Write every stage's document; unchanged ones keep their bytes (and their mtime)."""
-    from base.files import dumps_json_document, write_json_document
+    from base.files import atomic_write_bytes, dumps_json_document
 
     for stage in STAGES:
         path = out_dir / f"{stage}.json"
-        if path.exists() and path.read_text(encoding="utf-8") == dumps_json_document(documents[stage]):
-            continue
-        write_json_document(path, documents[stage])
+        data = dumps_json_document(documents[stage], shares_values=True).encode("utf-8")
+        if not (path.exists() and path.read_bytes() == data):
+            atomic_write_bytes(path, data)
 
 
 def current_documents(params_file: Path = Path("params.yaml"), out_dir: Path = Path("build/compiled")) \

@@ -59,8 +59,9 @@ def changed(item: dict[str, Any], last: dict[str, Any] | None) -> list[str]:
 def forecast(documents: dict[str, dict[str, Any]], cache_dir: Path,
              state_dir: Path = explain.STATE_DIR) -> list[Forecast]:
     """Per stage, what the next build of the compiled `documents` would reuse from `cache_dir`."""
-    cutouts = {item["id"]: [c for concept in item["concepts"] for c in concept["cutouts"]]
-               for item in documents["plan"]["items"]}
+    plan = documents["plan"]
+    cutouts = {item["id"]: [c for concept in plan["compositions"][item["composition"]]["concepts"]
+                            for c in concept["cutouts"]] for item in plan["items"]}
     done: dict[str, Forecast] = {}
     for stage in STAGES:
         cache, last_build = ItemCache(cache_dir, stage), explain.load(stage, state_dir)

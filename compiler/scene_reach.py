@@ -6,6 +6,7 @@ concept is tried as a square of its real size, as opaque as a cut-out can be."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from stages.backends.plan import scene_of
@@ -19,23 +20,21 @@ def scene_warnings(documents: dict[str, Any]) -> list[str]:
     plan = documents["plan"]
     name = documents["pack"]["recipe"]["name"]
     min_size = plan["backend"].get("params", {}).get("min_size", 0.0)
-    first = {}  # the first item of each composition: its concepts and backgrounds
-    for item in plan["items"]:
-        first.setdefault(item["composition"], item)
+    totals = Counter(item["composition"] for item in plan["items"])
     why: dict[tuple[str, str], str | None] = {}
     warnings = []
-    for comp_id, item in sorted(first.items()):
-        total = sum(1 for i in plan["items"] if i["composition"] == comp_id)
-        for background in item["backgrounds"]:
+    for comp_id, total in sorted(totals.items()):
+        composition = plan["compositions"][comp_id]
+        for background in composition["backgrounds"]:
             if "scene" not in background or not background["photos"]:
                 continue
-            for concept in item["concepts"]:
+            for concept in composition["concepts"]:
                 key = (background["id"], concept["id"])
                 if key not in why:
                     scene, _ = scene_of(background, 0, plan["canvas"])
                     why[key] = cannot_hold(scene, concept, [SQUARE], plan.get("filter", {}), min_size)
                 if why[key]:
-                    others = [b["id"] for b in item["backgrounds"] if b["id"] != background["id"]]
+                    others = [b["id"] for b in composition["backgrounds"] if b["id"] != background["id"]]
                     warnings.append(f"warning: recipe '{name}': compositions.{comp_id}: background {background['id']} "
                                     f"cannot be used (0 of {total} images; they go to "
                                     f"{', '.join(others) or 'none: they fail'}): {why[key]}")

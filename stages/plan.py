@@ -18,11 +18,11 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from base.errors import ItemError
 from base.files import read_json
-from base.keys import canonical_json, without
+from base.keys import without
 from base.settings import load_settings
 from base.untrusted import escape_controls
 from stages import backends
@@ -60,38 +60,42 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
         views.setdefault(cutout["concept"], []).append(
             {"id": cutout["id"], "aspect": cutout["size"][0] / cutout["size"][1], "fill": cutout["fill"],
              **({"foot": cutout["foot"]} if cutout.get("foot") else {})})
-    items, skipped, lean = [], {}, leaner(document["ignores"])
+    items, skipped = [], {}
+    shared: dict[str, tuple[list[str], dict[str, Any], dict[str, Any]]] = {}
     for item in document["items"]:
-        missing = [c["id"] for c in item["concepts"] if not views.get(c["id"])]
+        composition = item["composition"]
+        if composition not in shared:
+            shared[composition] = composition_request(document, composition, views)
+        missing, values, keyed = shared[composition]
         if missing:
             skipped[item["id"]] = f"no usable cut-out of {', '.join(missing)} (see reports/extract.json)"
             continue
-        concepts = [{**{k: v for k, v in c.items() if k not in ("cutouts", "elevations")},
-                     "views": with_mirrored([with_camera(v, c.get("elevations", {})) for v in views[c["id"]]
-                                             if v["id"] in c["cutouts"]], c.get("mirror"))}
-                    for c in item["concepts"]]
-        request = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"], "concepts": concepts,
-                   "backgrounds": item["backgrounds"], "filter": document.get("filter", {})}
-        items.append({"id": item["id"], "composition": item["composition"], "index": item["index"],
-                      "seed": item["seed"], "request": request,
-                      "parts": {**item["parts"], "request": {  # id, seed and canvas are parts of their own
-                          name: lean(value) for name, value in request.items()
-                          if name not in document["ignores"] and name not in item["parts"]}}})
+        own = {"id": item["id"], "seed": item["seed"], "canvas": document["canvas"]}
+        keyed_own = {name: value for name, value in own.items()  # in the item's key already, as a rule
+                     if name not in document["ignores"] and name not in item["parts"]}
+        if keyed_own or keyed.keys() & item["parts"].keys():
+            keyed = {**{k: v for k, v in keyed.items() if k not in item["parts"]}, **keyed_own}
+        items.append({"id": item["id"], "composition": composition, "index": item["index"],
+                      "seed": item["seed"], "request": {**own, **values},
+                      "parts": {**item["parts"], "request": keyed}})  # one object per composition, as a rule
     return items, skipped
 
 
-def leaner(ignores: list[str]) -> Callable[[Any], Any]:
-    """`without(value, ignores)`, computed once per distinct value: the items of a composition
-    share their concepts and backgrounds, and at 20,000 items walking each copy costs seconds."""
-    done: dict[str, Any] = {}
-
-    def lean(value: Any) -> Any:
-        text = canonical_json(value)
-        if text not in done:
-            done[text] = without(value, ignores)
-        return done[text]
-
-    return lean
+def composition_request(document: dict[str, Any], composition: str, views: dict[str, list[dict[str, Any]]]
+                        ) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """What every request of a composition holds (its concepts with their views, its
+    backgrounds, the filter), that again less what the planner does not read (for the key),
+    and its concepts without a cut-out: made once per composition, not walked per item (at
+    20,000 items that took seconds)."""
+    entry = document["compositions"][composition]
+    missing = [c["id"] for c in entry["concepts"] if not views.get(c["id"])]
+    concepts = [{**{k: v for k, v in c.items() if k not in ("cutouts", "elevations")},
+                 "views": with_mirrored([with_camera(v, c.get("elevations", {})) for v in views.get(c["id"], [])
+                                         if v["id"] in c["cutouts"]], c.get("mirror"))}
+                for c in entry["concepts"]]
+    values = {"concepts": concepts, "backgrounds": entry["backgrounds"], "filter": document.get("filter", {})}
+    return missing, values, {name: without(value, document["ignores"]) for name, value in values.items()
+                             if name not in document["ignores"]}
 
 
 def with_camera(view: dict[str, Any], elevations: dict[str, float]) -> dict[str, Any]:

@@ -158,9 +158,10 @@ def test_validate_warns_of_a_background_a_composition_cannot_use():
 
     park = {"id": "park", "phrase": "in a park", "photos": 1, "scene": {"template": TEMPLATE, "sizes": [[200, 100]]}}
     beach = {"id": "beach", "phrase": "on a beach", "photos": 1}
-    items = [{"composition": "lion_cat", "concepts": [LION], "backgrounds": [park, beach]}] * 80
     documents = {"pack": {"recipe": {"name": "zoo"}},
-                 "plan": {"backend": {"params": {"min_size": 0.0}}, "canvas": [100, 100], "filter": {}, "items": items}}
+                 "plan": {"backend": {"params": {"min_size": 0.0}}, "canvas": [100, 100], "filter": {},
+                          "compositions": {"lion_cat": {"concepts": [LION], "backgrounds": [park, beach]}},
+                          "items": [{"composition": "lion_cat"}] * 80}}
     assert scene_warnings(documents) == [
         "warning: recipe 'zoo': compositions.lion_cat: background park cannot be used (0 of 80 images; they go to "
         "beach): lion is taller or wider than the view at 300 cm (12 outside the canvas (taller or wider than the "

@@ -125,3 +125,20 @@ def test_a_document_has_one_item_per_line_and_reads_back_the_same():
     assert items[1] == '{"id": "b", "parts": {"a": [1.5, "é"], "z": 1}},'
     assert items[2] == '{"id": "a\\u202e", "x": null}'  # a bidi override is escaped, as dumps_json does
     assert dumps_json_document(dict(reversed(list(document.items())))) == text
+
+
+def test_values_a_document_holds_many_times_are_written_as_each_copy_would_be():
+    """The encoder writes a value shared by many items once and reuses its text: the document
+    reads exactly as one whose items hold copies of their own."""
+    shared = {"code": {"m": "ab", "n": [1, 2.5, None, True]}, "text": "é\u202e", "empty": {}, "deep": [[{"z": 1}]]}
+    items = [{"id": f"i{n}", "parts": {**shared, "n": n, "same": shared}, "shared": shared, "numbered": {1: "x"},
+              "nan": float("nan"), "big": 10**20, "f": 0.1} for n in range(3)]
+    document = {"items": items, "by_id": {"a": shared, "b": shared, "c": [shared, shared]}, "top": shared}
+    copies = json.loads(json.dumps(document))  # the same values, none of them shared
+    assert copies["items"][0]["shared"] is not copies["items"][1]["shared"]
+    text = dumps_json_document(document, shares_values=True)
+    assert text == dumps_json_document(copies, shares_values=True) == dumps_json_document(document)
+    lines = text.splitlines()
+    first = next(line for line in lines if line.startswith('{"big"'))
+    assert first.rstrip(",") == json.dumps(copies["items"][0], sort_keys=True, separators=(", ", ": ")).replace(
+        "\\u00e9", "é")  # the same as json's own encoder, with UTF-8 kept

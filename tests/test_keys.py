@@ -232,3 +232,17 @@ def test_explain_says_when_dvc_restored_a_stage_instead_of_describing_another_ru
     index.write_bytes(restored_index)  # dvc repro restored the seed-1 run
     [line] = explain.explain("a-00000", ["plan"], tmp_path / "keys", tmp_path)
     assert line.startswith("plan: restored from DVC's run cache") and "dvc repro --force -s plan" in line
+
+
+def test_the_keys_of_items_sharing_values_are_the_keys_of_their_copies():
+    """content_keys encodes a value many items hold once; each key is still content_key's."""
+    from base.keys import content_key, content_keys
+
+    code = {"base": "ab12", "stages.plan": "cd34", "nested": [1, 2.5, None, True, {"é": [0.1]}]}
+    request = {"concepts": [{"id": "cat", "views": [{"aspect": 0.75}]}], "numbered": {1: "x"}}
+    parts = [{"code": code, "id": f"c-{n:05d}", "request": {"shared": request, "n": n}, "nan": float("nan")}
+             for n in range(4)]
+    copies = json.loads(json.dumps(parts))  # numbered keys become strings, as in any key
+    assert content_keys("plan", parts) == [content_key("plan", p) for p in copies] == [
+        content_key("plan", p) for p in parts]
+    assert len(set(content_keys("plan", parts))) == 4 and content_keys("plan", parts) != content_keys("score", parts)

@@ -19,10 +19,10 @@ from tests.conftest import write_recipe
 def document(mirror: bool) -> dict:
     concepts = [{"id": "cat", "class_noun": "cat", "size": 1.0, "cutouts": ["cat_1"], **({"mirror": True} if mirror else {})},
                 {"id": "mug", "class_noun": "mug", "size": 0.5, "cutouts": ["mug_1"]}]
-    items = [{"id": f"c-{i:05d}", "composition": "c", "index": i, "seed": 1000 + i, "concepts": concepts,
-              "backgrounds": [{"id": "garden", "phrase": "in the garden", "photos": 1}], "parts": {}}
-             for i in range(40)]
-    return {"canvas": [512, 512], "ignores": [], "items": items}
+    items = [{"id": f"c-{i:05d}", "composition": "c", "index": i, "seed": 1000 + i, "parts": {}} for i in range(40)]
+    backgrounds = [{"id": "garden", "phrase": "in the garden", "photos": 1}]
+    return {"canvas": [512, 512], "ignores": [], "compositions": {"c": {"concepts": concepts, "backgrounds": backgrounds}},
+            "items": items}
 
 
 CUTOUTS = [{"id": "cat_1", "concept": "cat", "size": [300, 200], "fill": 0.6},

@@ -70,6 +70,18 @@ def test_unchanged_items_are_reused_from_the_last_run_without_opening_the_cache(
     assert [reports[stage]["computed"] for stage in ("plan", "compose", "caption", "score")] == [0, 0, 0, 0]
 
 
+def test_a_run_that_reused_every_item_from_the_memo_leaves_it_as_it_was(project):
+    build_in_process(project)
+    memo = last_run.FOLDER / "score.json"
+    before = memo.stat()
+    build_in_process(project)
+    assert (memo.stat().st_ino, memo.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    recipe = project / "recipes/tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("num_images: 6", "num_images: 7"))
+    assert build_in_process(project)["score"]["computed"] == 1
+    assert len(json.loads(memo.read_text())["records"]) == 11  # rewritten with the new item
+
+
 def test_an_output_file_edited_or_removed_is_restored_from_the_cache(project):
     build_in_process(project)
     image = project / "build/images/cat_mug-00001.jpg"

@@ -75,6 +75,7 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
     values: dict[str, Any] = {}
     entries: dict[str, Any] = {}
     counts: Counter[str] = Counter()
+    digest_of: dict[int, str] = {}  # a part value items share (plan's request), by identity: hashed once
     for item in items:
         old = previous["items"].get(item["id"])
         if old is not None and old["key"] == item["key"]:  # the same key: the same parts, hashed last time
@@ -83,7 +84,9 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
         else:
             digests = {}
             for name, value in item["parts"].items():
-                digests[name] = content_key(value)
+                if id(value) not in digest_of:
+                    digest_of[id(value)] = content_key(value)
+                digests[name] = digest_of[id(value)]
                 values[digests[name]] = value
         why = changed_parts(old["parts"] if old else None, digests)
         if item["id"] in computed:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from base.errors import BackendUnavailable, ChangedDuringBuild, ItemError
 from base.files import DiskFull, write_json, write_json_document
-from base.keys import content_key
+from base.keys import content_keys
 from base.settings import Settings, for_stage
 from base.untrusted import escape_controls
 from stages.runtime import explain, last_run
@@ -124,8 +124,8 @@ def run_items(
     verified = VerifiedFiles(cache.root)
     result = StageResult(skipped=dict(skipped or {}))
     previous, placed = last_run.load(stage, cache.root), OutputFolder(outputs, dvc_cached) if outputs is not None else None
-    for item in items:
-        item["key"] = content_key(stage, item["parts"])
+    for item, key in zip(items, content_keys(stage, [item["parts"] for item in items])):
+        item["key"] = key
     todo, unsure = [], []
     for item in items:
         record = previous.get(item["key"])
@@ -163,7 +163,7 @@ def run_items(
                     result.computed += 1
             progress.update(len(outcomes))
     result.records = dict(sorted(result.records.items()))
-    last_run.save(stage, list(result.records.values()), cache.root)
+    last_run.save(stage, list(result.records.values()), cache.root, previous)
     result.recomputed_because, result.keys_digest = explain.record(stage, items, {item["id"] for item in todo})
     result.seconds = time.perf_counter() - start
     return result, cache
