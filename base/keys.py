@@ -28,7 +28,7 @@ def content_key(*parts: Any) -> str:
 
 
 def content_keys(stage: str, parts: list[dict[str, Any]]) -> list[str]:
-    """`content_key(stage, p)` for each of `parts`, the values they share encoded once."""
+    """`content_key(stage, p)` for each of `parts`; a value they share is encoded twice, not per item."""
     encoder = SharedEncoder((",", ":"), depth=2)  # [stage, parts] and the parts joined here
     return [hashlib.sha256(encoder.encode([stage, p]).encode("utf-8")).hexdigest()[:KEY_LENGTH] for p in parts]
 

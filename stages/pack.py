@@ -213,7 +213,8 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     context = {"images_dir": str(build_dir / "images"), "concepts": document["concepts"], **dataset_wide(recipe)}
     kept, rejected = gather(document, build_dir)
     planned = shards(kept, document, context)
-    result, cache = run_items("pack", planned, write_shard, context, load_settings(), outputs=out_dir, dvc_cached=True)
+    result, cache = run_items("pack", planned, write_shard, context, load_settings(), outputs=out_dir,
+                              dvc_cached=True)
     if result.failures:  # a shard missing from a dataset is never silent: dataset/ stays as it was
         raise StageFailed("pack: " + "; ".join(f"{shard}: {reason}" for shard, reason in sorted(result.failures.items())))
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}

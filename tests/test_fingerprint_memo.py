@@ -128,14 +128,14 @@ def test_a_document_has_one_item_per_line_and_reads_back_the_same():
 
 
 def test_values_a_document_holds_many_times_are_written_as_each_copy_would_be():
-    """The encoder writes a value shared by many items once and reuses its text: the document
-    reads exactly as one whose items hold copies of their own."""
-    shared = {"code": {"m": "ab", "n": [1, 2.5, None, True]}, "text": "é\u202e", "empty": {}, "deep": [[{"z": 1}]]}
-    items = [{"id": f"i{n}", "parts": {**shared, "n": n, "same": shared}, "shared": shared, "numbered": {1: "x"},
+    """The encoder reuses the text of a value many items hold: the document reads exactly as
+    one whose items hold copies of their own."""
+    common = {"code": {"m": "ab", "n": [1, 2.5, None, True]}, "text": "é\u202e", "empty": {}, "deep": [[{"z": 1}]]}
+    items = [{"id": f"i{n}", "parts": {**common, "n": n, "same": common}, "common": common, "numbered": {1: "x"},
               "nan": float("nan"), "big": 10**20, "f": 0.1} for n in range(3)]
-    document = {"items": items, "by_id": {"a": shared, "b": shared, "c": [shared, shared]}, "top": shared}
+    document = {"items": items, "by_id": {"a": common, "b": common, "c": [common, common]}, "top": common}
     copies = json.loads(json.dumps(document))  # the same values, none of them shared
-    assert copies["items"][0]["shared"] is not copies["items"][1]["shared"]
+    assert copies["items"][0]["common"] is not copies["items"][1]["common"]
     text = dumps_json_document(document, shares_values=True)
     assert text == dumps_json_document(copies, shares_values=True) == dumps_json_document(document)
     lines = text.splitlines()

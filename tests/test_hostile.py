@@ -815,7 +815,8 @@ def test_35_2_every_command_that_writes_replaces_a_link_at_its_output(project, m
     photo.save(project / "photo.png")
     (project / "i.json").write_text(json.dumps(COCO_INSTANCES))
     (project / "c.json").write_text(json.dumps(COCO_CAPTIONS))
-    monkeypatch.setattr(diff_command, "_side", lambda root, rev, verify: workspace(root, verify))  # no git history needed here
+    # no git history needed here
+    monkeypatch.setattr(diff_command, "_side", lambda root, rev, verify: workspace(root, verify))
     (project / ".g4g/previews").mkdir(parents=True, exist_ok=True)
     commands = {".g4g/previews/photo.scene.png": ["scene", "photo.png"], "scene.png": ["scene", "photo.png", "-o", "scene.png"],
                 "cut.png": ["extract", "photo.png", "-o", "cut.png", "--backend", "alpha"],

@@ -240,7 +240,7 @@ def test_the_keys_of_items_sharing_values_are_the_keys_of_their_copies():
 
     code = {"base": "ab12", "stages.plan": "cd34", "nested": [1, 2.5, None, True, {"é": [0.1]}]}
     request = {"concepts": [{"id": "cat", "views": [{"aspect": 0.75}]}], "numbered": {1: "x"}}
-    parts = [{"code": code, "id": f"c-{n:05d}", "request": {"shared": request, "n": n}, "nan": float("nan")}
+    parts = [{"code": code, "id": f"c-{n:05d}", "request": {"concepts": request, "n": n}, "nan": float("nan")}
              for n in range(4)]
     copies = json.loads(json.dumps(parts))  # numbered keys become strings, as in any key
     assert content_keys("plan", parts) == [content_key("plan", p) for p in copies] == [

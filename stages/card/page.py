@@ -136,8 +136,10 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
                                                       "file": full_image(row["key"], path.suffix[1:]),
                                                       "image": shrink(data, SHEET_SIDE)})
     for cid, composition in compositions.items():
-        used = {p["background"]["id"] for p in composition["samples"]} | {r.get("background") for r in composition["rejected"]}
-        composition["unused"] = [bid for bid in planned[cid].get("backgrounds", ()) if bid not in used]  # its scene held none
+        used = ({p["background"]["id"] for p in composition["samples"]}
+                | {r.get("background") for r in composition["rejected"]})
+        # backgrounds its scene held none of (a recipe.json written by hand may list none)
+        composition["unused"] = [bid for bid in planned[cid].get("backgrounds", ()) if bid not in used]
         composition["samples"].sort(key=lambda p: p["key"])
         kept, images = len(composition["samples"]), len(composition["samples"]) + len(composition["rejected"])
         composition.update(kept=kept, images=images, keep_rate=kept / images if images else None,

@@ -113,17 +113,17 @@ def run_items(
     content key is the hash of the parts. An item the last run produced under the same key is
     reused from that run's records when its files are still as placed in `outputs` (the
     folder `materialize` fills, `dvc_cached` as there; records without files need none); any
-    other is looked up in
-    the item cache, whose entry is verified before reuse (files re-read only when their stat
-    changed), and a damaged one is discarded (with a warning) and recomputed. So an edit
-    checks the items it touched, not the whole dataset.
+    other is looked up in the item cache, whose entry is verified before reuse (files re-read
+    only when their stat changed), and a damaged one is discarded (with a warning) and
+    recomputed. So an edit checks the items it touched, not the whole dataset.
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
     cache.hold()
     verified = VerifiedFiles(cache.root)
     result = StageResult(skipped=dict(skipped or {}))
-    previous, placed = last_run.load(stage, cache.root), OutputFolder(outputs, dvc_cached) if outputs is not None else None
+    previous = last_run.load(stage, cache.root)
+    placed = OutputFolder(outputs, dvc_cached) if outputs is not None else None
     for item, key in zip(items, content_keys(stage, [item["parts"] for item in items])):
         item["key"] = key
     todo, unsure = [], []
