@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from base import sources
+from base.compiled import COMMON
 from base.errors import RecipeError
 from base.keys import canonical_json, content_key, item_seed, without
 from base.untrusted import escape_controls
@@ -187,7 +188,8 @@ def build(
     """The per-stage build documents for `recipe` (keys: extract, plan, compose, caption, score, pack,
     train, evaluate).
 
-    Every item carries `parts`: what is known now of everything that determines it. Stages add
+    Every item carries `parts`: what is known now of everything that determines it; what the
+    items of a composition have in common is written once (`base.compiled`). Stages add
     what upstream produced (the layout, the image, a cut-out's digest) before keying, so an
     upstream recompute that gives the same output stops there (early cutoff). Parts a backend
     does not read (its module's `IGNORES`) are left out, so changing them recomputes nothing.
@@ -243,6 +245,7 @@ def build(
 
     plan_items, compose_items, caption_items, score_items, pack_items = [], [], [], [], []
     plan_compositions = {}  # what the plan items of a composition share, written once
+    common: dict[str, dict[str, Any]] = {"plan": {}, "compose": {}, "caption": {}, "score": {}}  # base.compiled
     for comp_id in sorted(recipe.compositions):
         comp = recipe.compositions[comp_id]
         comp_scenes = {bid: scenes[bid] for bid in comp.backgrounds if bid in scenes}
@@ -264,25 +267,24 @@ def build(
                        "references": [e["sha256"] for e in extract_items if e["concept"] == cid]}
                  for cid in comp.concepts}
         phrases = {bid: recipe.backgrounds[bid].phrase for bid in comp.backgrounds}
-        # What every item of the composition shares, less what the backend ignores, made once:
-        # the items' own parts (below) come after it, as they would in one dict.
-        caption_shared = without({**stage_parts["caption"], "concepts": words, "phrases": phrases},
-                                 ignores["caption"])
-        score_shared = without({**stage_parts["score"], "references": looks, "phrases": phrases, **placed},
-                               ignores["score"])
+        # What every item of the composition has in common, less what the backend ignores,
+        # written once (`base.compiled`): a stage merges each item's own parts (below) over it.
+        common["plan"][comp_id] = {**stage_parts["plan"], "canvas": canvas, "composition": comp_id}
+        common["compose"][comp_id] = {**stage_parts["compose"], "canvas": canvas, "format": image_format}
+        common["caption"][comp_id] = without({**stage_parts["caption"], "concepts": words, "phrases": phrases},
+                                             ignores["caption"])
+        common["score"][comp_id] = without({**stage_parts["score"], "references": looks, "phrases": phrases,
+                                            "canvas": canvas, **placed}, ignores["score"])
         for index in range(comp.num_images):
             item_id = f"{comp_id}-{index:05d}"
             seed = item_seed(recipe.seed, comp_id, comp.seed, index)
-            identity = {"id": item_id, "seed": seed, "canvas": canvas}
-            plan_items.append({
-                "id": item_id, "composition": comp_id, "index": index, "seed": seed,
-                "parts": {**stage_parts["plan"], **identity, "composition": comp_id, "index": index},
-            })
-            compose_items.append({"id": item_id, "seed": seed,
-                                  "parts": {**stage_parts["compose"], **identity, "format": image_format}})
-            caption_items.append({"id": item_id, "seed": seed, "parts": {
-                **caption_shared, **without({"id": item_id, "seed": seed}, ignores["caption"])}})
-            score_items.append({"id": item_id, "parts": {**score_shared, **without(identity, ignores["score"])}})
+            own = {"id": item_id, "seed": seed}
+            plan_items.append({"id": item_id, "composition": comp_id, "index": index, "seed": seed,
+                               "common": comp_id, "parts": {**own, "index": index}})
+            compose_items.append({"id": item_id, "seed": seed, "common": comp_id, "parts": own})
+            caption_items.append({"id": item_id, "seed": seed, "common": comp_id,
+                                  "parts": without(own, ignores["caption"])})
+            score_items.append({"id": item_id, "common": comp_id, "parts": without(own, ignores["score"])})
             pack_items.append({"id": item_id})
 
     recipe_dict = dataset_recipe(recipe, backends_config)
@@ -293,7 +295,7 @@ def build(
         "extract": {"backend": backends_config["extract"], "items": extract_items},
         "plan": {"backend": backends_config["plan"], "canvas": canvas, "ignores": sorted(ignores["plan"]),
                  "filter": {k: v for k, v in backends_config["score"]["params"].items() if k in FILTER_CHECKS},
-                 "compositions": plan_compositions, "items": plan_items},
+                 "compositions": plan_compositions, COMMON: common["plan"], "items": plan_items},
         "compose": {
             "backend": backends_config["compose"], "canvas": canvas, "image_format": recipe.output.image_format,
             "jpeg_quality": recipe.output.jpeg_quality, "ignores": sorted(ignores["compose"]),
@@ -302,7 +304,7 @@ def build(
                                   **({"scene": scenes[bid]} if "occluders" in scenes.get(bid, {}).get("template", {})
                                      else {})}
                             for bid, photos in background_photos.items()},
-            "items": compose_items,
+            COMMON: common["compose"], "items": compose_items,
         },
         "caption": {
             "backend": backends_config["caption"], "templates": templates,
@@ -310,7 +312,7 @@ def build(
             "concepts": {cid: {"token": c.token, "class_noun": c.class_noun, "aliases": list(c.aliases)}
                          for cid, c in sorted(recipe.concepts.items())},
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
-            "items": caption_items,
+            COMMON: common["caption"], "items": caption_items,
         },
         "score": {
             "backend": backends_config["score"], "canvas": canvas, "ignores": sorted(ignores["score"]),
@@ -320,7 +322,7 @@ def build(
             "backgrounds": {bid: bg.phrase for bid, bg in sorted(recipe.backgrounds.items())},
             "scenes": scenes,
             "geometry": {cid: view_geometry(cid, c) for cid, c in sorted(recipe.concepts.items())},
-            "items": score_items,
+            COMMON: common["score"], "items": score_items,
         },
         "pack": {
             "name": recipe.name, "recipe": recipe_dict, "recipe_key": content_key(recipe_dict),

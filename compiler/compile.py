@@ -39,7 +39,15 @@ def read_params(params_file: Path) -> tuple[str, list[str]]:
 
 
 def compile_recipe(root: Path, recipe_name: str, overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """Compose, validate and expand one recipe; raises RecipeError on any problem."""
+    """The documents of one recipe as a stage reads them (every item's parts whole)."""
+    from base.compiled import expanded
+
+    return {stage: expanded(document) for stage, document in compile_documents(root, recipe_name, overrides).items()}
+
+
+def compile_documents(root: Path, recipe_name: str, overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """Compose, validate and expand one recipe into the documents as written; raises RecipeError
+    on any problem."""
     from compiler.buildplan import build
     from compiler.fingerprint import FileMemo
     from compiler.recipe import compose_recipe, locate_key, validate
@@ -74,11 +82,11 @@ def current_documents(params_file: Path = Path("params.yaml"), out_dir: Path = P
         -> dict[str, dict[str, Any]] | None:
     """The documents the last compile wrote, when nothing it read has changed since (what a
     compile now would write), else None."""
-    from base.files import read_json
+    from base.compiled import read_compiled
 
     if input_record.unchanged(INPUT_RECORD, [str(params_file), str(out_dir)]) is None:
         return None
-    return {stage: read_json(out_dir / f"{stage}.json") for stage in STAGES}
+    return {stage: read_compiled(out_dir / f"{stage}.json") for stage in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +116,7 @@ def _compile(args: argparse.Namespace, arguments: list[str], recorder: input_rec
     from stages.card.readme import dataset_license
 
     recipe_name, overrides = read_params(args.params)
-    documents = compile_recipe(Path.cwd(), recipe_name, overrides)
+    documents = compile_documents(Path.cwd(), recipe_name, overrides)
     write_documents(documents, args.out)
     counts = {stage: len(documents[stage]["items"]) for stage in STAGES}
     messages = [f"compile: recipe '{recipe_name}': " + ", ".join(f"{n} {s}" for s, n in counts.items())]

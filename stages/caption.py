@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
 from base.settings import load_settings
@@ -116,7 +117,7 @@ def statistics(captions: list[dict[str, Any]], failures: dict[str, str], recapti
 
 def run(items_file: Path, layouts_file: Path, templates_dir: Path, out_file: Path,
         images_file: Path = Path("build/images.json"), images_dir: Path = Path("build/images")) -> None:
-    document = read_json(items_file)
+    document = read_compiled(items_file)
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     reads_images = getattr(backends.module("caption", document["backend"]["name"]), "READS_IMAGES", False)

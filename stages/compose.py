@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from base import sources
+from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
 from base.keys import without
@@ -148,7 +149,7 @@ def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[
 
 def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, index_file: Path,
         templates_dir: Path = Path("templates"), cutouts_index: Path = Path("build/cutouts.json")) -> None:
-    document = read_json(items_file)
+    document = read_compiled(items_file)
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
 from base.keys import without
@@ -145,7 +146,7 @@ def unused_backgrounds(items: list[dict[str, Any]], layouts: list[dict[str, Any]
 
 
 def run(items_file: Path, cutouts_index: Path, out_file: Path, templates_dir: Path = Path("templates")) -> None:
-    document = read_json(items_file)
+    document = read_compiled(items_file)
     settings = load_settings()
     items, skipped = requests(document, read_json(cutouts_index)["cutouts"])
     context = {"backend": document["backend"], "templates_dir": str(templates_dir), "cache_dir": settings.cache_dir,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from base import sources
+from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
 from base.keys import without
@@ -116,7 +117,7 @@ def keep_rates(scores: list[dict[str, Any]]) -> dict[str, Any]:
 def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
         images_dir: Path = Path("build/images"), cutouts_dir: Path = Path("build/cutouts"),
         cutouts_index: Path = Path("build/cutouts.json")) -> None:
-    document = read_json(items_file)
+    document = read_compiled(items_file)
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from base.keys import content_key
+from base.compiled import read_compiled
 from base.files import read_json
+from base.keys import content_key
 from compiler import compile as compile_stage
 from stages import caption, compose, extract, plan
 from stages.runtime.cache import ItemCache
@@ -48,7 +49,7 @@ def compile_project(root: Path) -> None:
 
 def cached_keys(root: Path, stage: str) -> set[str]:
     """The item keys of `stage` whose entry the cache holds."""
-    document = read_json(root / f"build/compiled/{stage}.json")
+    document = read_compiled(root / f"build/compiled/{stage}.json")
     cache = ItemCache(root / ".g4g/cache", stage)
     return {item["id"] for item in document["items"] if cache.has(content_key(stage, item["parts"]))}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from base.compiled import expanded
 from base.files import loads_json
 from compiler.diff.snapshot import Sample, Snapshot
 from stages.card.dataset_reader import MAX_INDEX_BYTES, read_bounded
@@ -44,8 +45,8 @@ class Plans:
 
     def _read(self, stage: str) -> dict[str, dict[str, Any]] | None:
         try:
-            document = loads_json(read_bounded(self.snapshot.open_file(PLAN_FILE.format(stage=stage)),
-                                               MAX_INDEX_BYTES, PLAN_FILE.format(stage=stage)))
+            document = expanded(loads_json(read_bounded(self.snapshot.open_file(PLAN_FILE.format(stage=stage)),
+                                                        MAX_INDEX_BYTES, PLAN_FILE.format(stage=stage))))
             return {item["id"]: item.get("parts", {}) for item in document.get("items", [])}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not in the DVC cache (only
             return None  # dataset/ fetched), or not a plan pack's compile wrote
