@@ -48,13 +48,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def without(value: Any, names: frozenset[str] | set[str] | list[str]) -> Any:
+def without(value: Any, names: frozenset[str] | set[str] | list[str], memo: Pruned | None = None) -> Any:
     """`value` with every dict entry named in `names` removed, at any depth: key parts minus
-    what a backend does not read (its `IGNORES`)."""
+    what a backend does not read (its `IGNORES`). A stage pruning many items passes one `memo`:
+    a dict they share (a background's scene template, in every image on it) is pruned once and
+    they all get one result, which keying then encodes once (`content_keys`)."""
     if not names:
         return value
-    if isinstance(value, dict):
-        return {k: without(v, names) for k, v in value.items() if k not in names}
+    return _without(value, names, memo if memo is not None else Pruned())
+
+
+class Pruned:
+    """What `without` made of the dicts it met more than once, by identity (each kept alive, so
+    an identity always names the same dict); one per stage run and set of names."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.done: dict[int, tuple[dict, dict]] = {}
+
+
+def _without(value: Any, names: frozenset[str] | set[str] | list[str], memo: Pruned) -> Any:
     if isinstance(value, list):
-        return [without(v, names) for v in value]
-    return value
+        return [_without(v, names, memo) if isinstance(v, (dict, list)) else v for v in value]
+    if not isinstance(value, dict):
+        return value
+    known = memo.done.get(id(value))
+    if known is not None:
+        return known[1]
+    pruned = {k: _without(v, names, memo) if isinstance(v, (dict, list)) else v
+              for k, v in value.items() if k not in names}
+    if id(value) in memo.seen:
+        memo.done[id(value)] = (value, pruned)
+    else:
+        memo.seen.add(id(value))
+    return pruned

@@ -25,7 +25,7 @@ from base import sources
 from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
-from base.keys import without
+from base.keys import Pruned, without
 from base.settings import load_settings
 from stages import backends
 from stages.backends.compose.paste import fit_background
@@ -113,9 +113,10 @@ def cutout_digest(cutout: dict[str, Any]) -> str:
     return cutout["files"][cutout["file"]]["blake2b"]
 
 
-def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[str, dict[str, Any]],
+                memo: Pruned | None = None) -> dict[str, Any]:
     """What an image is made of, by content: the layout, each cut-out's bytes, the background
-    photo's bytes and phrase (less what the composer ignores)."""
+    photo's bytes and phrase (less what the composer ignores; `memo` as `without`'s)."""
     layout = item["layout"]
     background = document["backgrounds"][layout["background"]["id"]]
     photo = layout["background"]["photo"]
@@ -127,7 +128,7 @@ def image_parts(item: dict[str, Any], document: dict[str, Any], cutouts: dict[st
                        **({"light": background["light"]} if "light" in background else {}),
                        **({"scene": background["scene"]["template"]} if "scene" in background else {})},
     }
-    return {**item["parts"], **without(made_of, document["ignores"])}
+    return {**item["parts"], **without(made_of, document["ignores"], memo)}
 
 
 def compose_batch(items: list[dict[str, Any]], context: dict[str, Any]) -> list[ItemOutput | ItemError]:
@@ -153,8 +154,9 @@ def run(items_file: Path, layouts_file: Path, cutouts_dir: Path, out_dir: Path, 
     settings = load_settings()
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}
+    pruned = Pruned()
     for item in items:
-        item["parts"] = image_parts(item, document, cutouts)
+        item["parts"] = image_parts(item, document, cutouts, pruned)
     context = {"backend": document["backend"], "canvas": document["canvas"], "root": str(Path.cwd()),
                "image_format": document["image_format"], "jpeg_quality": document["jpeg_quality"],
                "backgrounds": document["backgrounds"],

@@ -51,7 +51,7 @@ from stages.card import cutout_sheet
 from stages.card.figures import contact_sheet
 from stages.card.dataset_reader import DatasetReader
 from stages.card.page import IMAGE_EXTENSIONS, page as card_page, shard_contents, summarize
-from stages.card.sample import card_files, rejected_images
+from stages.card.sample import ComposedImages, card_files
 from stages.card.readme import dataset_card, dataset_license
 from stages.dataset_metrics import dataset_metrics
 from stages.manifest import dataset_wide, manifest_row, member_digests
@@ -223,7 +223,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     placed = OutputFolder(out_dir, dvc_cached=True)  # a shard still as placed is read there, else from the cache
     shard_files = {s["id"]: out_dir / s["id"] if placed.holds(result.records[s["id"]]["files"])
                    else cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned}
-    summary = summarize(recipe, shard_files, rejected, rejected_images(build_dir / "images", IMAGE_EXTENSIONS),
+    summary = summarize(recipe, shard_files, rejected, ComposedImages(build_dir / "images", IMAGE_EXTENSIONS),
                         {s["id"]: result.records[s["id"]].get("contents") for s in planned})
     extra = {
         "README.md": card(document, summary).encode("utf-8"),

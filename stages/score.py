@@ -22,7 +22,7 @@ from base import sources
 from base.compiled import read_compiled
 from base.errors import ItemError
 from base.files import read_json
-from base.keys import without
+from base.keys import Pruned, without
 from base.settings import load_settings
 from stages import backends
 from stages.runtime.runner import ItemOutput, attach, finish, run_cli, run_items
@@ -51,10 +51,11 @@ def sample_for(item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignores: list[str],
-                scenes: dict[str, Any]) -> dict[str, Any]:
+                scenes: dict[str, Any], memo: Pruned | None = None) -> dict[str, Any]:
     """What a score reads, by content: the layout, the composed image (its files' digests and
     measurements), the pasted cut-outs (less what the scorer ignores) and the scene template
-    of its background, if it has one (so editing a template re-scores that background only)."""
+    of its background, if it has one (so editing a template re-scores that background only;
+    `memo` as `without`'s: a template is pruned once, not per image)."""
     layout = item["layout"]
     scene = scenes.get(layout["background"]["id"])
     made_of = {
@@ -64,7 +65,7 @@ def score_parts(item: dict[str, Any], cutouts: dict[str, dict[str, Any]], ignore
         "cutouts": {o["cutout"]: cutouts[o["cutout"]]["files"][cutouts[o["cutout"]]["file"]]["blake2b"]
                     for o in layout["objects"]},
     }
-    return {**item["parts"], **without(made_of, ignores)}
+    return {**item["parts"], **without(made_of, ignores, memo)}
 
 
 def geometry_reasons(layout: dict[str, Any], context: dict[str, Any]) -> list[dict[str, str]]:
@@ -122,8 +123,9 @@ def run(items_file: Path, layouts_file: Path, images_file: Path, out_file: Path,
     items, skipped = attach(document["items"], read_json(layouts_file), "layouts", "layout", "plan")
     items, skipped_images = attach(items, read_json(images_file), "images", "image", "compose")
     cutouts = {c["id"]: c for c in read_json(cutouts_index)["cutouts"]}
+    pruned = Pruned()
     for item in items:
-        item["parts"] = score_parts(item, cutouts, document["ignores"], document.get("scenes", {}))
+        item["parts"] = score_parts(item, cutouts, document["ignores"], document.get("scenes", {}), pruned)
     concepts = {cid: {**info, "references": [str(sources.resolve(ref, Path.cwd())) for ref in info["references"]]}
                 for cid, info in document["concepts"].items()}  # resolved once, not per image
     context = {"backend": document["backend"], "canvas": document["canvas"], "concepts": concepts,

@@ -331,6 +331,22 @@ def test_the_sample_is_random_seeded_and_in_key_order():
     assert pick(keys[:5], "recipe-key:c", 12) == keys[:5]
 
 
+def test_a_rejected_image_is_looked_up_by_its_key_and_only_inside_its_folder(tmp_path):
+    from stages.card.sample import ComposedImages
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("3fa1.png", "3fa1.jpg", "3fa1.mask.png", "77b0.png"):
+        (folder / name).write_bytes(b"x")
+    (tmp_path / "secret.jpg").write_bytes(b"not an image of the dataset")
+    (folder / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    images = ComposedImages(folder, ("jpg", "png"))
+    assert images.get("3fa1") == folder / "3fa1.jpg" and images.get("77b0") == folder / "77b0.png"
+    assert images.get("9e9e") is None and images.get("3fa1.mask") is None  # absent; a mask is not an image
+    assert images.get("../secret") is None and images.get("") is None  # a hostile rejected.jsonl row
+    assert images.get("link") is None  # a link out of the folder is not a composed image
+
+
 def test_card_samples_open_their_full_images_and_rejected_ones_show_their_reasons(history, monkeypatch):
     """With a sheet of 2, each composition shows the 2 keys the seeded draw picks; every thumbnail
     links to card/<key>.jpg, whose bytes are the shard's (kept) or compose's (rejected)."""

@@ -79,7 +79,7 @@ def test_a_run_that_reused_every_item_from_the_memo_leaves_it_as_it_was(project)
     recipe = project / "recipes/tiny.yaml"
     recipe.write_text(recipe.read_text().replace("num_images: 6", "num_images: 7"))
     assert build_in_process(project)["score"]["computed"] == 1
-    assert len(json.loads(memo.read_text())["records"]) == 11  # rewritten with the new item
+    assert len(last_run.load("score", ItemCache(CACHE, "score").root)) == 11  # rewritten with the new item
 
 
 def test_an_output_file_edited_or_removed_is_restored_from_the_cache(project):
@@ -99,12 +99,14 @@ def test_an_output_file_edited_or_removed_is_restored_from_the_cache(project):
 def test_a_damaged_last_run_record_reads_as_none(project):
     build_in_process(project)
     memo = last_run.FOLDER / "compose.json"
-    stored = json.loads(memo.read_text())
-    key = next(iter(stored["records"]))
-    stored["records"][key]["concepts"] = []  # a record changed by hand: its digest no longer matches
-    memo.write_text(json.dumps(stored))
+    header, body = memo.read_text().split("\n", 1)
+    cache = Path(json.loads(header)["cache"])
+    assert len(last_run.load("compose", cache)) == 10
+    records = json.loads(body)
+    records[next(iter(records))]["concepts"] = []  # a record changed by hand: its digest no longer matches
+    memo.write_text(header + "\n" + json.dumps(records))
 
-    assert last_run.load("compose", Path(stored["cache"])) == {}
+    assert last_run.load("compose", cache) == {}
     assert build_in_process(project)["compose"]["computed"] == 0  # the cache answers instead
 
 

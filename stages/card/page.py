@@ -28,7 +28,7 @@ from base.untrusted import escape_controls
 from stages.card.dataset_reader import IMAGE_EXTENSIONS, DatasetError, DatasetReader, folder_opener, open_regular
 from stages.card.figures import colorize, histogram_svg, position_counts, size_counts
 from stages.card.readme import dataset_license
-from stages.card.sample import FOLDER, SHEET, full_image, pick, rejected_images, rejected_sample
+from stages.card.sample import FOLDER, SHEET, ComposedImages, full_image, pick, rejected_sample
 from stages.runtime.thumbnails import jpeg_uri, png_uri, shrink
 
 SHEET_SIDE = 192  # thumbnail side, pixels: a card of a few compositions stays near 1 MB
@@ -73,7 +73,7 @@ def shard_contents(reader: DatasetReader, name: str, compositions: set[str]) -> 
 
 
 def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]],
-              rejected_images: dict[str, Path] | None = None,
+              rejected_images: ComposedImages | None = None,
               contents: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the card and the DVC plots show, read from the shards as written.
 
@@ -334,6 +334,6 @@ def read_dataset(dataset: Path) -> dict[str, Any]:
                                f"has no list of reasons or names no composition of the recipe")
     shards = reader.shard_names(reader.json("sizes.json"), "sizes.json")
     summary = summarize(recipe, {name: dataset / name for name in shards}, rejected,
-                        rejected_images(dataset / FOLDER, IMAGE_EXTENSIONS))
+                        ComposedImages(dataset / FOLDER, IMAGE_EXTENSIONS))
     summary["cutout_sheet"] = (dataset / "cutouts.png").is_file()  # pack writes it (stages/card/cutout_sheet.py)
     return summary

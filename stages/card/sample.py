@@ -11,7 +11,9 @@ Full images are written beside the card, in `card/`, with the bytes they have in
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,15 +41,27 @@ def rejected_sample(rows: list[dict[str, Any]], seed: str) -> list[dict[str, Any
     return [row for row in rows if row["key"] in shown]
 
 
-def rejected_images(folder: Path, extensions: Iterable[str]) -> dict[str, Path]:
-    """Composed images by key in `folder` (build/images, or a card's own `card/` folder)."""
-    found: dict[str, Path] = {}
-    for extension in extensions:
-        for path in sorted(folder.glob(f"*.{extension}")) if folder.is_dir() else []:
-            key = path.name[: -len(extension) - 1]
-            if "." not in key:  # not a mask (`<key>.mask.png`) nor an unpasted image
-                found.setdefault(key, path)
-    return found
+class ComposedImages:
+    """The composed image of a rejected key in `folder` (build/images, or a card's own `card/`
+    folder), looked up by name when asked: listing the folder would read 100,000 names at
+    20,000 images to show six. A key is a plain name (letters, digits, - and _), so a hostile
+    rejected.jsonl cannot point outside the folder, and only a regular file is an image."""
+
+    def __init__(self, folder: Path, extensions: Iterable[str]):
+        self.folder, self.extensions = folder, tuple(extensions)
+
+    def get(self, key: str) -> Path | None:
+        """`<key>.<extension>` for the first extension with a regular file, or None."""
+        if not (key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)):
+            return None
+        for extension in self.extensions:
+            path = self.folder / f"{key}.{extension}"
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    return path
+            except OSError:
+                continue
+        return None
 
 
 def card_files(summary: dict[str, Any]) -> dict[str, bytes]:
