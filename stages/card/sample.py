@@ -45,7 +45,8 @@ class ComposedImages:
     """The composed image of a rejected key in `folder` (build/images, or a card's own `card/`
     folder), looked up by name when asked: listing the folder would read 100,000 names at
     20,000 images to show six. A key is a plain name (letters, digits, - and _), so a hostile
-    rejected.jsonl cannot point outside the folder, and only a regular file is an image."""
+    rejected.jsonl cannot name a path outside the folder; only a regular file (or a link to
+    one, as DVC's link cache types make) is an image, never a pipe or a device."""
 
     def __init__(self, folder: Path, extensions: Iterable[str]):
         self.folder, self.extensions = folder, tuple(extensions)
@@ -57,7 +58,7 @@ class ComposedImages:
         for extension in self.extensions:
             path = self.folder / f"{key}.{extension}"
             try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
+                if stat.S_ISREG(os.stat(path).st_mode):
                     return path
             except OSError:
                 continue
