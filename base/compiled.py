@@ -44,4 +44,7 @@ def expanded(document: dict[str, Any]) -> dict[str, Any]:
 
 def read_compiled(path: Path) -> dict[str, Any]:
     """A compiled document from `path`, its items' parts whole (see `expanded`)."""
-    return expanded(read_json(path))
+    try:
+        return expanded(read_json(path))
+    except DocumentError as error:
+        raise DocumentError(f"{path}: {error}") from None

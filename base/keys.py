@@ -55,14 +55,21 @@ def without(value: Any, names: frozenset[str] | set[str] | list[str], memo: Prun
     they all get one result, which keying then encodes once (`content_keys`)."""
     if not names:
         return value
-    return _without(value, names, memo if memo is not None else Pruned())
+    if memo is None:
+        memo = Pruned()
+    if memo.names is None:
+        memo.names = frozenset(names)
+    elif memo.names != frozenset(names):  # its results were pruned of other names
+        raise ValueError(f"a Pruned memo serves one set of names: {sorted(memo.names)}, not {sorted(names)}")
+    return _without(value, names, memo)
 
 
 class Pruned:
     """What `without` made of the dicts it met more than once, by identity (each kept alive, so
-    an identity always names the same dict); one per stage run and set of names."""
+    an identity always names the same dict); one per stage run, for the names of its first use."""
 
     def __init__(self) -> None:
+        self.names: frozenset[str] | None = None
         self.seen: set[int] = set()
         self.done: dict[int, tuple[dict, dict]] = {}
 

@@ -4,6 +4,7 @@ every item's parts whole again (base.compiled)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,13 @@ def test_an_item_naming_common_parts_the_document_lacks_is_an_error_naming_both(
                 "items": [{"id": "cat_mug-00003", "common": "cat_mug", "parts": {"id": "cat_mug-00003"}}]}
     with pytest.raises(DocumentError, match=r"item 'cat_mug-00003' names common parts 'cat_mug'.*valid: 'cat_dog'"):
         expanded(document)
+
+
+def test_a_damaged_document_on_disk_is_named(tmp_path):
+    path = tmp_path / "compose.json"
+    path.write_text(json.dumps({COMMON: {}, "items": [{"id": "a-0", "common": "a", "parts": {}}]}))
+    with pytest.raises(DocumentError, match=rf"^{re.escape(str(path))}: item 'a-0' names common parts 'a'.*compile"):
+        read_compiled(path)
 
 
 def test_compile_writes_a_compositions_common_parts_once_and_stages_read_them_whole(project: Path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from base.keys import Pruned, content_keys, without
 
 SCENE = {"ground": [[0, 400], [640, 400]], "phrase": "a path", "occluders": [{"phrase": "a post", "front": 0.9}]}
@@ -26,3 +28,5 @@ def test_a_dict_many_items_share_is_pruned_once_and_keyed_once():
     assert all(p["scene"] is pruned[1]["scene"] for p in pruned[1:])  # one object from the second on
     written = [json.loads(json.dumps(p)) for p in pruned]  # nothing shared
     assert content_keys("score", pruned) == content_keys("score", written)
+    with pytest.raises(ValueError, match=r"serves one set of names: \['phrase'\], not \['seed'\]"):
+        without(items[0], {"seed"}, memo)  # its results hold what another set would prune
