@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from base.errors import ChangedDuringBuild, ItemError
-from base.shared_json import SharedEncoder
+from base.shared_json import SharedEncoder, compact_encoder
 
 
 class DiskFull(OSError):
@@ -101,8 +101,7 @@ def dumps_json_document(value: dict[str, Any], shares_values: bool = False) -> s
     return text if text.isascii() and "\x7f" not in text else NON_ASCII.sub(_json_escape, text)
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+_compact = compact_encoder((", ", ": "))
 
 
 def _json_escape(match: re.Match) -> str:

@@ -7,18 +7,16 @@ keys, backend name, version and parameters). Throughput settings never enter a k
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from base.shared_json import SharedEncoder
+from base.shared_json import SharedEncoder, compact_encoder
 
 KEY_LENGTH = 20
 
 
-def canonical_json(value: Any) -> str:
-    """One byte-stable JSON spelling of `value` (sorted keys, no whitespace)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+canonical_json = compact_encoder((",", ":"))
+"""One byte-stable JSON spelling of a value (sorted keys, no whitespace)."""
 
 
 def content_key(*parts: Any) -> str:

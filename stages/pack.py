@@ -36,14 +36,17 @@ records with an `id`, backend params a JSON string) and no machine paths, so Arr
 from __future__ import annotations
 
 import argparse
+import functools
 import io
+import os
 import sys
 import tarfile
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from base.errors import ItemError
 from base.files import dumps_json, read_json, write_json
 from base.keys import canonical_json, content_key
 from base.settings import load_settings
@@ -57,7 +60,6 @@ from stages.dataset_metrics import dataset_metrics
 from stages.manifest import dataset_wide, manifest_row, member_digests
 from stages.card.plots import write_plots
 from stages.runtime.cache import verified_bytes
-from stages.runtime.outputs import OutputFolder
 from stages.runtime.runner import ItemOutput, StageFailed, each_item, materialize, run_cli, run_items
 from stages.shard_layout import chunks, shard_name
 
@@ -92,8 +94,15 @@ def portable_source(source: str | None) -> str | None:
     (its sha256 is recorded beside it)."""
     if source is None or source.startswith("pkg:") or not Path(source).is_absolute():
         return source
+    return _outside_path(source, os.getcwd())
+
+
+@functools.lru_cache(maxsize=4096)
+def _outside_path(source: str, project: str) -> str:
+    """An absolute source as `portable_source` writes it; a few photos make every sample, so
+    each is worked out once."""
     try:
-        return Path(source).relative_to(Path.cwd()).as_posix()
+        return Path(source).relative_to(project).as_posix()
     except ValueError:
         return Path(source).name
 
@@ -153,6 +162,7 @@ def write_shard(shard: dict[str, Any], context: dict[str, Any]) -> ItemOutput:
     data = shard_bytes(samples)
     reader = DatasetReader("pack", lambda name: io.BytesIO(data), digests=False)  # the card's view of the bytes
     contents = shard_contents(reader, shard["id"], {shard["samples"][0]["layout"]["composition"]})
+    del contents["provenance"]  # as each sample's record gives it (`known_contents`): not kept twice
     return {"samples": len(samples), "members": members, "contents": contents}, {shard["id"]: data}
 
 
@@ -220,11 +230,12 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}
     manifest = [manifest_row(s["provenance"], shard["id"], result.records[shard["id"]]["members"][s["id"]])
                 for shard in planned for s in shard["samples"]]
-    placed = OutputFolder(out_dir, dvc_cached=True)  # a shard still as placed is read there, else from the cache
+    placed = result.outputs  # a shard still as placed is read there, else from the cache
     shard_files = {s["id"]: out_dir / s["id"] if placed.holds(result.records[s["id"]]["files"])
                    else cache.file(result.records[s["id"]]["key"], s["id"]) for s in planned}
     summary = summarize(recipe, shard_files, rejected, ComposedImages(build_dir / "images", IMAGE_EXTENSIONS),
-                        {s["id"]: result.records[s["id"]].get("contents") for s in planned})
+                        known_contents(planned, result.records),
+                        composed_image({s["id"]: s["image"] for s in kept}, build_dir / "images"))
     extra = {
         "README.md": card(document, summary).encode("utf-8"),
         "sizes.json": dumps_json(sizes).encode("utf-8"),
@@ -254,6 +265,31 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     })
     print(f"pack: {len(manifest)} samples in {len(sizes)} shards ({result.computed} written, {result.reused} "
           f"reused), {len(rejected)} not packed (see {out_dir / 'rejected.jsonl'}) ({seconds:.1f}s)", file=sys.stderr)
+
+
+def known_contents(planned: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each shard's contents for the card: what its record kept of reading it when it was
+    written (keys, fields, problems), and each sample's provenance as this run made it, which
+    is what the shard holds (its key covers the digest of each one). A record without contents
+    (an older pack's) is left out: the card reads that shard."""
+    return {shard["id"]: {**records[shard["id"]]["contents"],
+                          "provenance": {sample["id"]: sample["provenance"] for sample in shard["samples"]}}
+            for shard in planned if "contents" in records[shard["id"]]}
+
+
+def composed_image(records: dict[str, dict[str, Any]], images_dir: Path) -> Callable[[str], tuple[str, bytes] | None]:
+    """A kept sample's image as its shard holds it: the composed image's bytes, verified against
+    compose's record (so the card reads no shard for its thumbnails); None where they changed."""
+    def image(key: str) -> tuple[str, bytes] | None:
+        record = records.get(key)
+        if record is None:
+            return None
+        try:
+            return Path(record["image"]).suffix[1:], verified_bytes(images_dir, record["image"], record["files"])
+        except (OSError, ItemError):
+            return None
+
+    return image
 
 
 def card(document: dict[str, Any], summary: dict[str, Any]) -> str:

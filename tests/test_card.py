@@ -417,3 +417,20 @@ def test_the_demo_s_card_says_its_images_derive_from_unsplash_photos(project):
     licence = dataset_license(compile_recipe(project, "demo", [])["pack"]["recipe"])
     assert licence["license"] == "other" and licence["license_name"] == "unsplash"
     assert {name for _, name in licence["sources"]} == {"unsplash"}
+
+
+def test_pack_writes_the_card_without_opening_a_shard_it_knows(project, monkeypatch):
+    """Pack keeps each shard's contents in its records and takes the thumbnails from the composed
+    images (verified against compose's records, the bytes the shards hold): a rebuild writes the
+    same card and opens no shard for it."""
+    build_in_process(project)
+    before = (project / "dataset/card.html").read_bytes()
+    assert b"<figure class=\"sample\">" in before  # the card shows thumbnails
+
+    def refuse(path):
+        raise AssertionError(f"the card opened {path}")
+
+    monkeypatch.setattr(card_page, "open_regular", refuse)
+    (project / "dataset/card.html").unlink()
+    build_in_process(project)
+    assert (project / "dataset/card.html").read_bytes() == before

@@ -14,6 +14,8 @@ import pytest
 
 from base import installed
 from base.files import dumps_json, dumps_json_document
+from base.keys import canonical_json
+from base.shared_json import compact_encoder
 from compiler import fingerprint
 from compiler.fingerprint import FileMemo, code_and_environment
 from tests.conftest import REPO
@@ -142,3 +144,15 @@ def test_values_a_document_holds_many_times_are_written_as_each_copy_would_be():
     first = next(line for line in lines if line.startswith('{"big"'))
     assert first.rstrip(",") == json.dumps(copies["items"][0], sort_keys=True, separators=(", ", ": ")).replace(
         "\\u00e9", "é")  # the same as json's own encoder, with UTF-8 kept
+
+
+def test_the_encoder_made_once_writes_what_json_dumps_writes():
+    """Keys and documents use one reusable C encoder instead of `json.dumps` per value: the
+    same text, and the same error for what JSON cannot hold."""
+    value = {"b": [1, 2.5, None, True, float("inf"), 10**20], "a": "é\u202e\n\"", "n": {2: {"z": [], "y": {}}}}
+    assert canonical_json({"b": 1, "a": [0.1, "é"]}) == '{"a":[0.1,"é"],"b":1}'
+    assert canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert compact_encoder((", ", ": "))(value) == json.dumps(value, sort_keys=True, ensure_ascii=False,
+                                                               separators=(", ", ": "))
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        canonical_json({"a": object()})

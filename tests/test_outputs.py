@@ -139,3 +139,22 @@ def test_a_killed_update_leaves_whole_files_and_the_next_one_converges(tmp_path,
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"a", "b"}  # no temporary, nothing half written
     OutputFolder(tmp_path / "out").update([("a", "da2", sources["c"]), ("c", "dc", sources["c"])])
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {"a": b"c" * 10, "c": b"c" * 10}
+
+
+def test_an_update_that_places_nothing_leaves_the_stamps_and_still_removes_strays(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "cache" / "a"
+    source.parent.mkdir()
+    source.write_bytes(b"a" * 10)
+    source.chmod(0o444)
+    OutputFolder(tmp_path / "out").update([("a", "da", source)])
+    stamps = OutputFolder(tmp_path / "out").stamps_file
+    before = stamps.stat()
+    (tmp_path / "out" / "stray").write_text("mine")
+    folder = OutputFolder(tmp_path / "out")
+    assert folder.holds({"a": {"blake2b": "da"}})
+    folder.update([("a", "da", source)])
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"a"}
+    assert (stamps.stat().st_ino, stamps.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    folder.update([])  # a removal rewrites them
+    assert not (tmp_path / "out" / "a").exists() and json.loads(stamps.read_text()) == {}

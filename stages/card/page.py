@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import yaml
@@ -74,7 +74,8 @@ def shard_contents(reader: DatasetReader, name: str, compositions: set[str]) -> 
 
 def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[dict[str, Any]],
               rejected_images: ComposedImages | None = None,
-              contents: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              contents: dict[str, dict[str, Any]] | None = None,
+              kept_images: Callable[[str], tuple[str, bytes] | None] | None = None) -> dict[str, Any]:
     """What the card and the DVC plots show, read from the shards as written.
 
     Args:
@@ -86,6 +87,9 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
         contents: shard file name -> its `shard_contents`, where known (pack's records); the
             other shards are read. Either way, only the shards holding sampled images are read
             for their images.
+        kept_images: a kept sample's image (extension, bytes) by key, where the caller holds
+            the bytes its shard has (pack: the composed image, verified); a shard is read for
+            the images this does not give.
     """
     planned = recipe["recipe"]["compositions"]
     compositions = {cid: {"concepts": list(planned[cid]["concepts"]), "shards": [], "fields": set(), "samples": [],
@@ -107,7 +111,11 @@ def summarize(recipe: dict[str, Any], shards: dict[str, Path], rejected: list[di
     images: dict[str, tuple[str, bytes]] = {}  # of picked samples only: a shard's images are never all held
     image_reader = DatasetReader("card", reader.open_file, digests=False)
     for name in names:
-        if any(wanted(key, extension) for key in found[name]["keys"] for extension in IMAGE_EXTENSIONS):
+        shown = [key for key in found[name]["keys"] if key in picked.get(_composition(key), ())]
+        given = {key: kept_images(key) for key in shown} if kept_images else {}
+        if shown and all(given.get(key) for key in shown):
+            images.update(given)
+        elif shown:
             for member in image_reader.members(name, set(compositions), wanted):
                 if member.data is not None and member.extension in IMAGE_EXTENSIONS \
                         and image_reader.image(name, member) is not None:

@@ -47,6 +47,7 @@ class OutputFolder:
             stamps = {}
         # damaged: nothing is trusted, every file is placed again
         self.stamps: dict[str, list[Any]] = stamps if isinstance(stamps, dict) else {}
+        self.checked: dict[str, os.stat_result] = {}  # found as placed by this object: not stat'ed again
 
     def holds(self, files: dict[str, dict[str, Any]]) -> bool:
         """Whether every file of a record (name -> size and digest) is in the folder as placed."""
@@ -65,13 +66,18 @@ class OutputFolder:
         recorded = self.stamps.get(name)
         if not (isinstance(recorded, list) and recorded[:1] == [digest]):
             return None
+        if name in self.checked:
+            return self.checked[name]
         try:
             info = os.lstat(os.path.join(self.folder, name))
         except OSError:
             return None
-        return info if self._stamp(name, info) == recorded[1:] else None
+        if self._stamp(name, info) != recorded[1:]:
+            return None
+        self.checked[name] = info
+        return info
 
-    def _current(self, name: str, digest: str, source: Path) -> bool:
+    def _current(self, name: str, digest: str, source: str | Path) -> bool:
         """Unchanged, and (in a linked folder) the cached file itself where a link can be: a copy
         made by an older build is replaced by a link, so the bytes are on disk once."""
         here = self._unchanged(name, digest)
@@ -85,19 +91,23 @@ class OutputFolder:
             return True
         return here.st_dev != there.st_dev or here.st_ino == there.st_ino
 
-    def update(self, files: Iterable[tuple[str, str, Path]], extra: dict[str, bytes] | None = None) -> None:
+    def update(self, files: Iterable[tuple[str, str, str | Path]], extra: dict[str, bytes] | None = None) -> None:
         """Make the folder hold exactly `files` ((name, digest, cached path)) and `extra` (name ->
         bytes, written): linked in place, or copied and swapped in whole where DVC caches it. A
-        file left as it was keeps its recorded stamp; only those placed anew are stat'ed."""
+        file left as it was keeps its recorded stamp; only those placed anew are stat'ed, and
+        the stamps are rewritten only when one changed."""
         files = list(files)
         if self.dvc_cached:
             placed = self._swap(files, extra or {})
         else:
             placed = self._in_place(files, extra or {})
-        write_json_document(self.stamps_file, {
-            name: [digest, *self._stamp(name)] if name in placed else self.stamps[name] for name, digest, _ in files})
+        stamps = {name: [digest, *self._stamp(name)] if name in placed else self.stamps[name]
+                  for name, digest, _ in files}
+        if stamps != self.stamps or not self.stamps_file.is_file():
+            write_json_document(self.stamps_file, stamps)
+        self.stamps, self.checked = stamps, {}
 
-    def _in_place(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> set[str]:
+    def _in_place(self, files: list[tuple[str, str, str | Path]], extra: dict[str, bytes]) -> set[str]:
         """Place what changed; the names placed."""
         self.folder.mkdir(parents=True, exist_ok=True)
         placed = set()
@@ -110,7 +120,7 @@ class OutputFolder:
         remove_others(self.folder, {name for name, _, _ in files} | set(extra))
         return placed
 
-    def _swap(self, files: list[tuple[str, str, Path]], extra: dict[str, bytes]) -> set[str]:
+    def _swap(self, files: list[tuple[str, str, str | Path]], extra: dict[str, bytes]) -> set[str]:
         """A staging copy of the folder (unchanged files moved as links), swapped in; the names
         copied anew."""
         staging = self.folder.with_name(f".{self.folder.name}.partial")
@@ -134,7 +144,7 @@ class OutputFolder:
         return placed
 
 
-def place(source: Path, target: Path) -> None:
+def place(source: str | Path, target: Path) -> None:
     """Put `source` at `target` atomically: a hard link to the same read-only bytes, or a copy
     where the two are on different file systems (an item cache elsewhere) or links are not
     supported."""
@@ -165,10 +175,11 @@ def _disk_full(error: OSError, target: Path) -> OSError:
 def remove_others(folder: Path, names: set[str]) -> None:
     """Remove every file under `folder` that `names` (paths relative to it) does not list, and
     the folders that leaves empty."""
-    for current, folders, files in os.walk(folder, topdown=False):
-        relative = Path(current).relative_to(folder)
+    root = os.fspath(folder)
+    for current, folders, files in os.walk(root, topdown=False):
+        prefix = "" if current == root else Path(current).relative_to(root).as_posix() + "/"
         for name in files + [f for f in folders if os.path.islink(os.path.join(current, f))]:
-            if (relative / name).as_posix() not in names:
+            if prefix + name not in names:
                 os.unlink(os.path.join(current, name))
-        if current != str(folder) and not os.listdir(current):
+        if current != root and not os.listdir(current):
             os.rmdir(current)

@@ -56,6 +56,7 @@ class StageResult:
     recomputed_because: dict[str, int] = field(default_factory=dict)  # key part -> items
     keys_digest: str = ""  # of every item's key: ties the report to its record in .g4g/keys
     seconds: float = 0.0
+    outputs: OutputFolder | None = None  # the output folder as this run found it (files not stat'ed twice)
 
     def entries(self) -> list[dict[str, Any]]:
         """The records in id order (with each file's size and digest)."""
@@ -121,9 +122,9 @@ def run_items(
     cache = ItemCache(Path(settings.cache_dir), stage)
     cache.hold()
     verified = VerifiedFiles(cache.root)
-    result = StageResult(skipped=dict(skipped or {}))
-    previous = last_run.load(stage, cache.root)
     placed = OutputFolder(outputs, dvc_cached) if outputs is not None else None
+    result = StageResult(skipped=dict(skipped or {}), outputs=placed)
+    previous = last_run.load(stage, cache.root)
     for item, key in zip(items, content_keys(stage, [item["parts"] for item in items])):
         item["key"] = key
     todo, unsure = [], []
@@ -174,9 +175,12 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
     """Make `out_dir` hold the current items' files plus `extra` files, touching only what
     changed: hard links to the item cache updated in place, or, for a folder DVC caches,
     copies swapped in whole (see `OutputFolder`)."""
-    files = [(name, meta["blake2b"], cache.file(record["key"], name))
+    files = [(name, meta["blake2b"], cache.file_path(record["key"], name))
              for record in result.records.values() for name, meta in record["files"].items()]
-    OutputFolder(out_dir, dvc_cached).update(files, extra)
+    folder = result.outputs
+    if folder is None or folder.folder != Path(out_dir) or folder.dvc_cached != dvc_cached:
+        folder = OutputFolder(out_dir, dvc_cached)
+    folder.update(files, extra)
 
 
 def finish(stage: str, result: StageResult, backend: str, index: Path, index_body: dict[str, Any],
