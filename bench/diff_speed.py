@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="build the datasets here and keep them (default: a temporary folder)")
     args = parser.parse_args()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     print(f"{'samples':>8} {'shards':>6} {'rewritten':>9} {'shards MB':>9} {'manifest MB':>11} "
           f"{'manifests s':>11} {'verify s':>8} {'ratio':>6}")
     for count in args.samples:
