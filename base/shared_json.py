@@ -23,9 +23,9 @@ def compact_encoder(separators: tuple[str, str]) -> Callable[[Any], str]:
     No circular check: these are values parsed from JSON or built as such."""
     if c_make_encoder is None:  # an interpreter without json's C accelerator
         return json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=separators).encode
-    key_separator = separators[1]
-    encoder = c_make_encoder(None, _not_serializable, encode_basestring, None, key_separator, separators[0],
-                             True, False, True)
+    item_separator, key_separator = separators
+    encoder = c_make_encoder(None, _not_serializable, encode_basestring, None, key_separator, item_separator,
+                             True, False, True)  # no markers or indent; sort_keys, not skipkeys, allow_nan
     return lambda value: "".join(encoder(value, 0))
 
 
