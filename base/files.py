@@ -43,10 +43,12 @@ def check_output(path: Path) -> None:
         raise NotAFile(f"{path}: is {kind}, not a regular file; write to a file path")
 
 
-def _umask() -> int:
+def published_mode() -> int:
+    """The mode of a file we publish: readable and writable as the umask allows (as `open`
+    would make it), not mkstemp's 0600 or the item cache's 0444."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -58,7 +60,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide published files from other users
+        os.fchmod(fd, published_mode())  # mkstemp's 0600 would hide published files from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

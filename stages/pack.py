@@ -27,6 +27,9 @@ Within a composition, shard boundaries follow the sample keys, not their count: 
 added, removed, changed or flipped between kept and rejected rewrites one or two shards, and
 the shards after it keep their names and bytes.
 The whole directory is built beside the old one and swapped in, so a reader never sees a mix.
+A new shard is moved there out of the item cache, which keeps its record only: a shard is on
+disk once besides DVC's cache, and one that left `dataset/` (a hand edit, `dvc checkout`) is
+written again from `build/`.
 
 The provenance JSON has the same schema in every composition (per-concept fields are lists of
 records with an `id`, backend params a JSON string) and no machine paths, so Arrow, Parquet and
@@ -224,7 +227,7 @@ def run(items_file: Path, build_dir: Path, out_dir: Path, reports_dir: Path = Pa
     kept, rejected = gather(document, build_dir)
     planned = shards(kept, document, context)
     result, cache = run_items("pack", planned, write_shard, context, load_settings(), outputs=out_dir,
-                              dvc_cached=True)
+                              dvc_cached=True, moved_out=True)
     if result.failures:  # a shard missing from a dataset is never silent: dataset/ stays as it was
         raise StageFailed("pack: " + "; ".join(f"{shard}: {reason}" for shard, reason in sorted(result.failures.items())))
     sizes = {shard["id"]: len(shard["samples"]) for shard in planned}

@@ -93,9 +93,9 @@ def damage_cache(root: Path) -> dict[str, list[str]]:
     tampered["keep"] = not tampered["keep"]  # valid JSON, a plausible record, a wrong digest
     (score / RECORD).write_text(json.dumps(stored))
 
-    pack = cache_entries(root, "pack")[0][1]
+    pack = cache_entries(root, "pack")[0][1]  # its shard was moved to dataset/: the entry holds a record only
     shard = stored_record(pack)["id"]
-    flip_bit(pack / shard)
+    (pack / RECORD).unlink()
     return {"extract": [deleted["id"]], "compose": [truncated["id"], flipped["id"]], "caption": [unreadable["id"]],
             "score": [tampered["id"]], "pack": [shard]}
 

@@ -9,8 +9,10 @@ import os
 import stat
 from pathlib import Path
 
+from base.files import published_mode
 from stages.runtime import last_run
-from stages.runtime.cache import ItemCache
+from stages.runtime.cache import ItemCache, RECORD
+from stages.runtime.cache_maintenance import verify
 from stages.runtime.outputs import OutputFolder
 from tests.conftest import build_in_process, write_recipe, TINY_RECIPE
 
@@ -36,6 +38,39 @@ def test_intermediate_outputs_are_read_only_links_to_the_cache_and_the_dataset_h
     assert cutout.stat().st_nlink == 2 and stat.S_IMODE(cutout.stat().st_mode) == 0o444
     shards = sorted((project / "dataset").glob("*.tar"))
     assert shards and all(shard.stat().st_nlink == 1 for shard in shards)  # DVC caches dataset/: copies
+
+
+def test_shards_leave_the_item_cache_for_the_dataset_and_a_lost_one_is_written_again(project, capsys):
+    """Pack moves a new shard into dataset/ (the bytes are on disk once besides DVC's cache);
+    its cache entry keeps the record, which reads as absent, not damaged."""
+    build_in_process(project)
+    entries = ItemCache(CACHE, "pack")
+    assert all([p.name for p in entries.folder(key).iterdir()] == [RECORD] for key in entries.keys())
+    shards = sorted((project / "dataset").glob("*.tar"))
+    assert shards and all(stat.S_IMODE(s.stat().st_mode) == published_mode() for s in shards)  # as a copy's
+    clean = shards[0].read_bytes()
+    shards[0].unlink()
+    capsys.readouterr()
+
+    reports = build_in_process(project)
+
+    assert shards[0].read_bytes() == clean
+    assert (reports["pack"]["computed"], reports["pack"]["repaired"]) == (1, 0)
+    assert "warning: pack" not in capsys.readouterr().err
+    assert verify(CACHE).damaged == {}
+
+
+def test_an_entry_whose_files_were_moved_out_reads_as_absent_and_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache, key = ItemCache(tmp_path / "cache", "pack"), "ab" * 16
+    record = cache.commit(key, {"id": "s"}, {"s.tar": b"shard"}, moved_out=True)
+    folder = OutputFolder(tmp_path / "out", dvc_cached=True, moved_out=True)
+    folder.update([("s.tar", record["files"]["s.tar"]["blake2b"], cache.file_path(key, "s.tar"))])
+    assert (tmp_path / "out/s.tar").read_bytes() == b"shard" and not cache.file(key, "s.tar").exists()
+    assert cache.lookup(key) == (None, None)
+
+    assert cache.commit(key, {"id": "s"}, {"s.tar": b"shard"}, moved_out=True) == record
+    assert cache.lookup(key) == (record, None)
 
 
 def test_an_edit_replaces_only_the_files_of_the_items_it_changed(project):

@@ -34,6 +34,7 @@ READ_ONLY = 0o444
 CHUNK = 1 << 20
 LOCK = ".lock"  # builds hold it shared, `g4g cache gc` and `verify --repair` exclusively
 VERIFIED = "verified.json"  # per stage: the stat of every file whose digest was checked
+MOVED_OUT = "moved_out"  # record flag: the files leave the entry for the stage's output folder
 TAG = "CACHEDIR.TAG"  # written when g4g creates the cache (bford.info/cachedir): maintenance acts only where it is
 TAG_TEXT = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
             b"# g4g's item cache, created by g4g: `g4g cache gc` and `verify --repair` may remove entries here.\n")
@@ -150,9 +151,9 @@ class ItemCache:
         return (self.folder(key) / RECORD).is_file()
 
     def lookup(self, key: str, verified: VerifiedFiles | None = None) -> tuple[dict[str, Any] | None, str | None]:
-        """(the verified record of `key`, None), (None, None) when absent, or (None, what is
-        damaged) when the entry exists but cannot be trusted. Files `verified` holds with an
-        unchanged stat are not read again."""
+        """(the verified record of `key`, None), (None, None) when absent (or when its files were
+        handed over to an output folder), or (None, what is damaged) when the entry exists but
+        cannot be trusted. Files `verified` holds with an unchanged stat are not read again."""
         folder = self.folder(key)
         if not folder.exists():
             return None, None
@@ -170,7 +171,7 @@ class ItemCache:
             try:
                 info = path.stat()
             except FileNotFoundError:
-                return None, f"{name} is missing"
+                return (None, None) if record.get(MOVED_OUT) else (None, f"{name} is missing")
             if info.st_size != meta["size"]:
                 return None, f"{name} has {info.st_size} bytes, {meta['size']} expected"
             memo = f"{key}/{name}"
@@ -193,13 +194,16 @@ class ItemCache:
         os.rename(folder, doomed / key)
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def commit(self, key: str, record: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def commit(self, key: str, record: dict[str, Any], files: dict[str, bytes],
+               moved_out: bool = False) -> dict[str, Any]:
         """Write `files` and `record` durably (fsync) into a private directory, then publish it
         as `key` with one rename. Returns the record with its file digests. A concurrent
-        commit of the same key wins harmlessly; a full disk leaves nothing behind."""
+        commit of the same key wins harmlessly; an entry whose files were handed over is
+        replaced; a full disk leaves nothing behind. `moved_out`: the files will be moved
+        into the stage's output folder (`MOVED_OUT`)."""
         record = {**record, "key": key, "files": {
             name: {"size": len(data), "blake2b": DIGESTS["blake2b"](data)}
-            for name, data in sorted(files.items())}}
+            for name, data in sorted(files.items())}, **({MOVED_OUT: True} if moved_out else {})}
         self.staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.staging_root))
         try:
@@ -213,10 +217,14 @@ class ItemCache:
             try:
                 os.rename(staging, target)
             except OSError:
-                if self.lookup(key)[0] is None:
+                found, damage = self.lookup(key)
+                if found is not None:  # a concurrent commit of the same key
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return record
+                if damage is not None:
                     raise
-                shutil.rmtree(staging, ignore_errors=True)
-                return record
+                self.discard(key)  # a record whose files were handed over
+                os.rename(staging, target)
             _fsync_dir(target.parent)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)

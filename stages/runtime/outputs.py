@@ -11,7 +11,8 @@ links the new bytes in.
 A folder DVC caches (`dataset`, `trained`, `evaluation`) holds copies: DVC would replace a
 hard-linked file by a copy of its own cache anyway (with `cache.type` copy), and a hand edit of
 a dataset file must reach neither cache. It is swapped in whole, so a reader (a training job)
-never sees a mix.
+never sees a mix. Where the stage hands its files over (`moved_out`: pack's shards), a file is
+moved out of the item cache rather than copied, so besides DVC's cache it is on disk once.
 
 An incremental build touches only what changed. A file still holding the digest, size,
 mtime, ctime and inode recorded when it was placed (git's index trusts such stamps; ctime
@@ -29,7 +30,8 @@ import stat
 from pathlib import Path
 from typing import Any, Iterable
 
-from base.files import DiskFull, atomic_write_bytes, copy_file, read_json, replace_dir, stat_stamp, write_json_document
+from base.files import (DiskFull, atomic_write_bytes, copy_file, published_mode, read_json, replace_dir, stat_stamp,
+                        write_json_document)
 from stages.runtime.cache import READ_ONLY
 
 STAMPS = Path(".g4g/outputs")
@@ -38,8 +40,8 @@ STAMPS = Path(".g4g/outputs")
 class OutputFolder:
     """`folder` and the stamps of the files placed in it by the last update."""
 
-    def __init__(self, folder: Path, dvc_cached: bool = False):
-        self.folder, self.dvc_cached = Path(folder), dvc_cached
+    def __init__(self, folder: Path, dvc_cached: bool = False, moved_out: bool = False):
+        self.folder, self.dvc_cached, self.moved_out = Path(folder), dvc_cached, moved_out
         self.stamps_file = STAMPS / f"{self.folder.as_posix().strip('/').replace('/', '__')}.json"
         try:
             stamps = read_json(self.stamps_file)
@@ -133,7 +135,7 @@ class OutputFolder:
                 if self._current(name, digest, source):  # the same file (inode, size, mtime), moved with the folder
                     os.link(self.folder / name, staging / name)
                 else:
-                    copy_file(source, staging / name)
+                    (move_file if self.moved_out else copy_file)(source, staging / name)
                     placed.add(name)
             for name, data in extra.items():
                 atomic_write_bytes(staging / name, data)
@@ -164,6 +166,22 @@ def place(source: str | Path, target: Path) -> None:
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         raise _disk_full(error, target) if isinstance(error, OSError) else error
+
+
+def move_file(source: str | Path, target: Path) -> None:
+    """Move a cached file to `target` (a rename; a copy, then the cached file removed, across
+    file systems), readable and writable as a copy would be: its bytes leave the cache."""
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source} left the item cache while this build placed it (another build sharing "
+                                f"the cache moved it out); run the build again") from None
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise _disk_full(error, target)
+        copy_file(source, target)
+        os.unlink(source)
+    os.chmod(target, published_mode())
 
 
 def _disk_full(error: OSError, target: Path) -> OSError:

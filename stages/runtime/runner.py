@@ -77,7 +77,8 @@ class StageResult:
         }
 
 
-def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any], cache: ItemCache):
+def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any], cache: ItemCache,
+          moved_out: bool = False):
     """Runs in a worker: compute one batch, commit each good item to the cache."""
     outcomes = []
     for item, output in zip(batch, process(batch, context)):
@@ -85,7 +86,8 @@ def _work(batch: list[dict[str, Any]], process: BatchFn, context: dict[str, Any]
             outcomes.append((item["id"], None, str(output), isinstance(output, ChangedDuringBuild)))
             continue
         record, files = output
-        outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files), None, False))
+        outcomes.append((item["id"], cache.commit(item["key"], {"id": item["id"], **record}, files, moved_out),
+                         None, False))
     return outcomes
 
 
@@ -107,6 +109,7 @@ def run_items(
     skipped: dict[str, str] | None = None,
     outputs: Path | None = None,
     dvc_cached: bool = False,
+    moved_out: bool = False,
 ) -> tuple[StageResult, ItemCache]:
     """Reuse or compute every item; `process` must be picklable.
 
@@ -116,13 +119,16 @@ def run_items(
     folder `materialize` fills, `dvc_cached` as there; records without files need none); any
     other is looked up in the item cache, whose entry is verified before reuse (files re-read
     only when their stat changed), and a damaged one is discarded (with a warning) and
-    recomputed. So an edit checks the items it touched, not the whole dataset.
+    recomputed. So an edit checks the items it touched, not the whole dataset. `moved_out`
+    (with `dvc_cached` outputs): `materialize` moves the files out of the item cache instead of
+    copying them, so they are on disk once besides DVC's cache; an item whose file is no longer
+    in `outputs` as placed is computed again.
     """
     start = time.perf_counter()
     cache = ItemCache(Path(settings.cache_dir), stage)
     cache.hold()
     verified = VerifiedFiles(cache.root)
-    placed = OutputFolder(outputs, dvc_cached) if outputs is not None else None
+    placed = OutputFolder(outputs, dvc_cached, moved_out) if outputs is not None else None
     result = StageResult(skipped=dict(skipped or {}), outputs=placed)
     previous = last_run.load(stage, cache.root)
     for item, key in zip(items, content_keys(stage, [item["parts"] for item in items])):
@@ -150,7 +156,7 @@ def run_items(
         else:
             todo.append(item)
     verified.save()
-    work = functools.partial(_work, process=process, context=context, cache=cache)
+    work = functools.partial(_work, process=process, context=context, cache=cache, moved_out=moved_out)
     executor = executor_for(stage, settings, context, cache.base)
     with tqdm(total=len(todo), desc=stage, unit="item", disable=None, file=sys.stderr) as progress:
         for outcomes in executor.imap_unordered(work, batched(todo, settings.batch_size)):
@@ -174,7 +180,7 @@ def materialize(result: StageResult, cache: ItemCache, out_dir: Path, extra: dic
                 dvc_cached: bool = False) -> None:
     """Make `out_dir` hold the current items' files plus `extra` files, touching only what
     changed: hard links to the item cache updated in place, or, for a folder DVC caches,
-    copies swapped in whole (see `OutputFolder`)."""
+    copies (or the cached files themselves, moved out) swapped in whole (see `OutputFolder`)."""
     files = [(name, meta["blake2b"], cache.file_path(record["key"], name))
              for record in result.records.values() for name, meta in record["files"].items()]
     folder = result.outputs
