@@ -5,7 +5,7 @@ before anything runs (code, environment, backend, weights, templates, seed, and 
 its photo's bytes). A cut-out's key is then complete: it is reused exactly when the item cache
 holds it. The later stages add parts made by the stage before (a layout's cut-out shapes, an
 image's layout and pixels): when everything an item is made from is reused, those parts are the
-last build's (`.g4g/keys/<stage>.json` keeps every part's value), so its key is exact again and
+last build's (`.g4g/keys/<stage>.sqlite` keeps every part's value), so its key is exact again and
 the cache answers (a reverted edit finds its old entries). An item whose inputs are recomputed
 is counted as recomputed, with the parts that changed: `new` for an item the last build did not
 have, `upstream` for recomputed inputs, `cache` for an entry no longer there. Counts after

@@ -95,7 +95,7 @@ def portable_source(source: str | None) -> str | None:
     """A photo's source without the builder's paths: a `pkg:` reference or a path relative to
     the project (the working directory) as it is; a file outside the project by its name only
     (its sha256 is recorded beside it)."""
-    if source is None or source.startswith("pkg:") or not Path(source).is_absolute():
+    if source is None or source.startswith("pkg:") or not os.path.isabs(source):
         return source
     return _outside_path(source, os.getcwd())
 

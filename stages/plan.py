@@ -55,7 +55,7 @@ def requests(document: dict[str, Any], cutouts: list[dict[str, Any]]) -> tuple[l
     The request, less what the planner does not read and what the item's key already holds
     (its id, seed and canvas), joins the item's key: a re-extracted cut-out of the same shape
     plans nothing again, and the items of a composition share one request value in the key
-    record (`.g4g/keys/plan.json`)."""
+    record (`.g4g/keys/plan.sqlite`)."""
     views: dict[str, list[dict[str, Any]]] = {}
     for cutout in cutouts:
         views.setdefault(cutout["concept"], []).append(

@@ -9,9 +9,11 @@ import gzip
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 import zlib
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -283,10 +285,17 @@ def test_damaged_state_files_are_ignored_not_fatal(project, reference_data, caps
     rgba(project / "photos/good.png")
     photo_recipe(project, reference_data)
     run_extract(project)
-    for damaged in ('{"items": [1, 2], "values": 3}', '{"items": {"cat/good": 5}}', "[]", '"x"'):
-        (project / ".g4g/keys/extract.json").write_text(damaged)
+    record = project / ".g4g/keys/extract.sqlite"
+    for damaged in ('{"items": [1, 2], "values": 3}', '{"items": {"cat/good": 5}}', "[]", '"x"', None):
+        if damaged is None:  # a database, with rows that are not records of ours
+            with closing(sqlite3.connect(record)) as database:
+                database.execute("UPDATE items SET entry = '5' WHERE id = 'cat/good'")
+                database.execute("UPDATE part_values SET value = 'not json'")
+                database.commit()
+        else:
+            record.write_text(damaged)
         for stamps in (project / ".g4g/outputs").glob("*.json"):
-            stamps.write_text('{"cat/good.png": 7}' if damaged == "[]" else damaged)
+            stamps.write_text('{"cat/good.png": 7}' if damaged == "[]" else damaged or "5")
         assert run_extract(project)["items"] == 3
         assert cli.main(["explain", "cat/good"]) in (0, 2)
         assert "Traceback" not in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 The item cache holds one folder per stage (`<cache>/<stage>/<key[:2]>/<key>/`) and the LLM
 reply cache (`<cache>/llm/<key[:2]>/<key>.json`). What the current build uses is what each
-stage recorded in `.g4g/keys/<stage>.json` when it last ran (and, for replies, the requests
+stage recorded in `.g4g/keys/<stage>.sqlite` when it last ran (and, for replies, the requests
 its layouts name), so `gc` never removes an entry of the last build.
 
 The cache folder may be any folder the builder names, so maintenance acts only in a folder
@@ -201,8 +201,7 @@ def referenced_keys(state_dir: Path = explain.STATE_DIR, layouts: Path = Path("b
                     captions: Path = Path("build/captions.json")) -> dict[str, set[str]]:
     """Per stage, the keys the last build of each stage used; `llm`: the replies its layouts
     and its VLM captions cite."""
-    used = {stage: {entry["key"] for entry in explain.load(stage, state_dir)["items"].values()}
-            for stage in (p.stem for p in sorted(state_dir.glob("*.json")))} if state_dir.is_dir() else {}
+    used = {stage: explain.item_keys(stage, state_dir) for stage in explain.recorded_stages(state_dir)}
     plans, described = _records(layouts, "layouts"), _records(captions, "captions")
     used[REPLIES] = {a["request"] for layout in plans for a in layout.get("llm", {}).get("attempts", [])}
     used[REPLIES] |= {a["request"] for caption in described if "recaption" in caption

@@ -1,9 +1,12 @@
 """Why an item was recomputed: each stage keeps the key parts of its last build.
 
 A key is the hash of named parts (code, environment, backend, weights, inputs, ...). After a
-stage runs, `.g4g/keys/<stage>.json` holds every item's key and a digest per part, with each
+stage runs, `.g4g/keys/<stage>.sqlite` holds every item's key and a digest per part, with each
 distinct part value stored once, so `g4g explain ITEM` can name the parts that changed since
-the build before (down to the code module or library) and the report can count them.
+the build before (down to the code module or library) and the report can count them. It is
+a SQLite database updated in one transaction: an edit rewrites the rows of the items it
+changed, not a document of every item (at 20,000 images, score's record was 47 MB of JSON,
+read and written whole by every run), and a killed run leaves the record as it was.
 
 A stage `dvc repro` restores from DVC's run cache runs no code, so its record stays that of
 the stage's last run. Both the record and the stage's index (`build/<index>.json`, a DVC
@@ -13,47 +16,106 @@ index came back with a restored stage and `explain` says so instead of describin
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from base.files import read_json, write_json_document
-from base.keys import content_key
+from base.files import DiskFull, loads_json, read_json
+from base.keys import canonical_json, content_key
 
 STATE_DIR = Path(".g4g/keys")
 STAGE_INDEX = {"extract": Path("build/cutouts.json"), "plan": Path("build/layouts.json"),  # each carries
                "compose": Path("build/images.json"), "caption": Path("build/captions.json"),  # its run's
                "score": Path("build/scores.json")}  # keys digest
+SUFFIX = ".sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS part_values (digest TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+Entry = dict[str, Any]  # {"key", "parts": {name: digest}, "previous": {"key", "parts"} | None, "computed"}
 
 
 def _state_file(stage: str, state_dir: Path) -> Path:
-    return state_dir / f"{stage}.json"
+    return state_dir / f"{stage}{SUFFIX}"
 
 
-def load(stage: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
-    """The stage's last state; an unreadable or damaged file (hand-edited, another tool's) reads
-    as no state, and the stage's next run rewrites it."""
-    try:
-        state = read_json(_state_file(stage, state_dir))
-    except (OSError, ValueError):
-        state = None
-    return state if _well_formed(state) else {"items": {}, "values": {}}
+def recorded_stages(state_dir: Path = STATE_DIR) -> list[str]:
+    """The stages that have a record in `state_dir`."""
+    return sorted(p.name[:-len(SUFFIX)] for p in state_dir.glob(f"*{SUFFIX}")) if state_dir.is_dir() else []
 
 
-def _well_formed(state: Any) -> bool:
-    if not (isinstance(state, dict) and isinstance(state.get("items"), dict) and isinstance(state.get("values"), dict)):
-        return False
-    for entry in state["items"].values():
-        previous = entry.get("previous") if isinstance(entry, dict) else None
-        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and _digests(entry.get("parts"))
-                and isinstance(entry.get("computed"), bool)
-                and (previous is None or isinstance(previous, dict) and _digests(previous.get("parts")))):
-            return False
-    return True
+@contextmanager
+def _database(path: Path) -> Iterator[sqlite3.Connection]:
+    """The record, open (made where there is none); sqlite3.DatabaseError where the file is
+    not a record of ours (damaged, another tool's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:  # transactions begun by hand
+        connection.executescript(SCHEMA)
+        yield connection
+
+
+def _entries(connection: sqlite3.Connection) -> dict[str, Entry]:
+    """Every well-formed item row; a row changed by hand into anything else reads as absent."""
+    entries = {}
+    for item_id, text in connection.execute("SELECT id, entry FROM items"):
+        try:
+            entry = loads_json(text) if isinstance(text, str) else None
+        except ValueError:
+            continue
+        if isinstance(item_id, str) and _well_formed(entry):
+            entries[item_id] = entry
+    return entries
+
+
+def _well_formed(entry: Any) -> bool:
+    previous = entry.get("previous") if isinstance(entry, dict) else None
+    return (isinstance(entry, dict) and isinstance(entry.get("key"), str) and _digests(entry.get("parts"))
+            and isinstance(entry.get("computed"), bool)
+            and (previous is None or isinstance(previous, dict) and isinstance(previous.get("key"), str)
+                 and _digests(previous.get("parts"))))
 
 
 def _digests(parts: Any) -> bool:
     return isinstance(parts, dict) and all(isinstance(digest, str) for digest in parts.values())
+
+
+def load(stage: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """The stage's last state: {"items": id -> entry, "values": digest -> part value,
+    "keys_digest"}; a missing or damaged record reads as no state, and the stage's next run
+    rewrites it."""
+    state: dict[str, Any] = {"items": {}, "values": {}}
+    path = _state_file(stage, state_dir)
+    if not path.is_file():
+        return state
+    try:
+        with _database(path) as connection:
+            state["items"] = _entries(connection)
+            for digest, text in connection.execute("SELECT digest, value FROM part_values"):
+                try:
+                    state["values"][digest] = loads_json(text)
+                except (TypeError, ValueError):
+                    continue
+            row = connection.execute("SELECT value FROM meta WHERE name = 'keys_digest'").fetchone()
+            if row is not None:
+                state["keys_digest"] = row[0]
+    except sqlite3.Error:
+        return {"items": {}, "values": {}}
+    return state
+
+
+def item_keys(stage: str, state_dir: Path = STATE_DIR) -> set[str]:
+    """The key of every item of the stage's last run (its part values unread)."""
+    path = _state_file(stage, state_dir)
+    try:
+        if path.is_file():
+            with _database(path) as connection:
+                return {entry["key"] for entry in _entries(connection).values()}
+    except sqlite3.Error:
+        pass
+    return set()
 
 
 def changed_parts(before: dict[str, str] | None, after: dict[str, str]) -> list[str]:
@@ -70,17 +132,38 @@ def keys_digest(items: list[dict[str, Any]]) -> str:
 def record(stage: str, items: list[dict[str, Any]], computed: set[str],
            state_dir: Path = STATE_DIR) -> tuple[dict[str, int], str]:
     """Store this build's parts; return, over the computed items, how often each part changed,
-    and the digest of every item's key (the stage's report carries it too)."""
-    previous = load(stage, state_dir)
+    and the digest of every item's key (the stage's report carries it too). Only the rows
+    that differ from the last run's are written; a record that is not ours is made anew."""
+    path = _state_file(stage, state_dir)
+    path.with_suffix(".json").unlink(missing_ok=True)  # the record as older builds wrote it
+    digest = keys_digest(items)
+    for attempt in (1, 2):
+        try:
+            with _database(path) as connection:
+                return _record(connection, items, computed, digest), digest
+        except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"no space left on the device while writing {path}") from None
+            if attempt == 2:
+                raise
+            for damaged in (path, path.with_name(path.name + "-journal")):
+                damaged.unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+def _record(connection: sqlite3.Connection, items: list[dict[str, Any]], computed: set[str],
+            digest: str) -> dict[str, int]:
+    """`record` in one transaction; the counts of changed parts."""
+    connection.execute("BEGIN IMMEDIATE")
+    previous = _entries(connection)
+    changed: dict[str, Entry] = {}
     values: dict[str, Any] = {}
-    entries: dict[str, Any] = {}
     counts: Counter[str] = Counter()
     digest_of: dict[int, str] = {}  # a part value items share (plan's request), by identity: hashed once
     for item in items:
-        old = previous["items"].get(item["id"])
+        old = previous.get(item["id"])
         if old is not None and old["key"] == item["key"]:  # the same key: the same parts, hashed last time
             digests = old["parts"]
-            values.update((d, previous["values"][d]) for d in digests.values() if d in previous["values"])
         else:
             digests = {}
             for name, value in item["parts"].items():
@@ -88,18 +171,27 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
                     digest_of[id(value)] = content_key(value)
                 digests[name] = digest_of[id(value)]
                 values[digests[name]] = value
-        why = changed_parts(old["parts"] if old else None, digests)
         if item["id"] in computed:
-            counts.update(why or ["cache"])  # nothing changed: the entry was missing or damaged
-        entries[item["id"]] = {"key": item["key"], "parts": digests,
-                               "previous": {"key": old["key"], "parts": old["parts"]} if old else None,
-                               "computed": item["id"] in computed}
-    kept_values = {d: previous["values"][d] for e in entries.values() if e["previous"]
-                   for d in e["previous"]["parts"].values() if d in previous["values"]}
-    digest = keys_digest(items)
-    write_json_document(_state_file(stage, state_dir),
-                        {"items": entries, "values": {**kept_values, **values}, "keys_digest": digest})
-    return dict(counts), digest
+            counts.update(changed_parts(old["parts"] if old else None, digests) or ["cache"])
+        entry = {"key": item["key"], "parts": digests,
+                 "previous": {"key": old["key"], "parts": old["parts"]} if old else None,
+                 "computed": item["id"] in computed}
+        if entry != old:
+            changed[item["id"]] = entry
+    gone = set(previous) - {item["id"] for item in items}
+    connection.executemany("DELETE FROM items WHERE id = ?", [(item_id,) for item_id in sorted(gone)])
+    connection.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)",
+                           [(item_id, canonical_json(entry)) for item_id, entry in sorted(changed.items())])
+    connection.executemany("INSERT OR IGNORE INTO part_values VALUES (?, ?)",
+                           [(d, canonical_json(value)) for d, value in sorted(values.items())])
+    if changed or gone:  # drop the values no entry names any more
+        named = {d for item_id, entry in {**previous, **changed}.items() if item_id not in gone
+                 for parts in (entry["parts"], (entry["previous"] or {}).get("parts", {})) for d in parts.values()}
+        stored = {d for (d,) in connection.execute("SELECT digest FROM part_values")}
+        connection.executemany("DELETE FROM part_values WHERE digest = ?", [(d,) for d in sorted(stored - named)])
+    connection.execute("INSERT OR REPLACE INTO meta VALUES ('keys_digest', ?)", (digest,))
+    connection.execute("COMMIT")
+    return dict(counts)
 
 
 def restored(stage: str, state: dict[str, Any], root: Path = Path(".")) -> bool:
@@ -147,7 +239,7 @@ def explain(item_id: str, stages: list[str], state_dir: Path = STATE_DIR, root: 
         matches = sorted(i for i in state["items"] if i == item_id or i.startswith(f"{item_id}/"))
         if matches and restored(stage, state, root):
             lines.append(f"{stage}: restored from DVC's run cache, so the last build ran no code of it and "
-                         f"{state_dir / (stage + '.json')} describes an earlier run; `dvc repro --force -s {stage}` "
+                         f"{_state_file(stage, state_dir)} describes an earlier run; `dvc repro --force -s {stage}` "
                          "runs it again (reusing every cached item) and records why each item was built")
             continue
         for match in matches:
