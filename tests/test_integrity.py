@@ -15,12 +15,14 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
 import tarfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -528,8 +530,9 @@ DEEP_JSON = "[" * 200_000 + "]" * 200_000  # deeper than Python's parser recurse
 
 
 def test_state_nested_too_deep_reads_as_absent_or_damaged(project, capsys):
-    """Every JSON file g4g keeps between runs (the input record, memos, keys, run logs, a cache
-    entry's record) replaced by JSON nested 200,000 deep, as damage or an attacker might."""
+    """Every JSON file g4g keeps between runs (the input record, memos, run logs, a cache entry's
+    record) and every JSON row of the key records replaced by JSON nested 200,000 deep, as
+    damage or an attacker might."""
     from compiler import cli
 
     build_in_process(project)
@@ -540,6 +543,13 @@ def test_state_nested_too_deep_reads_as_absent_or_damaged(project, capsys):
     assert len([p for p in state if p.name == RECORD]) > 10 and len(state) > 30
     for path in state:
         path.write_text(DEEP_JSON)
+    records = sorted((project / ".g4g/keys").glob("*.sqlite"))  # the key records: every row's JSON
+    assert len(records) == 6
+    for path in records:
+        with closing(sqlite3.connect(path)) as database:
+            database.execute("UPDATE items SET entry = ?", (DEEP_JSON,))
+            database.execute("UPDATE part_values SET value = ?", (DEEP_JSON,))
+            database.commit()
     capsys.readouterr()
 
     assert cli.main(["report"]) == 0
