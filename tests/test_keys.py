@@ -235,6 +235,93 @@ def test_explain_says_when_dvc_restored_a_stage_instead_of_describing_another_ru
     assert line.startswith("plan: restored from DVC's run cache") and "dvc repro --force -s plan" in line
 
 
+def keyed(parts: dict[str, dict]) -> list[dict]:
+    """Items (id -> parts) keyed as a stage keys them."""
+    from base.keys import content_key
+
+    return [{"id": item_id, "parts": item_parts, "key": content_key("plan", item_parts)}
+            for item_id, item_parts in parts.items()]
+
+
+def test_the_key_record_writes_the_rows_an_edit_changed_and_a_killed_write_leaves_it_as_it_was(tmp_path,
+                                                                                              monkeypatch):
+    import sqlite3
+
+    from stages.runtime import explain
+
+    keys = tmp_path / "keys"
+    items = keyed({f"a-{n:05d}": {"seed": n, "code": {"plan": "c1"}} for n in range(5)})
+    explain.record("plan", items, {item["id"] for item in items}, keys)
+    explain.record("plan", items, set(), keys)  # every row changes once: nothing computed now
+    before = explain.load("plan", keys)
+    written: list[str] = []  # every statement run, with its values
+
+    edited = keyed({**{i["id"]: i["parts"] for i in items}, "a-00002": {"seed": 2, "code": {"plan": "c2"}}})
+    real = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        connection = real(*args, **kwargs)
+        connection.set_trace_callback(written.append)
+        return connection
+
+    monkeypatch.setattr(explain.sqlite3, "connect", traced)
+    counts, _ = explain.record("plan", edited, {"a-00002"}, keys)
+    assert counts == {"code": 1}
+    [row] = [w for w in written if "INTO items" in w or "FROM items WHERE" in w]  # one row written, none deleted
+    assert row.startswith("INSERT OR REPLACE INTO items VALUES ('a-00002', ")
+    state = explain.load("plan", keys)
+    assert {i: e for i, e in state["items"].items() if e != before["items"][i]} == {"a-00002": state["items"]["a-00002"]}
+
+    real_json = explain.canonical_json
+
+    def killed(value):  # the process dies after writing the item rows, while writing the part values
+        if isinstance(value, dict) and "computed" in value:
+            return real_json(value)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(explain, "canonical_json", killed)
+    again = keyed({**{i["id"]: i["parts"] for i in items}, "a-00003": {"seed": 3, "code": {"plan": "c3"}}})
+    with pytest.raises(KeyboardInterrupt):
+        explain.record("plan", again, {"a-00003"}, keys)
+    assert explain.load("plan", keys) == state
+
+
+def test_a_key_record_of_another_shape_is_made_anew_and_a_busy_or_full_one_is_not(tmp_path, monkeypatch):
+    import sqlite3
+    from contextlib import closing
+
+    from base.files import DiskFull
+    from stages.runtime import explain
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    with closing(sqlite3.connect(keys / "plan.sqlite")) as database:  # another tool's database, same name
+        database.execute("CREATE TABLE items (a INTEGER, b INTEGER)")
+        database.commit()
+    items = keyed({"a-00000": {"seed": 1}})
+    assert explain.load("plan", keys)["items"] == {}
+    explain.record("plan", items, {"a-00000"}, keys)
+    assert explain.item_keys("plan", keys) == {items[0]["key"]}
+
+    monkeypatch.setattr(explain, "LOCK_WAIT", 0.1)
+    with closing(sqlite3.connect(keys / "plan.sqlite", isolation_level=None)) as reader:
+        reader.execute("BEGIN EXCLUSIVE")  # another process holds the record
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            explain.record("plan", items, set(), keys)
+        reader.execute("ROLLBACK")
+    assert explain.item_keys("plan", keys) == {items[0]["key"]}  # waited, failed, kept
+
+    def full(*args):
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise error
+
+    monkeypatch.setattr(explain, "_record", full)
+    with pytest.raises(DiskFull, match=r"no space left on the device while writing .*keys/plan\.sqlite"):
+        explain.record("plan", items, set(), keys)
+    assert explain.item_keys("plan", keys) == {items[0]["key"]}
+
+
 def test_the_keys_of_items_sharing_values_are_the_keys_of_their_copies():
     """content_keys encodes a value many items hold once; each key is still content_key's."""
     from base.keys import content_key, content_keys

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, entry TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS part_values (digest TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+NOT_OURS = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_ERROR)  # damaged, or another schema
+LOCK_WAIT = 60  # seconds a run waits for a reader (`g4g explain`) to finish
 Entry = dict[str, Any]  # {"key", "parts": {name: digest}, "previous": {"key", "parts"} | None, "computed"}
 
 
@@ -52,7 +54,7 @@ def _database(path: Path) -> Iterator[sqlite3.Connection]:
     """The record, open (made where there is none); sqlite3.DatabaseError where the file is
     not a record of ours (damaged, another tool's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path, isolation_level=None)) as connection:  # transactions begun by hand
+    with closing(sqlite3.connect(path, timeout=LOCK_WAIT, isolation_level=None)) as connection:  # transactions begun by hand
         connection.executescript(SCHEMA)
         yield connection
 
@@ -137,18 +139,26 @@ def record(stage: str, items: list[dict[str, Any]], computed: set[str],
     path = _state_file(stage, state_dir)
     path.with_suffix(".json").unlink(missing_ok=True)  # the record as older builds wrote it
     digest = keys_digest(items)
-    for attempt in (1, 2):
-        try:
-            with _database(path) as connection:
-                return _record(connection, items, computed, digest), digest
-        except sqlite3.DatabaseError as error:
-            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                raise DiskFull(f"no space left on the device while writing {path}") from None
-            if attempt == 2:
-                raise
-            for damaged in (path, path.with_name(path.name + "-journal")):
-                damaged.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
+    try:
+        counts = _write(path, items, computed, digest)
+    except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorcode", None) not in NOT_OURS:  # busy, locked: never thrown away
+            raise
+        for damaged in (path, path.with_name(path.name + "-journal")):
+            damaged.unlink(missing_ok=True)
+        counts = _write(path, items, computed, digest)
+    return counts, digest
+
+
+def _write(path: Path, items: list[dict[str, Any]], computed: set[str], digest: str) -> dict[str, int]:
+    """`_record` into the database at `path`; a full disk is DiskFull, naming it."""
+    try:
+        with _database(path) as connection:
+            return _record(connection, items, computed, digest)
+    except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise DiskFull(f"no space left on the device while writing {path}") from None
+        raise
 
 
 def _record(connection: sqlite3.Connection, items: list[dict[str, Any]], computed: set[str],
@@ -178,7 +188,8 @@ def _record(connection: sqlite3.Connection, items: list[dict[str, Any]], compute
                  "computed": item["id"] in computed}
         if entry != old:
             changed[item["id"]] = entry
-    gone = set(previous) - {item["id"] for item in items}
+    stored_ids = {item_id for (item_id,) in connection.execute("SELECT id FROM items")}
+    gone = stored_ids - {item["id"] for item in items}  # rows not of ours included
     connection.executemany("DELETE FROM items WHERE id = ?", [(item_id,) for item_id in sorted(gone)])
     connection.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)",
                            [(item_id, canonical_json(entry)) for item_id, entry in sorted(changed.items())])
